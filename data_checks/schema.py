@@ -1,0 +1,87 @@
+"""The data contract: what one day partition holds, saved with every model.
+
+A day is one Parquet partition with a binary ``label`` column, dense float columns and
+categorical id columns. Categorical ids are hashed into a table of ``hash_size`` rows, so
+the schema fixes each embedding table's size; a model trained on one schema scores any
+frame that carries the same columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SchemaError(ValueError):
+    """A frame or a schema file does not match the data contract."""
+
+
+class CategoricalFeature(BaseModel):
+    """One categorical feature: a column of ids hashed into ``hash_size`` embedding rows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    hash_size: int = Field(gt=0, description="Rows of the embedding table the ids hash into.")
+
+
+class FeatureSchema(BaseModel):
+    """Column names, kinds and hash sizes of one feed.
+
+    Invariants: column names are unique; ``label`` holds 0/1; dense columns are numeric;
+    categorical columns hold integer or string ids.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = "label"
+    dense: tuple[str, ...]
+    categorical: tuple[CategoricalFeature, ...]
+    dense_transform: Literal["log1p", "none"] = Field(
+        "log1p",
+        description="log1p(max(x, 0)) as the DLRM reference does for count features, or none.",
+    )
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> "FeatureSchema":
+        names = self.columns
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise SchemaError(f"schema column names must be unique; repeated: {duplicates}")
+        if not self.categorical:
+            raise SchemaError("schema needs at least one categorical feature (got 0)")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a partition must hold: label, dense, then categorical."""
+        return [self.label, *self.dense, *self.categorical_names]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [c.name for c in self.categorical]
+
+    @property
+    def hash_sizes(self) -> list[int]:
+        return [c.hash_size for c in self.categorical]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureSchema":
+        return cls.model_validate(json.loads(text))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "FeatureSchema":
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SchemaError(f"cannot read feature schema {path}: {err}") from err
