@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# make ui — the Prefect server and the MLflow UI on $QUANTREC_HOME, bound to 127.0.0.1.
+# Ctrl-C stops both.
+set -euo pipefail
+home="${QUANTREC_HOME:-.quantrec}"
+mkdir -p "$home"
+home="$(cd "$home" && pwd)"
+export PREFECT_HOME="${PREFECT_HOME:-$home/prefect}"
+prefect_port="${PREFECT_PORT:-4200}"
+mlflow_port="${MLFLOW_PORT:-5000}"
+
+prefect server start --host 127.0.0.1 --port "$prefect_port" &
+mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
+  --backend-store-uri "sqlite:///$home/mlflow.db" \
+  --default-artifact-root "$home/mlartifacts" &
+trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM EXIT
+
+sleep 3
+cat <<TXT
+
+quantrec state: $home
+  Prefect UI  http://127.0.0.1:$prefect_port   (flow runs, task stages, summary artifacts)
+  MLflow UI   http://127.0.0.1:$mlflow_port   (runs, datasets, registered models, aliases)
+Ctrl-C stops both.
+
+TXT
+wait

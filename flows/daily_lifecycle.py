@@ -1,0 +1,64 @@
+"""The daily lifecycle flow: one run date, end to end.
+
+Flows only compose tasks; each stage is one task, so its name, state and timing show in the
+Prefect UI. For run date D: ingest the window and D, validate D, measure drift, train fp32 on
+the window, quantize, evaluate everything (and the champion) on D, gate, register, promote,
+summarise.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import flow
+
+from models.gate import reject_invalid_data
+from tasks.config import QuantrecConfig
+from tasks.data import ingest_days, measure_run_date_drift, validate_run_date
+from tasks.evaluate import decide_promotion, evaluate_variants, record_decision
+from tasks.registry import load_champion, register_variants, switch_champion
+from tasks.report import close_failed_run, day_record, open_lifecycle_run, publish_summary
+from tasks.tracking import connect
+from tasks.train import quantize_variants, train_candidate
+
+
+@flow(name="daily-lifecycle", log_prints=True)
+def daily_lifecycle(run_date: date, config: QuantrecConfig | None = None) -> dict:
+    """Run the whole lifecycle for ``run_date``; return its record (see ``day_record``)."""
+    config = config or QuantrecConfig()
+    model_name = config.registry.model_name
+    run_id = open_lifecycle_run(run_date, config.registry.experiment, config.model_dump_json())
+    try:
+        partitions = ingest_days(run_date, config.training.window_days, config.feed, run_id)
+        validation = validate_run_date(partitions, run_id)
+        champion = load_champion(model_name)
+        champion_before = champion.version if champion else None
+        if not validation["passed"]:
+            decision = reject_invalid_data(validation["summary"])
+            record_decision(connect()[1], run_id, decision)
+            return publish_summary(day_record(
+                run_date=run_date, run_id=run_id, decision=decision, metrics={}, sizes={},
+                registered={}, champion_before=champion_before,
+                champion_after=champion_before, train_samples_per_s=None,
+            ))
+        measure_run_date_drift(partitions, run_id)
+        trained = train_candidate(partitions, config, run_id)
+        candidate = quantize_variants(trained, run_id)
+        metrics = evaluate_variants(partitions, candidate, champion, config, run_id)
+        decision = decide_promotion(validation, metrics, config, run_id)
+        registered = register_variants(
+            run_id=run_id, run_date=run_date, variants=candidate.variants,
+            schema=partitions.schema, metrics=metrics, sizes=candidate.bytes,
+            decision=decision, model_name=model_name,
+        )
+        promoted_version = registered.get(decision.promoted) if decision.promoted else None
+        champion_after = switch_champion(model_name, promoted_version, run_id)
+        return publish_summary(day_record(
+            run_date=run_date, run_id=run_id, decision=decision, metrics=metrics,
+            sizes=candidate.bytes, registered=registered, champion_before=champion_before,
+            champion_after=champion_after,
+            train_samples_per_s=candidate.train_samples_per_s,
+        ))
+    except BaseException:
+        close_failed_run(run_id)
+        raise

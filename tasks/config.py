@@ -1,0 +1,139 @@
+"""The one typed configuration of quantrec, loaded from one TOML file.
+
+Every default lives here, documented once, and ``quantrec config`` prints the effective
+values. A file only lists what it changes; unknown keys are refused so a typo cannot pass
+silently, and errors name the file, the field and the value.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read or holds a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedConfig(_Section):
+    name: Literal["synthetic"] = Field("synthetic", description="Where days come from.")
+    scenario: Literal["stable", "gradual", "sudden"] = Field(
+        "stable", description="Synthetic drift: none, interest rotating slowly, or a shift."
+    )
+    shift_date: date | None = Field(
+        None, description="Day the sudden scenario shifts (required for scenario 'sudden')."
+    )
+    seed: int = Field(0, description="Synthetic days are a pure function of (seed, day).")
+    rows_per_day: int = Field(100_000, gt=0, description="Rows of each synthetic day.")
+
+    @model_validator(mode="after")
+    def _sudden_needs_a_date(self) -> "FeedConfig":
+        if self.scenario == "sudden" and self.shift_date is None:
+            raise ValueError("feed.scenario = 'sudden' needs feed.shift_date (YYYY-MM-DD)")
+        return self
+
+
+class ModelConfig(_Section):
+    embedding_dim: int = Field(16, gt=0, description="Width of every embedding row.")
+    bottom_mlp: tuple[int, ...] = Field(
+        (64, 16), description="Dense-feature MLP; its last size must equal embedding_dim."
+    )
+    top_mlp: tuple[int, ...] = Field((64, 32, 1), description="MLP over the interactions.")
+
+    @model_validator(mode="after")
+    def _bottom_ends_at_embedding_dim(self) -> "ModelConfig":
+        if not self.bottom_mlp or self.bottom_mlp[-1] != self.embedding_dim:
+            raise ValueError(
+                f"model.bottom_mlp must end with embedding_dim={self.embedding_dim}, "
+                f"got bottom_mlp={list(self.bottom_mlp)}"
+            )
+        return self
+
+
+class TrainingConfig(_Section):
+    window_days: int = Field(3, gt=0, description="Train on the W days before the run date.")
+    epochs: int = Field(1, gt=0, description="Passes over the window.")
+    batch_size: int = Field(1024, gt=0, description="Samples per optimizer step.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam (MLPs) and SparseAdam (tables).")
+    seed: int = Field(0, description="Seeds initialisation and shuffling: same seed, same weights.")
+
+
+class EvaluationConfig(_Section):
+    batch_size: int = Field(
+        8192, gt=0, description="Scoring batch; fixed so a reloaded model reproduces its NE."
+    )
+
+
+class GateConfig(_Section):
+    quantization_ne_budget_rel: float = Field(
+        0.0005,
+        ge=0,
+        description="Max relative NE loss of a low-precision variant vs its fp32 parent "
+        "(0.0005 = 0.05 %).",
+    )
+    champion_ne_epsilon_rel: float = Field(
+        0.005,
+        ge=0,
+        description="Max relative NE by which a candidate may trail the champion on the "
+        "run date (0.005 = 0.5 %).",
+    )
+    allow_fp32_fallback: bool = Field(
+        True,
+        description="Promote the fp32 parent when no low-precision variant passes, so a "
+        "fresher model still serves (at fp32 cost).",
+    )
+
+
+class RegistryConfig(_Section):
+    model_name: str = Field("quantrec-ctr", min_length=1, description="Registered model.")
+    experiment: str = Field("quantrec", min_length=1, description="MLflow experiment.")
+
+
+class QuantrecConfig(_Section):
+    feed: FeedConfig = FeedConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    def with_overrides(self, **sections: dict) -> "QuantrecConfig":
+        """A copy with some fields of some sections replaced, validated again."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        return _validate(data, source="command-line overrides")
+
+
+def load_config(path: Path | str | None = None) -> QuantrecConfig:
+    """Read ``path`` (TOML); ``None`` gives every default."""
+    if path is None:
+        return QuantrecConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path} does not exist") from err
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    return _validate(data, source=str(path))
+
+
+def _validate(data: dict, *, source: str) -> QuantrecConfig:
+    try:
+        return QuantrecConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            f" (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from err

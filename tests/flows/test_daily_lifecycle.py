@@ -1,0 +1,109 @@
+"""Three tiny synthetic days through the real flows, a real MLflow SQLite store and registry."""
+
+from datetime import date
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.backfill import backfill
+from models.batch import batch_from_frame
+from models.scorer import score
+from tasks.config import QuantrecConfig
+from tasks.data import lake
+from tasks.registry import load_version
+from tasks.settings import quantrec_home
+
+START, END = date(2026, 3, 1), date(2026, 3, 3)
+
+
+def tiny_config(**gate) -> QuantrecConfig:
+    return QuantrecConfig().with_overrides(
+        feed={"rows_per_day": 3000, "seed": 7},
+        training={"window_days": 2, "batch_size": 256},
+        evaluation={"batch_size": 512},
+        gate=gate,
+    )
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lifecycle-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTREC_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # A generous budget so the int8 variant is what gets promoted on tiny, noisy days.
+        config = tiny_config(quantization_ne_budget_rel=0.05, champion_ne_epsilon_rel=0.05)
+        records = backfill(START, END, config)
+        yield home, config, records
+
+
+@pytest.fixture
+def client(backfilled, monkeypatch):
+    home, _, _ = backfilled
+    monkeypatch.setenv("QUANTREC_HOME", str(home))
+    uri = quantrec_home().tracking_uri
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_one_record_per_day_in_order(backfilled):
+    _, _, records = backfilled
+    assert [r["date"] for r in records] == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    for record in records:
+        assert set(record["registered_versions"]) == {"fp32", "int8"}
+        assert record["metrics"]["fp32"]["ne"] > 0
+        assert record["bytes"]["int8"] < record["bytes"]["fp32"] / 2
+
+
+def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client):
+    _, config, records = backfilled
+    name = config.registry.model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["quantrec.decision"] == "promoted"
+    assert champion.version == records[-1]["champion_version"]
+    promoted = [r for r in records if r["decision"] == "promoted"]
+    assert promoted, "a generous gate must promote at least one day"
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) == 2 * len(records)
+    for version in versions:
+        assert version.tags["quantrec.decision"] in {"promoted", "passed", "rejected"}
+    if len(promoted) > 1:
+        previous = client.get_model_version_by_alias(name, "previous")
+        assert previous.version == promoted[-2]["champion_version"]
+
+
+def test_each_run_logs_metrics_datasets_and_decision(backfilled, client):
+    _, _, records = backfilled
+    for record in records:
+        run = client.get_run(record["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        for key in ("fp32.ne", "int8.ne", "fp32.auc", "int8.bytes", "time.train_s"):
+            assert key in run.data.metrics, key
+        assert run.data.tags["quantrec.decision"] == record["decision"]
+        contexts = {
+            tag.value for d in run.inputs.dataset_inputs for tag in d.tags
+            if tag.key == "mlflow.data.context"
+        }
+        assert contexts == {"training", "evaluation"}
+        decision = mlflow.artifacts.load_dict(f"runs:/{record['mlflow_run_id']}/decision.json")
+        assert decision["outcome"] == record["decision"]
+    assert "champion.ne" in client.get_run(records[-1]["mlflow_run_id"]).data.metrics
+
+
+def test_champion_reloads_and_reproduces_its_logged_ne(backfilled, client):
+    _, config, records = backfilled
+    name = config.registry.model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    loaded = load_version(name, champion.version)
+    run_date = date.fromisoformat(champion.tags["quantrec.run_date"])
+    frame = lake().read(run_date)
+    metrics = score(loaded.model, batch_from_frame(frame, loaded.schema),
+                    batch_size=config.evaluation.batch_size)
+    record = next(r for r in records if r["date"] == run_date.isoformat())
+    variant = champion.tags["quantrec.variant"]
+    assert metrics.ne == record["metrics"][variant]["ne"]
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    probabilities = pyfunc.predict(frame.drop(columns=["label"]).head(100))
+    assert probabilities.shape == (100,)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
