@@ -8,7 +8,7 @@ summarise.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 from prefect import flow
 
@@ -22,9 +22,18 @@ from tasks.tracking import connect
 from tasks.train import quantize_variants, train_candidate
 
 
+def last_complete_day() -> date:
+    """What a scheduled run processes: yesterday, in UTC."""
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
 @flow(name="daily-lifecycle", log_prints=True)
-def daily_lifecycle(run_date: date, config: QuantrecConfig | None = None) -> dict:
-    """Run the whole lifecycle for ``run_date``; return its record (see ``day_record``)."""
+def daily_lifecycle(run_date: date | None = None, config: QuantrecConfig | None = None) -> dict:
+    """Run the whole lifecycle for ``run_date`` (default: the last complete day, UTC).
+
+    Returns the run date's record (see ``tasks.report.day_record``).
+    """
+    run_date = run_date or last_complete_day()
     config = config or QuantrecConfig()
     model_name = config.registry.model_name
     run_id = open_lifecycle_run(run_date, config.registry.experiment, config.model_dump_json())
