@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             records = run_demo(args)
             print_records(records, as_json=False)
+            _print_demo_figures(records)
             _print_where_to_look(home)
             return 0
         config = resolve_config(args)
@@ -129,6 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LakeError, SchemaError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 2
+
+
+def _print_demo_figures(records: list[dict]) -> None:
+    from tasks.tracking import stage_timings
+
+    timings = stage_timings([r["mlflow_run_id"] for r in records])
+    print("\nWall time per stage, seconds (mean over days; max):")
+    for stage, values in timings.items():
+        print(f"  {stage:<10} {sum(values) / len(values):7.2f}  {max(values):7.2f}")
+    trained = [r for r in records if r["train_samples_per_s"]]
+    if trained:
+        rate = sum(r["train_samples_per_s"] for r in trained) / len(trained)
+        print(f"Training: {rate:,.0f} samples/s (mean over days)")
+        sizes = trained[-1]["bytes"]
+        print(f"Model bytes: fp32 {sizes['fp32']:,}  int8 {sizes['int8']:,}  "
+              f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.3f})")
 
 
 def _print_where_to_look(home) -> None:

@@ -87,3 +87,14 @@ def stage_timer(client: MlflowClient, run_id: str, stage: str) -> Iterator[None]
         yield
     finally:
         log_metrics(client, run_id, {f"time.{stage}_s": time.perf_counter() - started})
+
+
+def stage_timings(run_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds per stage (``time.<stage>_s``) across the given runs, in run order."""
+    _, client = connect()
+    timings: dict[str, list[float]] = {}
+    for run_id in run_ids:
+        for key, value in client.get_run(run_id).data.metrics.items():
+            if key.startswith("time.") and key.endswith("_s"):
+                timings.setdefault(key[len("time."):-len("_s")], []).append(value)
+    return timings
