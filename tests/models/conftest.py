@@ -18,6 +18,17 @@ from models.batch import Batch, batch_from_frame
 from models.dlrm import DLRM
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny ops on 2 shared cores: intra-op threads wait on each other for milliseconds per op
+    when another process holds a core (60x slower measured), and one thread keeps runs
+    bit-reproducible. Restored after each test so other test folders keep their setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_schema() -> FeatureSchema:
     """Two dense columns, integer user ids, string item ids, integer hour ids."""
