@@ -1,0 +1,124 @@
+"""Model artifacts that hold data only: tensors and JSON, never pickled code.
+
+A directory holds:
+
+* ``weights.pt``: ``torch.save`` of a plain ``dict[str, Tensor]`` (the state_dict), read
+  back with ``torch.load(weights_only=True)``;
+* ``recipe.json``: format version, the DLRM architecture kwargs, the precision and the
+  per-unit precision plan that rebuild the module before the tensors are loaded;
+* ``schema.json``: the ``FeatureSchema`` the model scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_checks.schema import FeatureSchema, SchemaError
+from models.dlrm import DLRM
+from models.quantize import apply_precision_plan, precision_plan, uniform_plan
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+RECIPE_FILE = "recipe.json"
+SCHEMA_FILE = "schema.json"
+
+
+class ArtifactError(ValueError):
+    """An artifact directory is incomplete, of another format version, or inconsistent."""
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from an artifact, in eval mode, with what describes it."""
+
+    model: DLRM
+    schema: FeatureSchema
+    precision: str
+    recipe: dict[str, Any]
+
+
+def save_model(model: DLRM, directory: Path, *, schema: FeatureSchema, precision: str) -> Path:
+    """Write ``model`` as an artifact into ``directory`` (created if needed); returns it.
+
+    Args:
+        model: an fp32 DLRM, or one built by ``models.quantize.build_variant``.
+        schema: the data contract the model was trained on; must match its inputs.
+        precision: the label of the model's precision ("fp32" | "int8"); must describe
+            every unit of the model.
+    """
+    _check_schema_matches(model, schema)
+    plan = precision_plan(model)
+    expected = uniform_plan(model, precision)
+    if plan != expected:
+        others = sorted(name for name in plan if plan[name] != precision)
+        raise ArtifactError(
+            f"precision {precision!r} does not describe the model: units {others} are at "
+            f"{sorted({plan[n] for n in others})}; quantize with build_variant first"
+        )
+    recipe = {
+        "format_version": FORMAT_VERSION,
+        "architecture": model.architecture(),
+        "precision": precision,
+        "precision_plan": plan,
+        "torch_version": torch.__version__,
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    _replace(directory / WEIGHTS_FILE, lambda tmp: torch.save(weights, tmp))
+    _replace(directory / RECIPE_FILE, lambda tmp: tmp.write_text(json.dumps(recipe, indent=2)))
+    _replace(directory / SCHEMA_FILE, lambda tmp: tmp.write_text(schema.to_json()))
+    return directory
+
+
+def load_model(directory: Path) -> LoadedModel:
+    """Rebuild the model saved in ``directory``; outputs match the saved model's bit for bit."""
+    directory = Path(directory)
+    missing = [f for f in (WEIGHTS_FILE, RECIPE_FILE, SCHEMA_FILE) if not (directory / f).is_file()]
+    if missing:
+        raise ArtifactError(f"artifact {directory} lacks {missing}; was it written by save_model?")
+    recipe = json.loads((directory / RECIPE_FILE).read_text())
+    version = recipe.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"artifact {directory} has format_version {version}, this reader handles {FORMAT_VERSION}"
+        )
+    try:
+        schema = FeatureSchema.from_json((directory / SCHEMA_FILE).read_text())
+    except ValueError as err:
+        raise ArtifactError(f"artifact {directory} has an unreadable schema: {err}") from err
+    weights = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    # The skeleton's random init is overwritten below; fork the RNG so loading a model does
+    # not shift the caller's seeded random stream.
+    with torch.random.fork_rng(devices=[]):
+        model = apply_precision_plan(DLRM(**recipe["architecture"]), recipe["precision_plan"])
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ArtifactError(f"artifact {directory}: weights do not fit the recipe: {err}") from err
+    return LoadedModel(model=model.eval(), schema=schema, precision=recipe["precision"], recipe=recipe)
+
+
+def _check_schema_matches(model: DLRM, schema: FeatureSchema) -> None:
+    arch = model.architecture()
+    pairs = {
+        "dense feature count": (arch["num_dense"], len(schema.dense)),
+        "categorical features": (arch["feature_names"], schema.categorical_names),
+        "hash sizes": (arch["table_sizes"], schema.hash_sizes),
+    }
+    for what, (model_value, schema_value) in pairs.items():
+        if model_value != schema_value:
+            raise SchemaError(f"{what} differ: model has {model_value}, schema has {schema_value}")
+
+
+def _replace(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
