@@ -87,7 +87,8 @@ def load_model(directory: Path) -> LoadedModel:
     version = recipe.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"artifact {directory} has format_version {version}, this reader handles {FORMAT_VERSION}"
+            f"artifact {directory} has format_version {version}; "
+            f"this reader handles {FORMAT_VERSION}"
         )
     try:
         schema = FeatureSchema.from_json((directory / SCHEMA_FILE).read_text())
@@ -102,7 +103,9 @@ def load_model(directory: Path) -> LoadedModel:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ArtifactError(f"artifact {directory}: weights do not fit the recipe: {err}") from err
-    return LoadedModel(model=model.eval(), schema=schema, precision=recipe["precision"], recipe=recipe)
+    return LoadedModel(
+        model=model.eval(), schema=schema, precision=recipe["precision"], recipe=recipe
+    )
 
 
 def _check_schema_matches(model: DLRM, schema: FeatureSchema) -> None:

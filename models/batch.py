@@ -118,7 +118,8 @@ class Batch:
     labels: Tensor
 
     def __post_init__(self) -> None:
-        b_dense, b_sparse, b_labels = self.dense.shape[0], self.sparse.batch_size, self.labels.shape[0]
+        b_dense, b_sparse = self.dense.shape[0], self.sparse.batch_size
+        b_labels = self.labels.shape[0]
         if not b_dense == b_sparse == b_labels:
             raise ValueError(
                 f"Batch parts disagree on the batch size: dense {b_dense}, "
@@ -143,7 +144,9 @@ class Batch:
 
     def take(self, index: Tensor) -> Batch:
         """Samples in the order of ``index`` (int64 shape (B',)), e.g. a shuffle."""
-        return Batch(dense=self.dense[index], sparse=self.sparse.take(index), labels=self.labels[index])
+        return Batch(
+            dense=self.dense[index], sparse=self.sparse.take(index), labels=self.labels[index]
+        )
 
 
 def hash_ids(values: np.ndarray, hash_size: int) -> np.ndarray:

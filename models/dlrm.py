@@ -157,7 +157,9 @@ class OverArch(nn.Module):
     def __init__(self, *, in_features: int, layer_sizes: Sequence[int]) -> None:
         super().__init__()
         if not layer_sizes or layer_sizes[-1] != 1:
-            raise ValueError(f"OverArch's last layer must have 1 output, got layer_sizes {list(layer_sizes)}")
+            raise ValueError(
+                f"OverArch's last layer must have 1 output, got layer_sizes {list(layer_sizes)}"
+            )
         self.mlp = _mlp(in_features, layer_sizes, final_relu=False)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -298,7 +300,8 @@ def _check_arguments(
         raise ValueError(f"feature_names must be unique, got {list(feature_names)}")
     if embedding_dim < 1:
         raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
-    for name, sizes in (("table_sizes", table_sizes), ("bottom_mlp", bottom_mlp), ("top_mlp", top_mlp)):
+    sized = {"table_sizes": table_sizes, "bottom_mlp": bottom_mlp, "top_mlp": top_mlp}
+    for name, sizes in sized.items():
         if any(int(s) < 1 for s in sizes):
             raise ValueError(f"{name} must hold positive sizes, got {list(sizes)}")
     if not bottom_mlp or bottom_mlp[-1] != embedding_dim:

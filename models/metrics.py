@@ -28,7 +28,9 @@ def _checked(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndar
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     if labels.shape != probs.shape:
-        raise MetricError(f"labels and probs differ in length: {labels.shape[0]} vs {probs.shape[0]}")
+        raise MetricError(
+            f"labels and probs differ in length: {labels.shape[0]} vs {probs.shape[0]}"
+        )
     if labels.size == 0:
         raise MetricError("cannot score an empty set: labels and probs have 0 rows")
     if not np.isin(labels, (0.0, 1.0)).all():

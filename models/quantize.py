@@ -46,7 +46,9 @@ class Int8DynamicLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         scales = out_features if per_channel else 1
-        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer(
+            "weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8)
+        )
         self.register_buffer("weight_scale", torch.ones(scales, dtype=torch.float64))
         self.register_buffer("weight_zero_point", torch.zeros(scales, dtype=torch.int64))
         self.register_buffer("bias", torch.zeros(out_features))
@@ -54,13 +56,18 @@ class Int8DynamicLinear(nn.Module):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, per_channel: bool = True) -> Int8DynamicLinear:
-        module = cls(in_features=linear.in_features, out_features=linear.out_features, per_channel=per_channel)
+        module = cls(
+            in_features=linear.in_features,
+            out_features=linear.out_features,
+            per_channel=per_channel,
+        )
         weight = linear.weight.detach().float()
         max_abs = weight.abs().amax(dim=1) if per_channel else weight.abs().amax().reshape(1)
         # Symmetric: zero maps to 0 exactly, so padding and ReLU zeros stay exact.
         scale = (max_abs.double() / 127.0).clamp_min(1e-12)
         step = scale[:, None] if per_channel else scale
-        module.weight_int8.copy_(torch.round(weight.double() / step).clamp(-128, 127).to(torch.int8))
+        codes = torch.round(weight.double() / step).clamp(-128, 127)
+        module.weight_int8.copy_(codes.to(torch.int8))
         module.weight_scale.copy_(scale)
         if linear.bias is not None:
             module.bias.copy_(linear.bias.detach())
@@ -83,8 +90,8 @@ class Int8DynamicLinear(nn.Module):
                 )
         self._packed = torch.ops.quantized.linear_prepack(weight, self.bias.float().contiguous())
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
         self._repack()
 
     def dequantized_weight(self) -> Tensor:
@@ -103,7 +110,8 @@ class Int8DynamicLinear(nn.Module):
         return torch.ops.quantized.linear_dynamic(features, self._packed, self.reduce_range)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scales={self.weight_scale.numel()}"
+        scales = self.weight_scale.numel()
+        return f"in_features={self.in_features}, out_features={self.out_features}, scales={scales}"
 
 
 class RowwiseInt8EmbeddingBag(nn.Module):
@@ -128,9 +136,12 @@ class RowwiseInt8EmbeddingBag(nn.Module):
     @classmethod
     def from_float(cls, bag: nn.EmbeddingBag) -> RowwiseInt8EmbeddingBag:
         if bag.mode != "sum":
-            raise ValueError(f"only mode='sum' embedding bags can be quantized, got mode={bag.mode!r}")
+            raise ValueError(
+                f"only mode='sum' embedding bags can be quantized, got mode={bag.mode!r}"
+            )
         module = cls(num_embeddings=bag.num_embeddings, embedding_dim=bag.embedding_dim)
-        module.packed_weight = torch.ops.quantized.embedding_bag_byte_prepack(bag.weight.detach().float().contiguous())
+        weight = bag.weight.detach().float().contiguous()
+        module.packed_weight = torch.ops.quantized.embedding_bag_byte_prepack(weight)
         return module
 
     @property
@@ -234,7 +245,9 @@ def float_state_dict(model: nn.Module) -> dict[str, Tensor]:
     Lets a quantized champion warm-start an fp32 challenger.
     """
     state: dict[str, Tensor] = {}
-    quantized = {n: m for n, m in quantizable_units(model).items() if _UNIT_PRECISION[type(m)] != "fp32"}
+    quantized = {
+        n: m for n, m in quantizable_units(model).items() if _UNIT_PRECISION[type(m)] != "fp32"
+    }
     for name, tensor in model.state_dict().items():
         if name.rpartition(".")[0] not in quantized:
             state[name] = tensor

@@ -22,7 +22,9 @@ def trained(make_model, make_batch):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_reloaded_model_reproduces_outputs_bit_for_bit(trained, make_batch, tiny_schema, tmp_path, precision) -> None:
+def test_reloaded_model_reproduces_outputs_bit_for_bit(
+    trained, make_batch, tiny_schema, tmp_path, precision
+) -> None:
     variant = build_variant(trained, precision)
     path = save_model(variant, tmp_path / "model", schema=tiny_schema, precision=precision)
     loaded = load_model(path)
@@ -37,8 +39,11 @@ def test_reloaded_model_reproduces_outputs_bit_for_bit(trained, make_batch, tiny
     assert score(loaded.model, batch, batch_size=128) == score(variant, batch, batch_size=128)
 
 
-def test_weights_are_a_plain_tensor_dict_readable_with_weights_only(trained, tiny_schema, tmp_path) -> None:
-    path = save_model(build_variant(trained, "int8"), tmp_path, schema=tiny_schema, precision="int8")
+def test_weights_are_a_plain_tensor_dict_readable_with_weights_only(
+    trained, tiny_schema, tmp_path
+) -> None:
+    int8 = build_variant(trained, "int8")
+    path = save_model(int8, tmp_path, schema=tiny_schema, precision="int8")
     weights = torch.load(path / "weights.pt", weights_only=True)
     assert type(weights) is dict
     assert all(type(t) is torch.Tensor for t in weights.values())

@@ -34,7 +34,8 @@ def test_hash_ids_range_dtype_and_int_width() -> None:
     assert hashed.min() >= 0 and hashed.max() < 37
     assert len(np.unique(hashed)) == 37
     np.testing.assert_array_equal(hash_ids(ids.astype(np.int32), 37), hashed)
-    np.testing.assert_array_equal(hash_ids(np.array(["x", "y"]), 5), hash_ids(np.array(["x", "y"], dtype=object), 5))
+    unicode, objects = np.array(["x", "y"]), np.array(["x", "y"], dtype=object)
+    np.testing.assert_array_equal(hash_ids(unicode, 5), hash_ids(objects, 5))
 
 
 def test_hash_ids_rejects_floats_and_bad_sizes() -> None:
@@ -140,6 +141,8 @@ def test_inconsistent_parts_are_rejected() -> None:
             offsets=(torch.tensor([0]), torch.tensor([0, 1])),
         )
     with pytest.raises(ValueError, match="int64"):
-        KeyedJaggedIds(keys=("a",), values=(torch.tensor([1], dtype=torch.int32),), offsets=(torch.tensor([0]),))
+        KeyedJaggedIds(
+            keys=("a",), values=(torch.tensor([1], dtype=torch.int32),), offsets=(torch.tensor([0]),)
+        )
     with pytest.raises(ValueError, match="dense 4, sparse 4, labels 3"):
         Batch(dense=torch.zeros(4, 2), sparse=_multi_valued(), labels=torch.zeros(3))

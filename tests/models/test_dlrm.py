@@ -52,7 +52,9 @@ def test_interaction_is_dense_then_upper_triangle_of_dot_products() -> None:
 
 def test_sparse_arch_sums_bags_and_empty_bag_is_zero() -> None:
     arch = SparseArch(table_sizes=[10], embedding_dim=3)
-    ids = KeyedJaggedIds(keys=("g",), values=(torch.tensor([1, 2, 4]),), offsets=(torch.tensor([0, 2, 2]),))
+    ids = KeyedJaggedIds(
+        keys=("g",), values=(torch.tensor([1, 2, 4]),), offsets=(torch.tensor([0, 2, 2]),)
+    )
     pooled = arch(ids)
     table = arch.embedding_bags[0].weight
     torch.testing.assert_close(pooled[0, 0], table[1] + table[2])
