@@ -31,7 +31,8 @@ class KeyedJaggedIds:
     Args:
         keys: feature names, in the order of the model's embedding tables.
         values: per key, int64 ids in ``[0, hash_size)``, shape (total ids of that key,).
-        offsets: per key, int64 start of each sample's bag, shape (B,), non-decreasing.
+        offsets: per key, int64 start of each sample's bag, shape (B,), non-decreasing and
+            starting at 0 (not checked here: it would cost a read per key and batch).
 
     Example::
 

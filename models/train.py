@@ -4,6 +4,10 @@ Embedding tables get sparse gradients and ``torch.optim.SparseAdam`` (only the r
 step touched are updated); the MLPs get ``torch.optim.Adam``. Runs are reproducible: with
 the same seed, data, initial weights and thread count, the trained weights are
 bit-identical.
+
+Threads: the steps are many small ops, and intra-op threads wait on each other whenever
+another process holds a core. On a shared 2-core machine ``torch.set_num_threads(1)`` was
+3x faster for a 26-table model and 60x faster for a tiny one; the caller decides.
 """
 
 from __future__ import annotations
