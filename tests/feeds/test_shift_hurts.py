@@ -1,4 +1,5 @@
-"""A sudden shift must hurt a model trained before it; a stable feed must not.
+"""A sudden shift (or weeks of gradual rotation) must hurt a model trained before it;
+a stable feed must not.
 
 The probe is a logistic regression on one-hot ids and log counts: the simplest model that
 learns per-id effects, so it feels exactly what the shift redraws.
@@ -40,21 +41,32 @@ def _test_loss(feed: SyntheticFeed, train_days: list[date], test_day: date) -> f
     return log_loss(test.label.to_numpy(), scores)
 
 
-def _old_and_fresh_loss(feed: SyntheticFeed) -> tuple[float, float]:
+def _old_and_fresh_loss(feed: SyntheticFeed, old_start: int) -> tuple[float, float]:
+    """Test loss on SHIFT+2 of a model trained on two days from ``old_start`` and of one
+    trained on SHIFT and SHIFT+1."""
     day = lambda k: SHIFT + timedelta(days=k)  # noqa: E731
-    old = _test_loss(feed, [day(-2), day(-1)], day(2))
+    old = _test_loss(feed, [day(old_start), day(old_start + 1)], day(2))
     fresh = _test_loss(feed, [day(0), day(1)], day(2))
     return old, fresh
 
 
 @pytest.mark.parametrize(
-    ("scenario", "hurts"), [("sudden", True), ("stable", False)]
+    ("scenario", "old_start", "least_harm"),
+    [
+        ("sudden", -2, 1.05),  # measured over seeds 0-3: 8-14 % worse
+        ("gradual", -16, 1.15),  # 16 of 56 days: effects rotated ~100 deg; 25-33 % worse
+    ],
 )
-def test_a_sudden_shift_hurts_a_model_trained_before_it(scenario: str, hurts: bool) -> None:
+def test_drift_hurts_a_model_trained_before_it(
+    scenario: str, old_start: int, least_harm: float
+) -> None:
     shift = SHIFT if scenario == "sudden" else None
     feed = SyntheticFeed(seed=3, rows_per_day=ROWS, scenario=scenario, shift_date=shift)
-    old, fresh = _old_and_fresh_loss(feed)
-    if hurts:
-        assert old > 1.05 * fresh, (old, fresh)  # measured: ~10 % worse
-    else:
-        assert abs(old / fresh - 1.0) < 0.03, (old, fresh)
+    old, fresh = _old_and_fresh_loss(feed, old_start)
+    assert old > least_harm * fresh, (old, fresh)
+
+
+def test_a_stable_feed_does_not_punish_an_older_model() -> None:
+    feed = SyntheticFeed(seed=3, rows_per_day=ROWS, scenario="stable")
+    old, fresh = _old_and_fresh_loss(feed, -16)
+    assert abs(old / fresh - 1.0) < 0.03, (old, fresh)  # measured: within 2 %

@@ -110,7 +110,7 @@ def test_true_probabilities_leave_something_to_learn() -> None:
     ("settings", "words"),
     [
         ({"scenario": "sudden"}, "needs shift_date"),
-        ({"scenario": "stable", "shift_date": DAY}, "only applies"),
+        ({"scenario": "sudden", "shift_date": "2024-03-01"}, "datetime.date"),
         ({"scenario": "weekly"}, "scenario must be one of"),
         ({"rows_per_day": 0}, "rows_per_day"),
         ({"seed": -1}, "seed"),
