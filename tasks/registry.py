@@ -37,11 +37,13 @@ class Champion:
 def champion_version(client, model_name: str) -> str | None:
     """The version the ``champion`` alias points at, or None when there is none yet."""
     try:
-        return client.get_model_version_by_alias(model_name, CHAMPION).version
+        registered = client.get_registered_model(model_name)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+    version = registered.aliases.get(CHAMPION)
+    return None if version is None else str(version)
 
 
 def load_version(model_name: str, version: str) -> LoadedModel:

@@ -61,7 +61,7 @@ def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client
     name = config.registry.model_name
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.tags["quantrec.decision"] == "promoted"
-    assert champion.version == records[-1]["champion_version"]
+    assert str(champion.version) == records[-1]["champion_version"]
     promoted = [r for r in records if r["decision"] == "promoted"]
     assert promoted, "a generous gate must promote at least one day"
     versions = client.search_model_versions(f"name='{name}'")
@@ -70,7 +70,7 @@ def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client
         assert version.tags["quantrec.decision"] in {"promoted", "passed", "rejected"}
     if len(promoted) > 1:
         previous = client.get_model_version_by_alias(name, "previous")
-        assert previous.version == promoted[-2]["champion_version"]
+        assert str(previous.version) == promoted[-2]["champion_version"]
 
 
 def test_each_run_logs_metrics_datasets_and_decision(backfilled, client):
