@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -33,6 +34,9 @@ SUITE_NAME = "quantrec.day_contract"
 # Counts are non-negative; above 1e9 a count is a sentinel, an overflow or a unit change.
 DENSE_RANGE: tuple[float, float] = (0.0, 1e9)
 _EXAMPLES = 5  # offending values quoted per check
+# One GX context serves the process and GX contexts are not thread-safe; Prefect's thread
+# pool may validate two days at once.
+_GX_LOCK = threading.Lock()
 # The label mean lies strictly inside (0, 1) iff both classes occur.
 _STRICT_UNIT = {"min_value": 0, "max_value": 1, "strict_min": True, "strict_max": True}
 
@@ -112,7 +116,8 @@ def build_suite(
     """
     import great_expectations as gx
 
-    _context()  # GX suites accept expectations only while a context is active
+    with _GX_LOCK:
+        _context()  # GX suites accept expectations only while a context is active
     E = gx.expectations  # noqa: N806 - GX's own spelling
     label, (low, high) = schema.label, dense_range
     bounds = {"min_value": low, "max_value": high}
@@ -218,11 +223,12 @@ def _run_suite(
     batch_frame = frame.astype(
         {c: "float64" for c in schema.dense if c in present and _is_numeric(frame[c].dtype)}
     )  # GX 1.24 vectorises range checks only on float64/int64; float32 loops in Python.
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": batch_frame})
-    result = batch.validate(
-        gx.ExpectationSuite(name=suite.name, expectations=runnable),
-        result_format={"result_format": "BASIC", "partial_unexpected_count": _EXAMPLES},
-    )
+    with _GX_LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": batch_frame})
+        result = batch.validate(
+            gx.ExpectationSuite(name=suite.name, expectations=runnable),
+            result_format={"result_format": "BASIC", "partial_unexpected_count": _EXAMPLES},
+        )
     return [_to_check(r) for r in result.results]
 
 

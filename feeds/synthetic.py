@@ -15,9 +15,9 @@ Scenarios:
 - ``gradual``: per-id effects and latent vectors rotate between two independent tables,
   ``cos(a) * A + sin(a) * B`` with ``a = 2 pi (ordinal mod period_days) / period_days``;
   the rotation keeps the effect variance, so the click rate and the difficulty stay put.
-- ``sudden``: from ``shift_date`` on, a share of the per-id effects is redrawn, the
-  popularity of the catalog is re-ranked, a share of the rows of large features carries
-  ids never seen before, and some dense distributions move.
+- ``sudden``: from ``shift_date`` on, a share of the per-id effects is redrawn, a share
+  of the popularity ranks is shuffled (tail ids rise to the head), a share of the rows
+  of large features carries ids never seen before, and some dense distributions move.
 
 Every frame depends only on (seed, scenario settings, run date): tables are drawn from the
 seed alone and each day's rows from ``default_rng([seed, run_date.toordinal(), ...])``.
@@ -97,7 +97,7 @@ class _Truth:
 
     before: tuple[_Catalog, ...]  # per feature: the world of stable days and pre-shift days
     alt: tuple[_Catalog, ...]  # gradual partner tables (same ids and popularity)
-    after: tuple[_Catalog, ...]  # sudden: redrawn effects, re-ranked popularity
+    after: tuple[_Catalog, ...]  # sudden: redrawn effects, partly re-ranked popularity
     new: tuple[_Catalog | None, ...]  # sudden: ids born at the shift (None: small vocabulary)
 
 
@@ -295,7 +295,7 @@ def _check_settings(
 ) -> None:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise FeedError(f"seed must be a non-negative integer; got {seed!r}")
-    if rows < 1:
+    if not isinstance(rows, (int, np.integer)) or rows < 1:
         raise FeedError(f"rows_per_day must be at least 1; got {rows}")
     if scenario not in SCENARIOS:
         raise FeedError(f"scenario must be one of {SCENARIOS}; got {scenario!r}")
