@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import date, timedelta
 
@@ -102,6 +103,8 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     home = prepare_process_environment()
+    # MLflow announces every registered version on its INFO logger; the records say it.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     from data_checks.schema import SchemaError
     from feeds.lake import LakeError
     from tasks.config import ConfigError

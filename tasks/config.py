@@ -64,6 +64,13 @@ class TrainingConfig(_Section):
     batch_size: int = Field(1024, gt=0, description="Samples per optimizer step.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam (MLPs) and SparseAdam (tables).")
     seed: int = Field(0, description="Seeds initialisation and shuffling: same seed, same weights.")
+    threads: int = Field(
+        1,
+        gt=0,
+        description="Intra-op threads while training. 1 by default: training is many small "
+        "ops, and on a shared machine threads that wait on a busy core made it many times "
+        "slower; 1 also keeps weights reproducible across machines.",
+    )
 
 
 class EvaluationConfig(_Section):

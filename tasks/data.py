@@ -6,6 +6,7 @@ Thin wrappers: the feed, the lake, the checks and the statistics are the pure co
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -114,7 +115,13 @@ def measure_run_date_drift(partitions: Partitions, run_id: str) -> dict[str, flo
 def log_dataset(client, run_id: str, frame: pd.DataFrame, *, name: str, source: str,
                 digest: str, context: str, label: str) -> None:
     """Record a frame as an MLflow dataset input of the run (training or evaluation)."""
-    dataset = mlflow.data.from_pandas(frame, source=source, targets=label, name=name, digest=digest)
+    with warnings.catch_warnings():
+        # MLflow hints that integer id columns cannot hold missing values (the contract
+        # forbids them) and that a local path could be two kinds of source: noise per run.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, targets=label, name=name, digest=digest
+        )
     client.log_inputs(
         run_id,
         datasets=[

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from models.batch import batch_from_frame
 from models.dlrm import DLRM
 from models.quantize import model_bytes, quantize_int8
-from models.train import TrainReport, train_dlrm
+from models.train import TrainReport, torch_threads, train_dlrm
 from tasks.config import QuantrecConfig
 from tasks.data import Partitions, lake, log_dataset
 from tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
@@ -60,14 +60,15 @@ def train_candidate(partitions: Partitions, config: QuantrecConfig, run_id: str)
             bottom_mlp=config.model.bottom_mlp,
             top_mlp=config.model.top_mlp,
         )
-        report = train_dlrm(
-            model,
-            batch,
-            epochs=training.epochs,
-            batch_size=training.batch_size,
-            learning_rate=training.learning_rate,
-            seed=training.seed,
-        )
+        with torch_threads(training.threads):
+            report = train_dlrm(
+                model,
+                batch,
+                epochs=training.epochs,
+                batch_size=training.batch_size,
+                learning_rate=training.learning_rate,
+                seed=training.seed,
+            )
     log_metrics(client, run_id, {
         "train.rows": len(batch),
         "train.samples_per_s": report.samples_per_s,

@@ -94,3 +94,15 @@ def test_warm_start_from_an_int8_champion_dequantizes(make_model) -> None:
         torch.testing.assert_close(
             challenger.get_parameter(name), champion.get_parameter(name), atol=0.01, rtol=0
         )
+
+
+def test_torch_threads_sets_and_restores():
+    from models.train import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with torch_threads(0):
+            pass
