@@ -4,8 +4,9 @@ A directory holds:
 
 * ``weights.pt``: ``torch.save`` of a plain ``dict[str, Tensor]`` (the state_dict), read
   back with ``torch.load(weights_only=True)``;
-* ``recipe.json``: format version, the DLRM architecture kwargs, the precision and the
-  per-unit precision plan that rebuild the module before the tensors are loaded;
+* ``recipe.json``: format version, the DLRM architecture kwargs, the precision label, the
+  per-unit precision plan that rebuilds the module before the tensors are loaded, and (when
+  given) the full ``PrecisionPlan`` with its measurements under ``"plan"``;
 * ``schema.json``: the ``FeatureSchema`` the model scores.
 """
 
@@ -21,7 +22,8 @@ import torch
 
 from data_checks.schema import FeatureSchema, SchemaError
 from models.dlrm import DLRM
-from models.quantize import apply_precision_plan, precision_plan, uniform_plan
+from models.plan import PrecisionPlan
+from models.quantize import PRECISIONS, build_skeleton, precision_plan, uniform_plan
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
@@ -42,32 +44,48 @@ class LoadedModel:
     precision: str
     recipe: dict[str, Any]
 
+    @property
+    def plan(self) -> PrecisionPlan:
+        """The recorded plan with its measurements, or one built from the per-unit precisions."""
+        if "plan" in self.recipe:
+            return PrecisionPlan.from_json(json.dumps(self.recipe["plan"]))
+        return PrecisionPlan.from_precisions(self.recipe["precision_plan"])
 
-def save_model(model: DLRM, directory: Path, *, schema: FeatureSchema, precision: str) -> Path:
+
+def save_model(
+    model: DLRM,
+    directory: Path,
+    *,
+    schema: FeatureSchema,
+    precision: str,
+    plan: PrecisionPlan | None = None,
+) -> Path:
     """Write ``model`` as an artifact into ``directory`` (created if needed); returns it.
 
     Args:
-        model: an fp32 DLRM, or one built by ``models.quantize.build_variant``.
+        model: an fp32 DLRM, or one built by ``models.quantize`` / ``PrecisionPlan.apply``.
         schema: the data contract the model was trained on; must match its inputs.
-        precision: the label of the model's precision ("fp32" | "int8"); must describe
-            every unit of the model.
+        precision: the variant's label. A precision name ("fp32", "int8", "fp16", ...) must
+            describe every unit; any other label ("searched") names a mixed plan.
+        plan: the plan with its measurements, recorded in recipe.json; its precisions must
+            be the model's.
     """
     _check_schema_matches(model, schema)
-    plan = precision_plan(model)
-    expected = uniform_plan(model, precision)
-    if plan != expected:
-        others = sorted(name for name in plan if plan[name] != precision)
-        raise ArtifactError(
-            f"precision {precision!r} does not describe the model: units {others} are at "
-            f"{sorted({plan[n] for n in others})}; quantize with build_variant first"
-        )
+    units = precision_plan(model)
+    if precision in PRECISIONS:
+        _check_uniform(model, units, precision)
+    if plan is not None and plan.precisions() != units:
+        differ = sorted(n for n in units if plan.precisions().get(n) != units[n])
+        raise ArtifactError(f"plan does not describe the model: units {differ} differ")
     recipe = {
         "format_version": FORMAT_VERSION,
         "architecture": model.architecture(),
         "precision": precision,
-        "precision_plan": plan,
+        "precision_plan": units,
         "torch_version": torch.__version__,
     }
+    if plan is not None:
+        recipe["plan"] = json.loads(plan.to_json())
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().clone() for name, t in model.state_dict().items()}
@@ -98,7 +116,7 @@ def load_model(directory: Path) -> LoadedModel:
     # The skeleton's random init is overwritten below; fork the RNG so loading a model does
     # not shift the caller's seeded random stream.
     with torch.random.fork_rng(devices=[]):
-        model = apply_precision_plan(DLRM(**recipe["architecture"]), recipe["precision_plan"])
+        model = build_skeleton(DLRM(**recipe["architecture"]), recipe["precision_plan"])
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -106,6 +124,20 @@ def load_model(directory: Path) -> LoadedModel:
     return LoadedModel(
         model=model.eval(), schema=schema, precision=recipe["precision"], recipe=recipe
     )
+
+
+def _check_uniform(model: DLRM, units: dict[str, str], precision: str) -> None:
+    try:
+        expected = uniform_plan(model, precision)
+    except ValueError as err:
+        raise ArtifactError(f"precision {precision!r} does not describe the model: {err}") from err
+    if units != expected:
+        others = sorted(name for name in units if units[name] != precision)
+        raise ArtifactError(
+            f"precision {precision!r} does not describe the model: units {others} are at "
+            f"{sorted({units[n] for n in others})}; quantize with build_variant first, or "
+            "label a mixed plan (e.g. 'searched')"
+        )
 
 
 def _check_schema_matches(model: DLRM, schema: FeatureSchema) -> None:
