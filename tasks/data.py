@@ -121,13 +121,6 @@ def log_dataset(client, run_id: str, frame: pd.DataFrame, *, name: str, source: 
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(
             frame, source=source, targets=label, name=name, digest=digest
-        )
-    client.log_inputs(
-        run_id,
-        datasets=[
-            DatasetInput(
-                dataset._to_mlflow_entity(),
-                tags=[InputTag(key="mlflow.data.context", value=context)],
-            )
-        ],
-    )
+        )._to_mlflow_entity()
+    context_tag = InputTag(key="mlflow.data.context", value=context)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context_tag])])
