@@ -1,0 +1,81 @@
+"""Precision search on a small trained model: it respects its budget and prefers small plans."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.plan import PrecisionPlan
+from models.quantize import apply_precision_plan, model_bytes, quantizable_units
+from models.scorer import score
+from models.search import Budget, SearchResult, search_precision_plan
+from models.train import train_dlrm
+
+# Without the greedy table recipes, whose clipping happens to improve this toy model's NE,
+# the most aggressive plan (2-bit tables) costs ~1 % NE, so a 0.05 % budget must revert units.
+PLAIN_TABLES = ("int8", "int4", "int2")
+
+
+@pytest.fixture
+def trained(make_model, make_batch):
+    model = make_model(seed=0, embedding_dim=8)
+    train_dlrm(model, make_batch(rows=2048), epochs=3, batch_size=64, learning_rate=0.02, seed=0)
+    return model
+
+
+def _check_within(result: SearchResult, model, held_out, calibration, limit: float) -> None:
+    """Re-apply the chosen plan from scratch and score it independently."""
+    variant = apply_precision_plan(model, result.chosen.precisions(), calibration=calibration)
+    fp32 = score(model, held_out).ne
+    delta = (score(variant, held_out).ne - fp32) / fp32
+    assert delta <= limit, delta
+    assert delta == pytest.approx(result.chosen.ne_delta_rel, abs=1e-12)
+    assert model_bytes(variant) == result.chosen.bytes
+
+
+def test_search_respects_a_relative_budget_and_prefers_fewer_bytes(
+    trained, make_batch
+) -> None:
+    held_out, calibration = make_batch(rows=4096, seed=1), make_batch(rows=512, seed=2)
+    result = search_precision_plan(
+        trained, held_out, calibration=calibration, table_candidates=PLAIN_TABLES
+    )
+    assert result.budget == Budget(limit=0.0005, kind="relative")
+    aggressive = next(c for c in result.evaluated if c.label == "ranked")
+    assert not aggressive.within_budget  # the search had to revert something
+    for plan in (result.ranked, result.greedy):
+        assert plan.ne_delta_rel <= 0.0005
+    assert result.chosen.bytes == min(result.ranked.bytes, result.greedy.bytes)
+    assert result.chosen.bytes < 0.6 * result.fp32_bytes
+    assert result.chosen_by in result.reason
+    _check_within(result, trained, held_out, calibration, 0.0005)
+
+    loose = search_precision_plan(
+        trained, held_out, calibration=calibration, table_candidates=PLAIN_TABLES, budget=1.0
+    )
+    assert loose.chosen.bytes < result.chosen.bytes
+    assert loose.chosen.bytes == aggressive.bytes  # nothing needed reverting
+
+
+def test_search_records_sensitivity_candidates_and_a_reusable_plan(trained, make_batch) -> None:
+    held_out, calibration = make_batch(rows=2048, seed=3), make_batch(rows=512, seed=4)
+    result = search_precision_plan(
+        trained, held_out, calibration=calibration, budget=Budget(0.001, "absolute")
+    )
+    units = quantizable_units(trained)
+    assert {(r["unit"], r["precision"]) for r in result.sensitivity} >= {
+        (name, "fp16") for name in units
+    }
+    assert len(result.sensitivity) == 7 * 4 + 7 * 3  # (6 candidates + fp32) per unit
+    static = [r for r in result.sensitivity if r["precision"].startswith("int8_static")]
+    assert static and all(r["bytes"] > 0 for r in static)
+    assert all(c.ne_delta_rel * result.ne_fp32 <= 0.001 for c in (result.ranked, result.greedy))
+    assert PrecisionPlan.from_json(result.chosen.to_json()) == result.chosen
+    assert result.chosen.latency_ms > 0 and result.chosen.latency_batch == 2048
+    assert result.to_dict()["chosen_by"] == result.chosen_by
+
+
+def test_budget_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="kind='percent'"):
+        Budget(limit=0.1, kind="percent")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit=-1"):
+        Budget(limit=-1)
