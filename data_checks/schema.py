@@ -1,7 +1,9 @@
 """The data contract: what one day partition holds, saved with every model.
 
 A day is one Parquet partition with a binary ``label`` column, dense float columns and
-categorical id columns. Categorical ids are hashed into a table of ``hash_size`` rows, so
+categorical id columns (one id per row, or a bag of ids per row stored as a Parquet
+``list<int64>`` / ``list<string>`` column when the feature is ``multi_valued``), and
+optionally an event-time column (``timestamp``) the checks use to spot rows of other days. Categorical ids are hashed into a table of ``hash_size`` rows, so
 the schema fixes each embedding table's size; a model trained on one schema scores any
 frame that carries the same columns.
 """
@@ -26,6 +28,10 @@ class CategoricalFeature(BaseModel):
 
     name: str
     hash_size: int = Field(gt=0, description="Rows of the embedding table the ids hash into.")
+    multi_valued: bool = Field(
+        False,
+        description="A bag of ids per row (a list column; EmbeddingBag pools it), not one id.",
+    )
 
 
 class FeatureSchema(BaseModel):
@@ -44,10 +50,15 @@ class FeatureSchema(BaseModel):
         "log1p",
         description="log1p(max(x, 0)) as the DLRM reference does for count features, or none.",
     )
+    timestamp: str | None = Field(
+        None,
+        description="Event-time column (epoch seconds or datetime, UTC); not a model input. "
+        "None: partitions carry no event time and the day checks on it are skipped.",
+    )
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> "FeatureSchema":
-        names = self.columns
+        names = self.partition_columns
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise SchemaError(f"schema column names must be unique; repeated: {duplicates}")
@@ -59,6 +70,15 @@ class FeatureSchema(BaseModel):
     def columns(self) -> list[str]:
         """Every column a partition must hold: label, dense, then categorical."""
         return [self.label, *self.dense, *self.categorical_names]
+
+    @property
+    def partition_columns(self) -> list[str]:
+        """``columns`` plus the timestamp column, if the schema names one."""
+        return [*self.columns, *([self.timestamp] if self.timestamp else [])]
+
+    @property
+    def multi_valued_names(self) -> list[str]:
+        return [c.name for c in self.categorical if c.multi_valued]
 
     @property
     def categorical_names(self) -> list[str]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
@@ -25,8 +27,8 @@ class KeyedJaggedIds:
     """Hashed categorical ids of one batch, one jagged bag per sample and key.
 
     For key ``k`` the ids of sample ``i`` are ``values[k][offsets[k][i]:offsets[k][i + 1]]``
-    (the last bag ends at ``len(values[k])``). Today every bag holds one id; keeping the
-    layout jagged lets multi-valued features arrive without changing the model.
+    (the last bag ends at ``len(values[k])``). A single-valued feature has bags of one id;
+    a multi-valued one (``CategoricalFeature.multi_valued``) bags of any length, even 0.
 
     Args:
         keys: feature names, in the order of the model's embedding tables.
@@ -181,7 +183,9 @@ def hash_ids(values: np.ndarray, hash_size: int) -> np.ndarray:
 def batch_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> Batch:
     """Build a Batch from one partition's frame: transform dense columns, hash ids.
 
-    One id per sample and categorical column, so every bag has length 1.
+    One id per sample and single-valued column (bags of length 1); a ``multi_valued``
+    column holds a sequence of ids per row (a list / array per cell, or a pyarrow list
+    column) and gives bags of any length, a missing bag (None) an empty one.
 
     Raises:
         SchemaError (a ValueError): a schema column is missing, labels are not 0/1,
@@ -193,7 +197,6 @@ def batch_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> Batch:
             f"frame lacks column(s) {missing} required by the feature schema; "
             f"it has {list(frame.columns)}"
         )
-    rows = len(frame)
     try:
         labels = frame[schema.label].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:
@@ -201,10 +204,11 @@ def batch_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> Batch:
     if not np.isin(labels, (0.0, 1.0)).all():
         bad = np.unique(labels[~np.isin(labels, (0.0, 1.0))])[:5]
         raise SchemaError(f"label column {schema.label!r} must hold 0/1; found {bad.tolist()}")
+    bags = [_bags(frame, c.name, c.hash_size, c.multi_valued) for c in schema.categorical]
     sparse = KeyedJaggedIds(
         keys=tuple(schema.categorical_names),
-        values=tuple(_hashed_column(frame, c.name, c.hash_size) for c in schema.categorical),
-        offsets=tuple(torch.arange(rows, dtype=torch.int64) for _ in schema.categorical),
+        values=tuple(values for values, _ in bags),
+        offsets=tuple(offsets for _, offsets in bags),
     )
     return Batch(
         dense=torch.from_numpy(_dense_matrix(frame, schema)),
@@ -231,8 +235,40 @@ def _dense_matrix(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     return dense.astype(np.float32)
 
 
-def _hashed_column(frame: pd.DataFrame, name: str, hash_size: int) -> Tensor:
+def _bags(
+    frame: pd.DataFrame, name: str, hash_size: int, multi_valued: bool
+) -> tuple[Tensor, Tensor]:
+    """Hashed ids, shape (total ids,), and bag offsets, shape (B,), of one column."""
     try:
-        return torch.from_numpy(hash_ids(frame[name].to_numpy(), hash_size))
+        if not multi_valued:
+            ids = hash_ids(frame[name].to_numpy(), hash_size)
+            return torch.from_numpy(ids), torch.arange(len(frame), dtype=torch.int64)
+        flat, offsets = _flatten_bags(frame[name])
+        return torch.from_numpy(hash_ids(flat, hash_size)), torch.from_numpy(offsets)
     except ValueError as err:
         raise SchemaError(f"categorical column {name!r}: {err}") from err
+
+
+def _flatten_bags(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Every id of a list column in row order, and the int64 start of each row's bag.
+
+    pyarrow converts and flattens the cells in C++: no Python loop over rows.
+    """
+    try:
+        bags = pa.array(column, from_pandas=True)
+    except (pa.ArrowException, TypeError) as err:
+        raise ValueError(
+            f"a multi-valued column needs a list of ids per row (or None); {err}"
+        ) from err
+    if isinstance(bags, pa.ChunkedArray):
+        bags = bags.combine_chunks()
+    if not pa.types.is_list(bags.type) and not pa.types.is_large_list(bags.type):
+        raise ValueError(
+            f"a multi-valued column needs a list of ids per row; got arrow type {bags.type}"
+        )
+    lengths = pc.fill_null(pc.list_value_length(bags), 0).to_numpy().astype(np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    flat = bags.flatten()
+    if flat.null_count:
+        raise ValueError(f"{flat.null_count} ids inside the bags are null; drop them upstream")
+    return flat.to_numpy(zero_copy_only=False), offsets
