@@ -35,6 +35,7 @@ from scipy.optimize import brentq
 from scipy.special import expit
 
 from data_checks.schema import CategoricalFeature, FeatureSchema
+from feeds.base import FeedError
 
 Scenario = Literal["stable", "gradual", "sudden"]
 SCENARIOS: tuple[str, ...] = ("stable", "gradual", "sudden")
@@ -74,10 +75,6 @@ _SHIFT_ZERO = {4: 0.1}
 
 # Stream tags keep each random purpose independent of the others.
 _T_TABLE, _T_ALT, _T_AFTER, _T_NEW, _T_DAY = 11, 12, 13, 14, 21
-
-
-class FeedError(ValueError):
-    """A synthetic feed was configured with values it cannot honour."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +225,10 @@ class SyntheticFeed:
     def schema(self) -> FeatureSchema:
         """The data contract of this feed (the same for every seed and scenario)."""
         return feed_schema()
+
+    def available_days(self) -> None:
+        """None: any day can be drawn."""
+        return None
 
     def day(self, run_date: date) -> pd.DataFrame:
         """The partition of ``run_date``: ``rows_per_day`` rows in ``schema().columns`` order."""
