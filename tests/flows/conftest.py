@@ -1,5 +1,15 @@
+from datetime import date
+
+import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
+
+from flows.backfill import backfill
+from tasks.config import QuantrecConfig
+from tasks.settings import quantrec_home
+
+START, END = date(2026, 3, 1), date(2026, 3, 3)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -7,3 +17,33 @@ def prefect_harness():
     """One temporary Prefect server for every flow test (starting one costs ~15 s)."""
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def tiny_config(**gate) -> QuantrecConfig:
+    return QuantrecConfig().with_overrides(
+        feed={"rows_per_day": 3000, "seed": 7},
+        training={"window_days": 2, "batch_size": 256},
+        evaluation={"batch_size": 512},
+        gate=gate,
+    )
+
+
+@pytest.fixture(scope="session")
+def backfilled(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lifecycle-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTREC_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # A generous budget so the int8 variant is what gets promoted on tiny, noisy days.
+        config = tiny_config(quantization_ne_budget_rel=0.05, champion_ne_epsilon_rel=0.05)
+        records = backfill(START, END, config)
+        yield home, config, records
+
+
+@pytest.fixture
+def client(backfilled, monkeypatch):
+    home, _, _ = backfilled
+    monkeypatch.setenv("QUANTREC_HOME", str(home))
+    uri = quantrec_home().tracking_uri
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
