@@ -125,3 +125,12 @@ def test_forward_rejects_a_batch_of_another_schema() -> None:
         model(wrong_keys)
     with pytest.raises(ValueError, match="4 dense features, the model expects 3"):
         model(Batch(dense=torch.rand(2, 4), sparse=batch.sparse, labels=batch.labels))
+
+
+def test_forward_equals_the_composed_arches_bit_for_bit(make_model, make_batch) -> None:
+    """DLRM.forward stacks once instead of stack-then-cat; the numbers must not change."""
+    model, batch = make_model(seed=3).eval(), make_batch(rows=64)
+    with torch.inference_mode():
+        dense = model.dense_arch(batch.dense)
+        composed = model.over_arch(model.inter_arch(dense, model.sparse_arch(batch.sparse)))
+        assert torch.equal(model(batch), composed.squeeze(1))
