@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daily lifecycle for one date")
     run.add_argument("--date", type=_date, required=True)
     _add_config_options(run)
+    search = commands.add_parser("search", help="run one date with a fresh precision search")
+    search.add_argument("--date", type=_date, required=True)
+    _add_config_options(search)
     fill = commands.add_parser("backfill", help="run the lifecycle for each day in a range")
     fill.add_argument("--start", type=_date, required=True)
     fill.add_argument("--end", type=_date, required=True)
@@ -71,15 +74,23 @@ def print_records(records: list[dict], *, as_json: bool) -> None:
             print(json.dumps(record, sort_keys=True))
         return
     print(f"{'date':<11} {'NE fp32':>8} {'NE int8':>8} {'int8 vs fp32':>12} "
-          f"{'NE champion':>11}  {'decision':<16} champion")
+          f"{'NE searched':>11} {'searched vs fp32':>16} {'size':>6} {'plan':>8} "
+          f"{'NE champion':>11}  {'decision':<17} champion")
     for r in records:
         m = r["metrics"]
-        fp32, int8 = m.get("fp32", {}).get("ne"), m.get("int8", {}).get("ne")
-        champ = m.get("champion", {}).get("ne")
-        delta = f"{(int8 - fp32) / fp32:+.4%}" if fp32 and int8 else "n/a"
+        fp32 = m.get("fp32", {}).get("ne")
+        int8, searched = m.get("int8", {}).get("ne"), m.get("searched", {}).get("ne")
+        sizes = r["bytes"]
+        size = f"{sizes['searched'] / sizes['fp32']:.3f}" if "searched" in sizes else "n/a"
         decision = r["decision"] + (f" {r['promoted_variant']}" if r["promoted_variant"] else "")
-        print(f"{r['date']:<11} {_f(fp32):>8} {_f(int8):>8} {delta:>12} {_f(champ):>11}  "
-              f"{decision:<16} v{r['champion_version']}")
+        print(f"{r['date']:<11} {_f(fp32):>8} {_f(int8):>8} {_delta(int8, fp32):>12} "
+              f"{_f(searched):>11} {_delta(searched, fp32):>16} {size:>6} "
+              f"{r.get('plan_source') or 'n/a':>8} {_f(m.get('champion', {}).get('ne')):>11}  "
+              f"{decision:<17} v{r['champion_version']}")
+
+
+def _delta(value: float | None, reference: float | None) -> str:
+    return "n/a" if value is None or not reference else f"{(value - reference) / reference:+.4%}"
 
 
 def _f(value: float | None) -> str:
@@ -124,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.daily_lifecycle import daily_lifecycle
 
             records = [daily_lifecycle(args.date, config)]
+        elif args.command == "search":
+            from flows.search import quantization_search
+
+            records = [quantization_search(args.date, config)]
         else:
             from flows.backfill import backfill
 
@@ -147,8 +162,8 @@ def _print_demo_figures(records: list[dict]) -> None:
         rate = sum(r["train_samples_per_s"] for r in trained) / len(trained)
         print(f"Training: {rate:,.0f} samples/s (mean over days)")
         sizes = trained[-1]["bytes"]
-        print(f"Model bytes: fp32 {sizes['fp32']:,}  int8 {sizes['int8']:,}  "
-              f"(int8/fp32 = {sizes['int8'] / sizes['fp32']:.3f})")
+        print("Model bytes: " + "  ".join(
+            f"{name} {size:,} ({size / sizes['fp32']:.3f}x)" for name, size in sizes.items()))
 
 
 def _print_where_to_look(home) -> None:

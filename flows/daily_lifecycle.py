@@ -19,6 +19,7 @@ from tasks.evaluate import decide_promotion, evaluate_variants, record_decision
 from tasks.registry import load_champion, register_variants, switch_champion
 from tasks.report import close_failed_run, day_record, open_lifecycle_run, publish_summary
 from tasks.tracking import connect
+from tasks.search import choose_precision_plan
 from tasks.train import quantize_variants, train_candidate
 
 
@@ -28,8 +29,14 @@ def last_complete_day() -> date:
 
 
 @flow(name="daily-lifecycle", log_prints=True)
-def daily_lifecycle(run_date: date | None = None, config: QuantrecConfig | None = None) -> dict:
+def daily_lifecycle(
+    run_date: date | None = None,
+    config: QuantrecConfig | None = None,
+    force_search: bool = False,
+) -> dict:
     """Run the whole lifecycle for ``run_date`` (default: the last complete day, UTC).
+
+    ``force_search`` searches the precision plan again instead of reusing the last one.
 
     Returns the run date's record (see ``tasks.report.day_record``).
     """
@@ -52,13 +59,14 @@ def daily_lifecycle(run_date: date | None = None, config: QuantrecConfig | None 
             ))
         measure_run_date_drift(partitions, run_id)
         trained = train_candidate(partitions, config, run_id)
-        candidate = quantize_variants(trained, run_id)
+        plan = choose_precision_plan(trained, run_date, config, run_id, force_search)
+        candidate = quantize_variants(trained, plan.plan, run_id)
         metrics = evaluate_variants(partitions, candidate, champion, config, run_id)
-        decision = decide_promotion(validation, metrics, config, run_id)
+        decision = decide_promotion(validation, metrics, candidate.bytes, config, run_id)
         registered = register_variants(
             run_id=run_id, run_date=run_date, variants=candidate.variants,
             schema=partitions.schema, metrics=metrics, sizes=candidate.bytes,
-            decision=decision, model_name=model_name,
+            plans=candidate.plans, decision=decision, model_name=model_name,
         )
         promoted_version = registered.get(decision.promoted) if decision.promoted else None
         champion_after = switch_champion(model_name, promoted_version, run_id)
@@ -67,6 +75,7 @@ def daily_lifecycle(run_date: date | None = None, config: QuantrecConfig | None 
             sizes=candidate.bytes, registered=registered, champion_before=champion_before,
             champion_after=champion_after,
             train_samples_per_s=candidate.train_samples_per_s,
+            plan_source=plan.source, plan_reason=plan.reason,
         ))
     except BaseException:
         close_failed_run(run_id)

@@ -73,6 +73,31 @@ class TrainingConfig(_Section):
     )
 
 
+class SearchConfig(_Section):
+    holdout_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the window's last day held out of training; the precision "
+        "search measures NE deltas and calibrates static recipes on it.",
+    )
+    reuse_plan: bool = Field(
+        True,
+        description="Reuse the last searched plan (re-calibrated on fresh rows) instead of "
+        "searching every day; a search runs when there is none, when the last searched "
+        "variant failed the gate, or when forced (quantrec search).",
+    )
+    linear_candidates: tuple[str, ...] = Field(
+        ("fp16", "int8", "int8_tensor", "int8_static_minmax", "int8_static_histogram",
+         "int8_static_percentile"),
+        description="Precisions tried for each MLP layer.",
+    )
+    table_candidates: tuple[str, ...] = Field(
+        ("fp16", "int8", "int4", "int4_greedy", "int2", "int2_greedy"),
+        description="Precisions tried for each embedding table (row-wise).",
+    )
+
+
 class EvaluationConfig(_Section):
     batch_size: int = Field(
         8192, gt=0, description="Scoring batch; fixed so a reloaded model reproduces its NE."
@@ -84,7 +109,7 @@ class GateConfig(_Section):
         0.0005,
         ge=0,
         description="Max relative NE loss of a low-precision variant vs its fp32 parent "
-        "(0.0005 = 0.05 %).",
+        "(0.0005 = 0.05 %); the precision search aims at the same budget.",
     )
     champion_ne_epsilon_rel: float = Field(
         0.005,
@@ -108,6 +133,7 @@ class QuantrecConfig(_Section):
     feed: FeedConfig = FeedConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()

@@ -56,13 +56,17 @@ def evaluate_variants(
 
 @task(name="gate", cache_policy=NO_CACHE)
 def decide_promotion(
-    validation: dict, metrics: dict[str, Metrics], config: QuantrecConfig, run_id: str
+    validation: dict, metrics: dict[str, Metrics], sizes: dict[str, int],
+    config: QuantrecConfig, run_id: str,
 ) -> Decision:
-    """Apply the gate and write the decision (JSON artifact and run tags), pass or fail."""
+    """Apply the gate and write the decision (JSON artifact and run tags), pass or fail.
+
+    Low-precision variants are preferred smallest first; fp32 comes last, as a fallback.
+    """
     _, client = connect()
     gate = config.gate
     candidates = {n: m for n, m in metrics.items() if n != CHAMPION_KEY}
-    low_precision = [n for n in candidates if n != PARENT]
+    low_precision = sorted((n for n in candidates if n != PARENT), key=lambda n: sizes[n])
     decision = decide(
         data_valid=validation["passed"],
         candidates=candidates,

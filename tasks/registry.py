@@ -22,6 +22,7 @@ from data_checks.schema import FeatureSchema
 from models.artifact import LoadedModel, save_model
 from models.gate import Decision
 from models.metrics import Metrics
+from models.plan import PrecisionPlan
 from tasks.tracking import connect
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -70,6 +71,7 @@ def register_variants(
     schema: FeatureSchema,
     metrics: dict[str, Metrics],
     sizes: dict[str, int],
+    plans: dict[str, PrecisionPlan],
     decision: Decision,
     model_name: str,
 ) -> dict[str, str]:
@@ -78,7 +80,8 @@ def register_variants(
     versions: dict[str, str] = {}
     for name, model in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
-            artifact = save_model(model, Path(tmp) / "artifact", schema=schema, precision=name)
+            artifact = save_model(model, Path(tmp) / "artifact", schema=schema,
+                                  precision=name, plan=plans.get(name))
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
                     name=name,
@@ -99,6 +102,9 @@ def register_variants(
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, key, value)
         versions[name] = version
+    if "searched" in variants:
+        # Tomorrow's run reads this to decide whether the plan may be reused.
+        client.set_tag(run_id, "quantrec.searched_verdict", decision.verdict("searched"))
     return versions
 
 

@@ -26,6 +26,8 @@ def day_record(
     champion_before: str | None,
     champion_after: str | None,
     train_samples_per_s: float | None,
+    plan_source: str | None = None,
+    plan_reason: str | None = None,
 ) -> dict:
     """One JSON-able record per run date: what ``--json`` prints and the summary shows."""
     return {
@@ -40,6 +42,8 @@ def day_record(
         "champion_version_before": champion_before,
         "champion_version": champion_after,
         "train_samples_per_s": train_samples_per_s,
+        "plan_source": plan_source,
+        "plan_reason": plan_reason,
         "checks": decision.to_dict()["checks"],
     }
 
@@ -68,11 +72,41 @@ def summary_markdown(record: dict) -> str:
             lines.append(f"| {variant} | {c['name']} | {value} | {c['threshold']} | {c['passed']} |")
     lines += [
         "",
+        f"Precision plan: {record['plan_source']} ({record['plan_reason']})",
+        "",
         f"Champion version: {record['champion_version_before']} -> {record['champion_version']}",
         "",
         f"MLflow run id: `{record['mlflow_run_id']}`",
     ]
     return "\n".join(lines)
+
+
+def pareto_figure(result):
+    """Size against NE delta of every plan a search scored; the two finalists labelled
+    with their latency. ``result`` is a ``models.search.SearchResult``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    fp32 = result.fp32_bytes or 1
+    axes.scatter([c.bytes / fp32 for c in result.evaluated],
+                 [100 * c.ne_delta_rel for c in result.evaluated],
+                 s=12, alpha=0.5, label="scored plans")
+    for name, plan in (("ranked", result.ranked), ("greedy", result.greedy)):
+        marker = "*" if name == result.chosen_by else "o"
+        axes.scatter([plan.bytes / fp32], [100 * plan.ne_delta_rel], s=140, marker=marker,
+                     label=f"{name}: {plan.latency_ms:.2f} ms / {plan.latency_batch} rows"
+                     + (" (chosen)" if name == result.chosen_by else ""))
+    axes.axhline(100 * result.budget.relative_limit(result.ne_fp32), color="red",
+                 linestyle="--", linewidth=1, label="NE budget")
+    axes.set_xlabel("bytes / fp32 bytes")
+    axes.set_ylabel("NE change vs fp32 (%)")
+    axes.set_title("Precision search: size against NE")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 @task(name="summarize", cache_policy=NO_CACHE)

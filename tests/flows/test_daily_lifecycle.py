@@ -1,5 +1,6 @@
 """Three tiny synthetic days through the real flows, a real MLflow SQLite store and registry."""
 
+import json
 from datetime import date
 
 import mlflow
@@ -14,7 +15,7 @@ def test_one_record_per_day_in_order(backfilled):
     _, _, records = backfilled
     assert [r["date"] for r in records] == ["2026-03-01", "2026-03-02", "2026-03-03"]
     for record in records:
-        assert set(record["registered_versions"]) == {"fp32", "int8"}
+        assert set(record["registered_versions"]) == {"fp32", "fp16", "int8", "searched"}
         assert record["metrics"]["fp32"]["ne"] > 0
         assert record["bytes"]["int8"] < record["bytes"]["fp32"] / 2
 
@@ -28,7 +29,7 @@ def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client
     promoted = [r for r in records if r["decision"] == "promoted"]
     assert promoted, "a generous gate must promote at least one day"
     versions = client.search_model_versions(f"name='{name}'")
-    assert len(versions) == 2 * len(records)
+    assert len(versions) == 4 * len(records)
     for version in versions:
         assert version.tags["quantrec.decision"] in {"promoted", "passed", "rejected"}
     if len(promoted) > 1:
@@ -41,7 +42,8 @@ def test_each_run_logs_metrics_datasets_and_decision(backfilled, client):
     for record in records:
         run = client.get_run(record["mlflow_run_id"])
         assert run.info.status == "FINISHED"
-        for key in ("fp32.ne", "int8.ne", "fp32.auc", "int8.bytes", "time.train_s"):
+        for key in ("fp32.ne", "int8.ne", "searched.ne", "fp16.ne", "fp32.auc", "int8.bytes",
+                    "searched.bytes", "time.train_s", "time.search_s"):
             assert key in run.data.metrics, key
         assert run.data.tags["quantrec.decision"] == record["decision"]
         contexts = {
@@ -70,3 +72,27 @@ def test_champion_reloads_and_reproduces_its_logged_ne(backfilled, client):
     probabilities = pyfunc.predict(frame.drop(columns=["label"]).head(100))
     assert probabilities.shape == (100,)
     assert ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_plan_is_searched_once_then_reused_while_it_passes(backfilled, client):
+    _, _, records = backfilled
+    assert records[0]["plan_source"] == "searched"
+    first = client.get_run(records[0]["mlflow_run_id"])
+    assert first.data.tags["quantrec.plan_source"] == "searched"
+    assert "search.candidates" in first.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(first.info.run_id, "search")}
+    assert {"search/plan.json", "search/search.json", "search/pareto.png"} <= artifacts
+    for earlier, record in zip(records, records[1:]):
+        verdict = client.get_run(earlier["mlflow_run_id"]).data.tags["quantrec.searched_verdict"]
+        expected = "searched" if verdict == "rejected" else "reused"
+        assert record["plan_source"] == expected, (earlier["date"], verdict)
+
+
+def test_searched_version_reloads_with_its_plan(backfilled, client):
+    _, config, records = backfilled
+    version = records[0]["registered_versions"]["searched"]
+    loaded = load_version(config.registry.model_name, version)
+    plan_text = mlflow.artifacts.load_text(f"runs:/{records[0]['mlflow_run_id']}/search/plan.json")
+    assert loaded.recipe["precision_plan"] == {
+        unit: spec["precision"] for unit, spec in json.loads(plan_text)["units"].items()
+    }

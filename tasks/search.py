@@ -1,0 +1,113 @@
+"""Precision-plan stage: search a plan per layer and per table, or reuse the last one.
+
+A search is the expensive part (every unit at every candidate precision); a plan found on
+one day is reused on the next ones, re-calibrated on fresh rows, until its variant fails
+the gate or a search is forced (``quantrec search``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import mlflow
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.plan import PrecisionPlan
+from models.search import Budget, SearchResult, search_precision_plan
+from tasks.config import QuantrecConfig
+from tasks.report import pareto_figure
+from tasks.tracking import RUN_DATE_TAG, connect, log_metrics, stage_timer
+from tasks.train import Trained
+
+PLAN_SOURCE_TAG = "quantrec.plan_source"
+SEARCHED_VERDICT_TAG = "quantrec.searched_verdict"
+PLAN_ARTIFACT = "search/plan.json"
+
+
+@dataclass
+class PlanChoice:
+    """The plan the searched variant runs and where it came from."""
+
+    plan: PrecisionPlan
+    source: str  # "searched" or "reused"
+    reason: str
+    result: SearchResult | None = None
+
+
+def previous_plan(client, experiment: str, run_date: date) -> tuple[PrecisionPlan, dict] | None:
+    """The plan of the latest earlier run that recorded one, with that run's tags."""
+    experiment_ = client.get_experiment_by_name(experiment)
+    if experiment_ is None:
+        return None
+    runs = client.search_runs(
+        [experiment_.experiment_id],
+        filter_string=f"tags.`{PLAN_SOURCE_TAG}` != ''",
+        max_results=1000,
+    )
+    earlier = [r for r in runs if r.data.tags.get(RUN_DATE_TAG, "") < run_date.isoformat()]
+    if not earlier:
+        return None
+    latest = max(earlier, key=lambda r: (r.data.tags[RUN_DATE_TAG], r.info.start_time))
+    text = mlflow.artifacts.load_text(f"runs:/{latest.info.run_id}/{PLAN_ARTIFACT}")
+    return PrecisionPlan.from_json(text), latest.data.tags
+
+
+def why_search(previous: tuple[PrecisionPlan, dict] | None, *, reuse: bool, force: bool) -> str | None:
+    """Why a search must run today, or None when the previous plan may be reused."""
+    if force:
+        return "search forced"
+    if not reuse:
+        return "search.reuse_plan is off"
+    if previous is None:
+        return "no earlier plan"
+    verdict = previous[1].get(SEARCHED_VERDICT_TAG)
+    if verdict == "rejected":
+        return f"the plan's variant failed the gate on {previous[1][RUN_DATE_TAG]}"
+    return None
+
+
+@task(name="precision-plan", cache_policy=NO_CACHE)
+def choose_precision_plan(
+    trained: Trained, run_date: date, config: QuantrecConfig, run_id: str, force: bool = False
+) -> PlanChoice:
+    """Search a plan on the held-out rows, or reuse the last one; log the plan either way."""
+    _, client = connect()
+    previous = previous_plan(client, config.registry.experiment, run_date)
+    reason = why_search(previous, reuse=config.search.reuse_plan, force=force)
+    with stage_timer(client, run_id, "search"):
+        if reason is None:
+            plan, tags = previous
+            choice = PlanChoice(plan=plan, source="reused",
+                                reason=f"reused the plan searched for {tags[RUN_DATE_TAG]}")
+        else:
+            result = search_precision_plan(
+                trained.model,
+                trained.holdout,
+                budget=Budget(limit=config.gate.quantization_ne_budget_rel),
+                linear_candidates=config.search.linear_candidates,
+                table_candidates=config.search.table_candidates,
+                batch_size=config.evaluation.batch_size,
+            )
+            choice = PlanChoice(plan=result.chosen, source="searched",
+                                reason=f"{reason}; {result.reason}", result=result)
+    client.log_text(run_id, choice.plan.to_json(), PLAN_ARTIFACT)
+    client.set_tag(run_id, PLAN_SOURCE_TAG, choice.source)
+    client.set_tag(run_id, "quantrec.plan_reason", choice.reason[:5000])
+    if choice.result is not None:
+        record_search(client, run_id, choice.result)
+    get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
+    return choice
+
+
+def record_search(client, run_id: str, result: SearchResult) -> None:
+    """The search's evidence: every candidate, the sensitivity table, a Pareto chart."""
+    client.log_dict(run_id, result.to_dict(), "search/search.json")
+    log_metrics(client, run_id, {
+        "search.ne_fp32_holdout": result.ne_fp32,
+        "search.chosen_ne_delta_rel": result.chosen.ne_delta_rel,
+        "search.chosen_bytes": result.chosen.bytes,
+        "search.candidates": len(result.evaluated),
+    })
+    client.log_figure(run_id, pareto_figure(result), "search/pareto.png")
