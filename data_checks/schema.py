@@ -3,9 +3,10 @@
 A day is one Parquet partition with a binary ``label`` column, dense float columns and
 categorical id columns (one id per row, or a bag of ids per row stored as a Parquet
 ``list<int64>`` / ``list<string>`` column when the feature is ``multi_valued``), and
-optionally an event-time column (``timestamp``) the checks use to spot rows of other days. Categorical ids are hashed into a table of ``hash_size`` rows, so
-the schema fixes each embedding table's size; a model trained on one schema scores any
-frame that carries the same columns.
+optionally an event-time column (``timestamp``) the checks use to spot rows of other days.
+Categorical ids are hashed into a table of ``hash_size`` rows, so the schema fixes each
+embedding table's size; a model trained on one schema scores any frame that carries the
+same columns.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Feed(Protocol):
 FEED_OPTIONS: dict[str, tuple[str, ...]] = {
     "synthetic": ("seed", "rows_per_day", "scenario", "shift_date", "period_days", "click_rate"),
     "movielens": ("path", "min_rows"),
-    "criteo": ("path", "date", "start_date", "rows_per_day", "chunk_rows", "min_rows"),
+    "criteo": ("path", "date", "start_date", "rows_per_day", "chunk_bytes", "min_rows"),
     "table": ("spec", "path", "min_rows"),
 }
 
