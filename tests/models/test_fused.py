@@ -1,0 +1,43 @@
+"""Fused table lookups give the per-table numbers bit for bit."""
+
+from __future__ import annotations
+
+import torch
+
+from models.batch import Batch, KeyedJaggedIds
+from models.fused import FusedSparseArch, fuse_lookups
+from models.quantize import apply_precision_plan, uniform_plan
+
+
+def test_fused_lookups_match_per_table_lookups_for_mixed_plans(make_model, make_batch) -> None:
+    model = make_model(seed=1, embedding_dim=8)
+    plan = {
+        **uniform_plan(model, "int8"),
+        "sparse_arch.embedding_bags.0": "int4",
+        "sparse_arch.embedding_bags.1": "fp16",
+        "sparse_arch.embedding_bags.2": "int4_greedy",
+    }
+    quantized = apply_precision_plan(model, plan)
+    fused = fuse_lookups(quantized)
+    assert isinstance(fused.sparse_arch, FusedSparseArch)
+    assert [bits for bits, _ in fused.sparse_arch.groups] == [4]
+    batch = make_batch(rows=200, seed=2)
+    with torch.inference_mode():
+        assert torch.equal(fused(batch), quantized(batch))
+
+
+def test_fused_lookups_keep_jagged_and_empty_bags(make_model, make_batch) -> None:
+    model = make_model(seed=2)
+    tables = {n: "int2" for n in uniform_plan(model, "fp32") if n.startswith("sparse_arch")}
+    quantized = apply_precision_plan(model, {**uniform_plan(model, "fp32"), **tables})
+    base = make_batch(rows=3)
+    # Feature 0: bags [a, b], [], [c]; the others one id per bag.
+    values = (torch.tensor([5, 7, 9]),) + base.sparse.values[1:]
+    offsets = (torch.tensor([0, 2, 2]),) + base.sparse.offsets[1:]
+    sparse = KeyedJaggedIds(keys=base.sparse.keys, values=values, offsets=offsets)
+    batch = Batch(dense=base.dense, sparse=sparse, labels=base.labels)
+    with torch.inference_mode():
+        expected = quantized.sparse_arch(sparse)
+        got = fuse_lookups(quantized).sparse_arch(sparse)
+        assert torch.equal(got, expected) and got[1, 0].abs().sum() == 0
+        assert torch.equal(fuse_lookups(quantized)(batch), quantized(batch))
