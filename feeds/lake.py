@@ -52,7 +52,16 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 def _same_content(stored: pd.DataFrame, frame: pd.DataFrame) -> bool:
     frame = frame.reset_index(drop=True)
-    return list(stored.columns) == list(frame.columns) and stored.equals(frame)
+    if list(stored.columns) != list(frame.columns):
+        return False
+    try:
+        return stored.equals(frame)
+    except (TypeError, ValueError):  # bags of ids (list cells) compare ambiguously in pandas
+        return _arrow(stored).equals(_arrow(frame))
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 class DayLake:

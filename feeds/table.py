@@ -1,0 +1,314 @@
+"""Bring your own data: CSV or Parquet files plus a TOML mapping become day partitions.
+
+The mapping (``spec``) names the label (a 0/1 column, or a rule such as ``rating >= 4``),
+the event-time column and its unit, and the dense, categorical and multi-valued columns.
+Rows are cut into UTC calendar days by their timestamp. ``feeds/table_example.py`` writes
+a worked example (``python -m feeds.table_example DIR``); its spec reads::
+
+    files = ["ratings.csv"]            # CSV or Parquet files or globs, relative to the spec
+    [label]
+    rule = "rating >= 4"               # or: column = "clicked" (already 0/1)
+    [timestamp]
+    column = "ts"
+    unit = "s"                         # s | ms | us | ns | iso (datetime text)
+    [features]
+    dense = ["price", "position"]
+    categorical = ["user_id", "item_id", "country"]
+    multi_valued = ["tags"]            # a bag of ids per row, "a|b|c" in text files
+    separator = "|"
+    default_hash_size = 10000
+    [features.hash_sizes]
+    country = 64
+
+Values are passed through, not repaired: a NaN count, a null id or a label of 2 reaches the
+day checks, which name it. ``dense_fill`` (optional) fills missing dense values instead.
+The files are read once, on first use, and held in memory: this feed is for tables that fit
+in memory; partition larger logs upstream and point ``files`` at one day at a time.
+"""
+
+from __future__ import annotations
+
+import glob
+import operator
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data_checks.schema import CategoricalFeature, FeatureSchema
+from feeds.base import FeedError, check_day, require_rows
+
+LABEL = "label"
+_OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+              "==": operator.eq, "!=": operator.ne}  # fmt: skip
+_RULE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """``<column> <op> <number>``: 1 where the comparison holds, else 0."""
+
+    column: str
+    op: str
+    threshold: float
+
+    def apply(self, values: pd.Series) -> np.ndarray:
+        """int8 0/1 per row; a non-numeric value raises ``FeedError``."""
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.isna().any():
+            bad = values[numbers.isna()].head(3).tolist()
+            raise FeedError(
+                f"table feed: label rule '{self}' needs numbers in {self.column!r}; found "
+                f"{bad}. Clean the column or label the rows upstream (label.column)"
+            )
+        return _OPERATORS[self.op](numbers.to_numpy(), self.threshold).astype(np.int8)
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.op} {self.threshold:g}"
+
+
+def parse_label_rule(text: str) -> LabelRule:
+    """Parse ``<column> <op> <number>`` (op one of >= > <= < == !=); never ``eval``."""
+    found = _RULE.match(text)
+    if not found:
+        raise FeedError(
+            f"label rule {text!r} is not '<column> <op> <number>' with op one of "
+            f"{list(_OPERATORS)}; e.g. 'rating >= 4'"
+        )
+    return LabelRule(column=found[1], op=found[2], threshold=float(found[3]))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LabelSpec(_Strict):
+    column: str | None = Field(None, description="A 0/1 column used as the label as it is.")
+    rule: str | None = Field(None, description="'<column> <op> <number>', e.g. 'rating >= 4'.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "LabelSpec":
+        if (self.column is None) == (self.rule is None):
+            raise ValueError("give exactly one of label.column or label.rule")
+        if self.rule is not None:
+            parse_label_rule(self.rule)
+        return self
+
+
+class TimestampSpec(_Strict):
+    column: str
+    unit: Literal["s", "ms", "us", "ns", "iso"] = Field("s", description="Epoch unit or iso.")
+
+
+class FeaturesSpec(_Strict):
+    dense: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    multi_valued: tuple[str, ...] = ()
+    separator: str = Field("|", min_length=1, description="Splits multi-valued text cells.")
+    default_hash_size: int = Field(100_000, gt=0, description="Table rows of unlisted ids.")
+    hash_sizes: dict[str, int] = Field(default_factory=dict)
+    dense_transform: Literal["log1p", "none"] = "none"
+    dense_fill: float | None = Field(None, description="Fill missing dense values; None: keep.")
+
+
+class TableSpec(_Strict):
+    """The mapping file of a table feed (see the module docstring)."""
+
+    files: tuple[str, ...] = Field(min_length=1)
+    label: LabelSpec
+    timestamp: TimestampSpec
+    features: FeaturesSpec
+
+    def feature_schema(self) -> FeatureSchema:
+        f = self.features
+        sizes = {n: f.hash_sizes.get(n, f.default_hash_size) for n in
+                 (*f.categorical, *f.multi_valued)}  # fmt: skip
+        categorical = [CategoricalFeature(name=n, hash_size=sizes[n]) for n in f.categorical]
+        categorical += [
+            CategoricalFeature(name=n, hash_size=sizes[n], multi_valued=True)
+            for n in f.multi_valued
+        ]
+        return FeatureSchema(
+            label=LABEL, dense=f.dense, categorical=tuple(categorical),
+            dense_transform=f.dense_transform, timestamp=self.timestamp.column,
+        )  # fmt: skip
+
+    def source_columns(self) -> list[str]:
+        f = self.features
+        label = self.label.column or parse_label_rule(self.label.rule or "").column
+        names = [label, *f.dense, *f.categorical, *f.multi_valued, self.timestamp.column]
+        return list(dict.fromkeys(names))
+
+
+def load_spec(path: Path | str) -> TableSpec:
+    """Read and validate a TOML mapping; ``FeedError`` names the file, field and value."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise FeedError(f"table feed: cannot read spec {path}: {err}") from err
+    try:
+        return TableSpec.model_validate(raw)
+    except (ValidationError, FeedError) as err:
+        raise FeedError(f"table feed: spec {path} is invalid: {_explain(err)}") from err
+
+
+def _explain(err: Exception) -> str:
+    if not isinstance(err, ValidationError):
+        return str(err)
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']} (got {e.get('input')!r})"
+        for e in err.errors()
+    )
+
+
+class TableFeed:
+    """Day partitions of CSV / Parquet tables described by a TOML spec.
+
+    Args:
+        spec: the TOML mapping file.
+        path: a file or glob that replaces the spec's ``files`` (relative to the cwd).
+        min_rows: days with fewer rows raise ``SmallDayError``.
+    """
+
+    def __init__(self, *, spec: Path | str, path: Path | str | None = None,
+                 min_rows: int = 1) -> None:  # fmt: skip
+        if not isinstance(min_rows, int) or min_rows < 1:
+            raise FeedError(f"table feed: min_rows must be an integer >= 1; got {min_rows!r}")
+        self.spec_path = Path(spec)
+        self.spec = load_spec(self.spec_path)
+        self.path, self.min_rows = path, min_rows
+        self._schema = self.spec.feature_schema()
+
+    def __repr__(self) -> str:
+        return f"TableFeed(spec={str(self.spec_path)!r}, files={[str(f) for f in self.files]})"
+
+    def schema(self) -> FeatureSchema:
+        return self._schema
+
+    @cached_property
+    def files(self) -> list[Path]:
+        patterns = [str(self.path)] if self.path else [
+            str(self.spec_path.parent / f) for f in self.spec.files
+        ]  # fmt: skip
+        found = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern)})
+        if not found:
+            raise FeedError(
+                f"table feed: {patterns} (from {self.spec_path}) match no file; fix `files` "
+                "in the spec (relative to the spec file) or pass --path"
+            )
+        return found
+
+    def available_days(self) -> list[date]:
+        return sorted(self._rows["_day"].unique())
+
+    def day(self, run_date: date) -> pd.DataFrame:
+        """Rows whose timestamp falls on ``run_date`` (UTC), in time order."""
+        check_day(run_date, feed="table")
+        rows = self._rows
+        frame = rows.loc[rows["_day"] == run_date, self._schema.partition_columns]
+        require_rows(frame, run_date, min_rows=self.min_rows, source=str(self.spec_path))
+        return frame.reset_index(drop=True)
+
+    @cached_property
+    def _rows(self) -> pd.DataFrame:
+        raw = pd.concat([_read(f, self.spec.source_columns()) for f in self.files],
+                        ignore_index=True)  # fmt: skip
+        return to_contract(raw, self.spec, source=str(self.spec_path))
+
+
+def to_contract(raw: pd.DataFrame, spec: TableSpec, *, source: str) -> pd.DataFrame:
+    """Contract columns (plus a ``_day`` column) from raw rows, sorted by time."""
+    f, ts = spec.features, spec.timestamp
+    out = pd.DataFrame(index=raw.index)
+    if spec.label.rule:
+        rule = parse_label_rule(spec.label.rule)
+        out[LABEL] = rule.apply(raw[rule.column])
+    else:
+        out[LABEL] = raw[spec.label.column]  # as it is: the day checks judge its values
+    for name in f.dense:
+        values = pd.to_numeric(raw[name], errors="coerce")
+        out[name] = (values if f.dense_fill is None else values.fillna(f.dense_fill)).astype(
+            np.float32
+        )
+    for name in f.categorical:
+        out[name] = _ids(raw[name])
+    for name in f.multi_valued:
+        out[name] = _bags(raw[name], f.separator)
+    when = _event_time(raw[ts.column], ts.unit, source=source, column=ts.column)
+    out[ts.column] = (when - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    out["_day"] = when.dt.date
+    return out.iloc[np.argsort(out[ts.column].to_numpy(), kind="stable")]
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The spec's columns of one CSV or Parquet file; ``FeedError`` names what is missing."""
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            frame = pq.read_table(path).to_pandas()
+        else:
+            frame = pd.read_csv(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise FeedError(f"table feed: cannot read {path}: {err}") from err
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise FeedError(
+            f"table feed: {path} lacks column(s) {missing} named in the spec; it has "
+            f"{list(frame.columns)}. Fix the spec or re-export the file"
+        )
+    return frame[columns]
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    """Ids as they are; whole floats (integers that met a missing value) as nullable Int64."""
+    if pd.api.types.is_float_dtype(values):
+        whole = values.dropna()
+        if (whole == np.floor(whole)).all():
+            return values.astype("Int64")
+    return values
+
+
+def _bags(values: pd.Series, separator: str) -> pd.Series:
+    """A list of ids per row: text split on ``separator`` (vectorised); empty or null: []."""
+    array = pa.array(values, from_pandas=True)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        lists = array  # a Parquet list column is a bag already
+    else:
+        text = pc.cast(array, pa.string())
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        lists = pc.split_pattern(text, pattern=separator)
+    empty = pa.scalar([], type=lists.type)
+    bags = pc.fill_null(lists, empty).to_pandas()  # one numpy array per row, as Parquet reads
+    return pd.Series(bags.to_numpy(), index=values.index, dtype=object)
+
+
+def _event_time(values: pd.Series, unit: str, *, source: str, column: str) -> pd.Series:
+    """UTC datetimes; ``FeedError`` quoting the values that do not parse."""
+    try:
+        if unit == "iso":
+            when = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        else:
+            when = pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit=unit, utc=True)
+    except (ValueError, OverflowError) as err:
+        raise FeedError(
+            f"table feed ({source}): timestamp column {column!r} with unit {unit!r} "
+            f"does not parse: {err}. Fix timestamp.unit in the spec"
+        ) from err
+    if when.isna().any():
+        bad = values[when.isna()].head(3).tolist()
+        raise FeedError(
+            f"table feed ({source}): timestamp column {column!r} holds {int(when.isna().sum())}"
+            f" missing or unparseable value(s), e.g. {bad}; drop or repair those rows "
+            f"upstream, or fix timestamp.unit ({unit!r})"
+        )
+    return when
