@@ -196,6 +196,7 @@ def search_precision_plan(
     table_candidates: tuple[str, ...] = TABLE_CANDIDATES,
     latency_batch: int = 2048,
     batch_size: int = 8192,
+    confirmation: Batch | None = None,
 ) -> SearchResult:
     """Search the precision plan of the fp32 ``model`` (see the module docstring).
 
@@ -206,6 +207,11 @@ def search_precision_plan(
         linear_candidates, table_candidates: precisions tried for MLP layers and tables.
         latency_batch: rows of ``held_out`` timed to break a tie in bytes.
         batch_size: scoring slice (fixed, so dynamic int8 scores are reproducible).
+        confirmation: other held-out rows. The search scores ~100 plans near the budget on
+            ``held_out`` and keeps those that pass, so some pass by noise; re-scoring the two
+            finalists on fresh rows catches that (measured on the synthetic feed: -0.05 % on
+            the search rows, +0.10 % on the rest of the day). A finalist that fails there
+            loses to one that passes; if both fail, the reason says so.
     """
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
     evaluator = _Evaluator(model, held_out, calibration or held_out, budget, batch_size)
@@ -228,6 +234,8 @@ def search_precision_plan(
         c.label: _as_plan(evaluator, sensitivity, c, latency[c.label], len(timing))
         for c in (ranked, greedy)
     }
+    if confirmation is not None:
+        chosen, reason = _confirm(evaluator, confirmation, plans, chosen, (ranked, greedy), reason)
     plans[chosen.label].notes = reason
     return SearchResult(
         chosen=plans[chosen.label],
@@ -348,6 +356,30 @@ def _choose(ranked: Candidate, greedy: Candidate, latency: dict[str, float]) -> 
         f"{small.label}: fewer bytes ({small.bytes} vs {large.label}'s {large.bytes}), both "
         f"within budget; ne_delta_rel {small.ne_delta_rel:.6f} vs {large.ne_delta_rel:.6f}"
     )
+
+
+def _confirm(
+    evaluator: _Evaluator,
+    rows: Batch,
+    plans: dict[str, PrecisionPlan],
+    chosen: Candidate,
+    finalists: tuple[Candidate, Candidate],
+    reason: str,
+) -> tuple[Candidate, str]:
+    """Re-score the finalists on ``rows``; record it in each plan's ``extra``."""
+    ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
+    passed = {}
+    for candidate in finalists:
+        ne = score(evaluator.variant(candidate.precisions), rows,
+                   batch_size=evaluator.batch_size).ne
+        plans[candidate.label].extra["confirmation_ne_delta_rel"] = (ne - ne_fp32) / ne_fp32
+        passed[candidate.label] = evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne)
+    if passed[chosen.label]:
+        return chosen, reason + "; confirmed on fresh rows"
+    other = next(c for c in finalists if c.label != chosen.label)
+    if passed[other.label]:
+        return other, f"{other.label}: {chosen.label} exceeded the budget on fresh rows"
+    return chosen, reason + "; WARNING: over budget on fresh rows (search again with more rows)"
 
 
 def _as_plan(

@@ -79,3 +79,15 @@ def test_budget_arguments_are_checked() -> None:
         Budget(limit=0.1, kind="percent")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="limit=-1"):
         Budget(limit=-1)
+
+
+def test_confirmation_rows_rescore_the_finalists(trained, make_batch) -> None:
+    held_out, calibration = make_batch(rows=2048, seed=5), make_batch(rows=512, seed=6)
+    result = search_precision_plan(
+        trained, held_out, calibration=calibration, table_candidates=PLAIN_TABLES,
+        linear_candidates=("int8",), confirmation=make_batch(rows=2048, seed=7),
+    )
+    for plan in (result.ranked, result.greedy):
+        assert "confirmation_ne_delta_rel" in plan.extra
+    assert "fresh rows" in result.reason
+    assert PrecisionPlan.from_json(result.chosen.to_json()) == result.chosen
