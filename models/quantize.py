@@ -32,7 +32,7 @@ from models.recipes import (
     Int8StaticLinear,
     RowwiseInt8EmbeddingBag,
 )
-from models.recipes.calibration import ESTIMATORS
+from models.recipes.calibration import ESTIMATORS, smooth_calibration
 
 PRECISIONS = tuple(dict.fromkeys(LINEAR_PRECISIONS + TABLE_PRECISIONS))
 # v0 name: (float unit type, precision) -> recipe.
@@ -78,15 +78,17 @@ def calibrate_input_ranges(
     model: DLRM, calibration: Batch, *, units: list[str], methods: list[str],
     batch_size: int = 8192,
 ) -> dict[tuple[str, str], tuple[float, float]]:
-    """(unit, method) -> input range (low, high) of each named linear of the fp32 ``model``.
+    """(unit, method) -> input range (low, high) of each named linear of the fp32 ``model``;
+    for "smooth", (low, high, smoothing (in,)) (see ``models.recipes.calibration``).
 
     Inputs are recorded with forward pre-hooks while ``model`` scores ``calibration`` in
     slices of ``batch_size``; every method of ``models.recipes.calibration.ESTIMATORS`` then
     reads the same recorded values.
     """
-    unknown = sorted(set(methods) - set(ESTIMATORS))
+    known = {*ESTIMATORS, "smooth"}
+    unknown = sorted(set(methods) - known)
     if unknown:
-        raise ValueError(f"unknown calibration methods {unknown}; expected {sorted(ESTIMATORS)}")
+        raise ValueError(f"unknown calibration methods {unknown}; expected {sorted(known)}")
     seen: dict[str, list[Tensor]] = {name: [] for name in units}
     hooks = [
         model.get_submodule(name).register_forward_pre_hook(
@@ -108,7 +110,11 @@ def calibrate_input_ranges(
     for name, parts in seen.items():
         values = torch.cat(parts)
         for method in methods:
-            ranges[(name, method)] = ESTIMATORS[method](values)
+            if method == "smooth":
+                weight = model.get_submodule(name).weight
+                ranges[(name, method)] = smooth_calibration(values, weight)
+            else:
+                ranges[(name, method)] = ESTIMATORS[method](values)
     return ranges
 
 

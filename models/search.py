@@ -35,6 +35,7 @@ from models.scorer import score
 LINEAR_CANDIDATES = (
     "fp16", "int8", "int8_tensor",
     "int8_static_minmax", "int8_static_histogram", "int8_static_percentile",
+    "int8_static_smooth",
 )
 TABLE_CANDIDATES = ("fp16", "int8", "int4", "int4_greedy", "int2", "int2_greedy")
 _SAME_BYTES = 0.01  # plans within 1 % of each other's bytes are compared on latency

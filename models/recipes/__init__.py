@@ -6,7 +6,7 @@ artifact's tensors to be loaded into (``skeleton``). Static recipes need the uni
 calibrated input range. A new backend (torchao, a fused kernel) slots in as another entry.
 
 Linear precisions: fp16, int8 (dynamic, per-channel), int8_tensor (dynamic, per-tensor),
-int8_static_{minmax,histogram,percentile}. Table precisions: fp16, int8, int4, int2,
+int8_static_{minmax,histogram,percentile,smooth}. Table precisions: fp16, int8, int4, int2,
 int4_greedy, int2_greedy.
 """
 
@@ -22,7 +22,8 @@ from models.recipes.calibration import ESTIMATORS
 from models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag, RowwiseInt8EmbeddingBag
 from models.recipes.linear import Fp16Linear, Int8DynamicLinear, Int8StaticLinear
 
-InputRange = tuple[float, float]
+# (low, high), or (low, high, smoothing (in,)) for the smooth recipe.
+InputRange = tuple
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def _linear_recipes() -> list[Recipe]:
             lambda u: Int8DynamicLinear(**_linear_shape(u), per_channel=False),
         ),
     ]
-    for method in ESTIMATORS:
+    for method in (*ESTIMATORS, "smooth"):
         recipes.append(
             Recipe(
                 f"int8_static_{method}", nn.Linear,
@@ -86,7 +87,11 @@ def _convert_static(unit: nn.Module, input_range: InputRange | None, *, calibrat
             f"int8_static_{calibration} needs the unit's calibrated input range; pass "
             "calibration=<Batch> to apply_precision_plan"
         )
-    return Int8StaticLinear.from_float(unit, calibration=calibration, input_range=input_range)
+    low, high, *smoothing = input_range
+    return Int8StaticLinear.from_float(
+        unit, calibration=calibration, input_range=(low, high),
+        smoothing=smoothing[0] if smoothing else None,
+    )
 
 
 def _table_recipes() -> list[Recipe]:

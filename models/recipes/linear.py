@@ -113,11 +113,11 @@ class Int8DynamicLinear(_PackedLinear):
             out_features=linear.out_features,
             per_channel=per_channel,
         )
-        module._set_weight(linear)
+        module._set_weight(linear.weight.detach().float(), linear.bias)
         return module
 
-    def _set_weight(self, linear: nn.Linear) -> None:
-        weight = linear.weight.detach().float()
+    def _set_weight(self, weight: Tensor, bias: Tensor | None) -> None:
+        """Quantize float32 ``weight`` (out, in) symmetrically; copy ``bias`` (out,) if any."""
         per_channel = self.weight_scale.numel() > 1
         max_abs = weight.abs().amax(dim=1) if per_channel else weight.abs().amax().reshape(1)
         # Symmetric: zero maps to 0 exactly, so padding and ReLU zeros stay exact.
@@ -126,8 +126,8 @@ class Int8DynamicLinear(_PackedLinear):
         codes = torch.round(weight.double() / step).clamp(-128, 127)
         self.weight_int8.copy_(codes.to(torch.int8))
         self.weight_scale.copy_(scale)
-        if linear.bias is not None:
-            self.bias.copy_(linear.bias.detach())
+        if bias is not None:
+            self.bias.copy_(bias.detach())
         self._repack()
 
     def _repack(self) -> None:
@@ -166,32 +166,48 @@ class Int8StaticLinear(Int8DynamicLinear):
 
     Args:
         calibration: the range estimator that set the input range ("minmax" | "histogram" |
-            "percentile"); recorded in ``precision`` as ``int8_static_<calibration>``.
+            "percentile" | "smooth"); recorded in ``precision`` as ``int8_static_<calibration>``.
+            "smooth" divides input column j by ``input_smoothing[j]`` and multiplies weight
+            column j by it before quantizing both (SmoothQuant).
 
-    State: as ``Int8DynamicLinear`` plus ``input_range`` float32 (2,) = (low, high).
+    State: as ``Int8DynamicLinear`` plus ``input_range`` float32 (2,) = (low, high) of the
+    (smoothed) input, and for "smooth" ``input_smoothing`` float32 (in,).
     """
 
     def __init__(self, *, in_features: int, out_features: int, calibration: str) -> None:
         super().__init__(in_features=in_features, out_features=out_features, per_channel=True)
         self.calibration = calibration
         self.precision = f"int8_static_{calibration}"
+        if calibration == "smooth":
+            self.register_buffer("input_smoothing", torch.ones(in_features))
         self.register_buffer("input_range", torch.tensor([0.0, 1.0]))
         self._repack()
 
     @classmethod
     def from_float(  # type: ignore[override]
-        cls, linear: nn.Linear, *, calibration: str, input_range: tuple[float, float]
+        cls,
+        linear: nn.Linear,
+        *,
+        calibration: str,
+        input_range: tuple[float, float],
+        smoothing: Tensor | None = None,
     ) -> Int8StaticLinear:
         low, high = input_range
         if not low <= 0.0 <= high:
             raise ValueError(f"input_range must contain 0, got ({low}, {high})")
+        if (smoothing is not None) != (calibration == "smooth"):
+            raise ValueError("smoothing factors go with calibration='smooth', and only with it")
         module = cls(
             in_features=linear.in_features,
             out_features=linear.out_features,
             calibration=calibration,
         )
         module.input_range.copy_(torch.tensor([low, high]))
-        module._set_weight(linear)
+        weight = linear.weight.detach().float()
+        if smoothing is not None:
+            module.input_smoothing.copy_(smoothing)
+            weight = weight * smoothing  # x W^T = (x / s) (W s)^T
+        module._set_weight(weight, linear.bias)
         return module
 
     def _repack(self) -> None:
@@ -202,10 +218,14 @@ class Int8StaticLinear(Int8DynamicLinear):
             scale, zero_point = self._input_qparams
             # The clip bounds are the representable ends, so clipping never moves a code.
             self._clip = (-zero_point * scale, (ACTIVATION_LEVELS - zero_point) * scale)
+        if hasattr(self, "input_smoothing"):
+            self._inverse_smoothing = 1.0 / self.input_smoothing
 
     def forward(self, features: Tensor) -> Tensor:
         """float32 B X in_features -> float32 B X out_features."""
         scale, zero_point = self._input_qparams
+        if self.calibration == "smooth":
+            features = features * self._inverse_smoothing
         clipped = features.clamp(*self._clip)
         return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
             clipped, scale, zero_point, self._packed

@@ -13,7 +13,12 @@ from models.recipes import (
     Int8StaticLinear,
     RowwiseEmbeddingBag,
 )
-from models.recipes.calibration import ESTIMATORS, histogram_range, minmax_range
+from models.recipes.calibration import (
+    ESTIMATORS,
+    histogram_range,
+    minmax_range,
+    smooth_calibration,
+)
 from models.recipes.embedding import greedy_clip_rows
 
 ALL_IDS = torch.arange(64)
@@ -135,3 +140,30 @@ def test_static_linear_state_reloads_bit_identically() -> None:
 def test_static_range_must_contain_zero() -> None:
     with pytest.raises(ValueError, match="must contain 0"):
         Int8StaticLinear.from_float(nn.Linear(2, 2), calibration="minmax", input_range=(1.0, 2.0))
+
+
+def test_smoothing_evens_out_outlier_columns_and_reloads() -> None:
+    """Interaction-like inputs: a few columns 50x larger than the rest, in every row."""
+    torch.manual_seed(8)
+    linear = nn.Linear(64, 32)
+    scale = torch.ones(64)
+    scale[:4] = 50.0
+    calibration, x = torch.randn(4096, 64) * scale, torch.randn(1024, 64) * scale
+    expected = linear(x).detach()
+    histogram = Int8StaticLinear.from_float(
+        linear, calibration="histogram", input_range=histogram_range(calibration)
+    )
+    low, high, smoothing = smooth_calibration(calibration, linear.weight)
+    smooth = Int8StaticLinear.from_float(
+        linear, calibration="smooth", input_range=(low, high), smoothing=smoothing
+    )
+    error = {name: float((m(x) - expected).pow(2).mean()) for name, m in
+             {"histogram": histogram, "smooth": smooth}.items()}
+    assert error["smooth"] < 0.5 * error["histogram"], error
+
+    target = Int8StaticLinear(in_features=64, out_features=32, calibration="smooth")
+    target.load_state_dict(smooth.state_dict())
+    assert torch.equal(target(x), smooth(x))
+    with pytest.raises(ValueError, match="smoothing factors go with"):
+        Int8StaticLinear.from_float(linear, calibration="histogram", input_range=(low, high),
+                                    smoothing=smoothing)

@@ -65,7 +65,7 @@ def test_search_records_sensitivity_candidates_and_a_reusable_plan(trained, make
     assert {(r["unit"], r["precision"]) for r in result.sensitivity} >= {
         (name, "fp16") for name in units
     }
-    assert len(result.sensitivity) == 7 * 4 + 7 * 3  # (6 candidates + fp32) per unit
+    assert len(result.sensitivity) == 8 * 4 + 7 * 3  # (candidates + fp32) per unit
     static = [r for r in result.sensitivity if r["precision"].startswith("int8_static")]
     assert static and all(r["bytes"] > 0 for r in static)
     assert all(c.ne_delta_rel * result.ne_fp32 <= 0.001 for c in (result.ranked, result.greedy))
