@@ -55,6 +55,24 @@ FIXES: dict[str, str] = {
     "the upstream join",
     "dense_in_range": "look for sentinels, overflows or a unit change in the upstream export",
     "categorical_not_null": "map missing ids to an explicit unknown id at ingestion",
+    # Checks against a reference window (data_checks.reference) and pandas pre-checks.
+    "row_count_reference": "compare with the upstream export's row count: a partial or "
+    "doubled export; re-ingest the day once the export is complete",
+    "label_rate": "check the click join and bot filtering of this day before training on it",
+    "dense_reference_range": "look for a unit change or a new default value upstream; if "
+    "the change is real, rebuild the reference window",
+    "id_cardinality": "an id flood: look for bots, a hashing bug or a session id written "
+    "into an id column",
+    "id_valid": "negative ids are broken join keys; map them to an unknown id upstream",
+    "id_kind": "cast ids to the kind the reference used (integer vs string hash to "
+    "different rows)",
+    "timestamp_present": "export the event-time column named in the schema",
+    "duplicate_rows": "de-duplicate at ingestion: a replayed or doubled export",
+    "rows_from_other_days": "re-partition by event time (UTC): the file holds rows of "
+    "other days",
+    "future_dates": "fix the upstream clock or time zone; drop rows dated in the future",
+    "readable": "the file is truncated or not Parquet: quarantine the day and re-ingest it "
+    "from its source",
 }
 
 
@@ -180,11 +198,15 @@ def _structure_checks(frame: pd.DataFrame, schema: FeatureSchema) -> list[CheckR
     """dtypes and inf, which GX reports as a type error or a bare out-of-range count."""
     wrong: dict[str, str] = {}
     expected: dict[str, str] = {}
-    kinds = [(schema.label, "integer 0/1", _is_label_dtype)]
-    kinds += [(c, "numeric", _is_numeric) for c in schema.dense]
-    kinds += [(c, "integer or string id", _is_id_dtype) for c in schema.categorical_names]
+    kinds = [(schema.label, "integer 0/1", lambda v: _is_label_dtype(v.dtype))]
+    kinds += [(c, "numeric", lambda v: _is_numeric(v.dtype)) for c in schema.dense]
+    kinds += [
+        (c.name, "list of ids", _is_bag_column) if c.multi_valued
+        else (c.name, "integer or string id", _is_id_dtype)
+        for c in schema.categorical
+    ]  # fmt: skip
     for column, kind, ok in kinds:
-        if column in frame.columns and not ok(frame[column].dtype):
+        if column in frame.columns and not ok(frame[column]):
             wrong[column], expected[column] = str(frame[column].dtype), kind
     infinite = {
         c: int(np.isinf(frame[c].to_numpy()).sum())
@@ -206,8 +228,19 @@ def _is_numeric(dtype: Any) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
-def _is_id_dtype(dtype: Any) -> bool:
+def _is_id_dtype(values: pd.Series) -> bool:
+    dtype = values.dtype
     return pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+
+
+def _is_bag_column(values: pd.Series) -> bool:
+    """A list per cell: an arrow list column, or object cells holding lists / arrays."""
+    if isinstance(values.dtype, pd.ArrowDtype):
+        return "list" in str(values.dtype.pyarrow_dtype)
+    if values.dtype != object:
+        return False
+    present = values.dropna()
+    return present.empty or isinstance(present.iloc[0], (list, tuple, np.ndarray))
 
 
 def _run_suite(

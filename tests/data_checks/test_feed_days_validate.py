@@ -1,0 +1,39 @@
+"""Days of the real feeds (bags of ids, event time) pass the checks, also after the lake."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from data_checks.partition import validate_partition
+from data_checks.reference import build_reference_suite, profile_reference
+from feeds.lake import DayLake
+from feeds.table import TableFeed
+from feeds.table_example import write_example
+
+NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
+
+
+def test_table_days_with_bags_pass_before_and_after_the_lake(tmp_path: Path) -> None:
+    feed = TableFeed(spec=write_example(tmp_path / "example"))
+    schema = feed.schema()
+    window = [date(2024, 1, k) for k in range(1, 8)]
+    profile = profile_reference([feed.day(d) for d in window], schema)
+    assert profile.id_kind["tags"] == "bag" and "tags" not in profile.cardinality
+    suite = build_reference_suite(profile, schema)
+    run_date = date(2024, 1, 8)
+    lake = DayLake(tmp_path / "lake")
+    lake.write(run_date, feed.day(run_date))
+    lake.write(run_date, feed.day(run_date))  # write-once: the same bags are the same day
+    for frame in (feed.day(run_date), lake.read(run_date)):
+        report = validate_partition(frame, schema, source="t", day=run_date, profile=profile,
+                                    suite=suite, now=NOW)  # fmt: skip
+        assert report.passed, report.summary()
+
+
+def test_a_scalar_where_a_bag_belongs_is_a_dtype_failure(tmp_path: Path) -> None:
+    feed = TableFeed(spec=write_example(tmp_path / "example"))
+    frame = feed.day(date(2024, 1, 2)).assign(tags="sale")
+    report = validate_partition(frame, feed.schema(), source="t", day=date(2024, 1, 2), now=NOW)
+    assert "dtypes" in {c.name for c in report.failed()}
+    assert "'tags': 'str'" in report.summary() and "list of ids" in report.summary()
