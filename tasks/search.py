@@ -82,9 +82,14 @@ def choose_precision_plan(
             choice = PlanChoice(plan=plan, source="reused",
                                 reason=f"reused the plan searched for {tags[RUN_DATE_TAG]}")
         else:
+            # Half the held-out rows to search on, half to confirm the finalists: a plan that
+            # passes the budget on the rows it was picked on can pass by noise.
+            half = len(trained.holdout) // 2
             result = search_precision_plan(
                 trained.model,
-                trained.holdout,
+                trained.holdout.slice(0, half),
+                calibration=trained.holdout,
+                confirmation=trained.holdout.slice(half, len(trained.holdout)),
                 budget=Budget(limit=config.gate.quantization_ne_budget_rel),
                 linear_candidates=config.search.linear_candidates,
                 table_candidates=config.search.table_candidates,
