@@ -37,7 +37,9 @@ class Tolerances:
     """How far a day may stray from its reference window before a check fails.
 
     Args:
-        margin: share of the reference range added below its min and above its max.
+        margin: share of the reference range (at least of its max) added above its max and,
+            for a column that goes negative, below its min; a non-negative column's floor
+            is 0.
         range_mostly: share of a dense column's rows that must lie inside that range (a
             few new extremes are normal in heavy-tailed counts; a unit change moves most).
         label_rate_factors: the click rate must lie in [low * reference, high * reference].
@@ -159,8 +161,11 @@ def build_reference_suite(profile: ReferenceProfile, schema: FeatureSchema) -> g
     add(E.ExpectColumnMeanToBeBetween(column=schema.label, **rate_bounds, meta=_m("label_rate")))
     for column, (low, high) in profile.dense_range.items():
         pad = tol.margin * max(high - low, abs(high), 1.0)
+        # A non-negative column may reach 0 (a Monday after a window of Thursday to
+        # Sunday, an item's first day): only a negative value is out of its range.
+        floor = 0.0 if low >= 0 else low - pad
         # A unit change or a new default value moves most of a column out of its range.
-        add(E.ExpectColumnValuesToBeBetween(column=column, min_value=low - pad,
+        add(E.ExpectColumnValuesToBeBetween(column=column, min_value=floor,
                                             max_value=high + pad, mostly=tol.range_mostly,
                                             meta=_m("dense_reference_range")))  # fmt: skip
     for column, distinct in profile.cardinality.items():

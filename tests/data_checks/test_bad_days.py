@@ -178,3 +178,16 @@ def test_the_html_report_is_self_contained_and_escaped(good_day, schema, profile
     assert "label_in_set" in page and "&lt;day&gt;" in page and "<day>" not in page
     assert "<script" not in page and "http" not in page
     assert page.index("label_in_set") < page.index("columns_present")  # failures first
+
+
+def test_a_non_negative_column_may_reach_zero_outside_a_short_window(schema) -> None:
+    # dense_0 was 4..6 in the window (Thursday to Sunday), dense_1 went negative.
+    profile = ReferenceProfile(
+        days=3, rows_per_day=(4, 4), label_rate=0.5,
+        dense_range={"dense_0": (4.0, 6.0), "dense_1": (-2.0, 2.0)}, cardinality={},
+        id_kind={}, duplicate_share=0.0,
+    )  # fmt: skip
+    expectations = {e.column: e for e in build_reference_suite(profile, schema).expectations
+                    if (e.meta or {}).get("check") == "dense_reference_range"}  # fmt: skip
+    assert expectations["dense_0"].min_value == 0.0 and expectations["dense_0"].max_value == 9.0
+    assert expectations["dense_1"].min_value == -4.0
