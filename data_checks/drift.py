@@ -192,8 +192,12 @@ def measure_drift(
         expected, actual = bin_shares(ref, edges), bin_shares(cur, edges)
         rows.append((column, "dense", "psi", _psi_from_shares(expected, actual)))
         rows.append((column, "dense", "js", float(jensenshannon(expected, actual, base=2))))
+    bags = set(schema.multi_valued_names)
     for column in schema.categorical_names:
-        oov, head_psi = _category_stats(reference[column], current[column], top=TOP_IDS)
+        ref_ids, cur_ids = reference[column], current[column]
+        if column in bags:  # a bag counts each of its ids once: OOV and PSI are per id
+            ref_ids, cur_ids = _bag_ids(ref_ids), _bag_ids(cur_ids)
+        oov, head_psi = _category_stats(ref_ids, cur_ids, top=TOP_IDS)
         rows.append((column, "categorical", "oov", oov))
         rows.append((column, "categorical", "psi", head_psi))
     shift = label_rate_shift(reference[schema.label], current[schema.label])
@@ -210,3 +214,9 @@ def measure_drift(
         reference_rows=len(reference),
         current_rows=len(current),
     )
+
+
+def _bag_ids(bags: pd.Series) -> pd.Series:
+    """Every id of a multi-valued column, one per element (empty bags add none)."""
+    flat = bags.explode().dropna()
+    return flat.astype(str) if flat.dtype == object else flat

@@ -37,3 +37,22 @@ def test_a_scalar_where_a_bag_belongs_is_a_dtype_failure(tmp_path: Path) -> None
     report = validate_partition(frame, feed.schema(), source="t", day=date(2024, 1, 2), now=NOW)
     assert "dtypes" in {c.name for c in report.failed()}
     assert "'tags': 'str'" in report.summary() and "list of ids" in report.summary()
+
+
+def test_drift_counts_each_id_of_a_bag(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from data_checks.drift import measure_drift
+
+    feed = TableFeed(spec=write_example(tmp_path / "example"))
+    reference = pd.concat([feed.day(date(2024, 1, k)) for k in (1, 2, 3)], ignore_index=True)
+    current = feed.day(date(2024, 1, 4))
+    table = measure_drift(reference, current, feed.schema()).table.set_index(
+        ["feature", "statistic"]
+    )["value"]
+    assert table[("tags", "oov")] == 0.0  # the same six tags every day
+    unseen = current.assign(tags=[["brand-new"]] * len(current))
+    drifted = measure_drift(reference, unseen, feed.schema()).table.set_index(
+        ["feature", "statistic"]
+    )["value"]
+    assert drifted[("tags", "oov")] == 1.0 and drifted[("tags", "psi")] > 1.0
