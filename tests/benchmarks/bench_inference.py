@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     log(f"trained {report.samples} samples in {report.seconds:.0f} s")
     held_out = synthetic_criteo_batch(sizes, 16_384, seed=1)
     calibration = synthetic_criteo_batch(sizes, 4_096, seed=2)
+    confirmation = synthetic_criteo_batch(sizes, 16_384, seed=4)
     bench = synthetic_criteo_batch(sizes, 16_384, seed=3)
 
     started = time.perf_counter()
-    result = search_precision_plan(model, held_out, calibration=calibration, budget=args.budget)
+    result = search_precision_plan(
+        model, held_out, calibration=calibration, budget=args.budget, confirmation=confirmation
+    )
     log(f"search: {len(result.evaluated)} plans in {time.perf_counter() - started:.0f} s; "
         f"{result.reason}")
     variants = {
