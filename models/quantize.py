@@ -174,8 +174,9 @@ def build_skeleton(model: DLRM, plan: Mapping[str, str]) -> DLRM:
 def assemble_variant(model: DLRM, modules: Mapping[str, nn.Module]) -> DLRM:
     """``model`` with the named units replaced by ready ``modules``, for scoring only.
 
-    Unreplaced units are *shared* with ``model`` (not copied), so assembling the many
-    candidates of a search costs no table copies; do not train the result.
+    Unreplaced units are *shared* with ``model`` (not copied, and put in eval mode with the
+    result), so assembling the many candidates of a search costs no table copies; do not
+    train the result.
     """
     return _copy_with(model, dict(modules), share_unreplaced=True)
 

@@ -221,6 +221,11 @@ class Int8StaticLinear(Int8DynamicLinear):
         if hasattr(self, "input_smoothing"):
             self._inverse_smoothing = 1.0 / self.input_smoothing
 
+    def dequantized_weight(self) -> Tensor:
+        """float32 (out, in) in the unsmoothed input's terms (what warm starts copy)."""
+        weight = super().dequantized_weight()
+        return weight / self.input_smoothing if self.calibration == "smooth" else weight
+
     def forward(self, features: Tensor) -> Tensor:
         """float32 B X in_features -> float32 B X out_features."""
         scale, zero_point = self._input_qparams

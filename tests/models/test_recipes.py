@@ -160,6 +160,10 @@ def test_smoothing_evens_out_outlier_columns_and_reloads() -> None:
     error = {name: float((m(x) - expected).pow(2).mean()) for name, m in
              {"histogram": histogram, "smooth": smooth}.items()}
     assert error["smooth"] < 0.5 * error["histogram"], error
+    # Warm starts read the weight back in the unsmoothed input's terms: within half a
+    # step of the smoothed row, divided by the column's smoothing factor.
+    bound = (smooth.weight_scale[:, None] / 2).float() / smoothing + 1e-7
+    assert ((smooth.dequantized_weight() - linear.weight.detach()).abs() <= bound).all()
 
     target = Int8StaticLinear(in_features=64, out_features=32, calibration="smooth")
     target.load_state_dict(smooth.state_dict())
