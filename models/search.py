@@ -18,19 +18,20 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
-import torch
 from torch import nn
 
 from models.batch import Batch
 from models.dlrm import DLRM
 from models.plan import PrecisionPlan, UnitPlan
-from models.quantize import assemble_variant, calibrate_input_ranges, model_bytes, quantizable_units
+from models.quantize import model_bytes
 from models.recipes import RECIPES
 from models.scorer import score
+from models.search_evaluate import Budget, Candidate, Evaluator
+
+__all__ = ["Budget", "Candidate", "SearchResult", "search_precision_plan"]
 
 LINEAR_CANDIDATES = (
     "fp16", "int8", "int8_tensor",
@@ -41,48 +42,14 @@ TABLE_CANDIDATES = ("fp16", "int8", "int4", "int4_greedy", "int2", "int2_greedy"
 _SAME_BYTES = 0.01  # plans within 1 % of each other's bytes are compared on latency
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The NE loss a plan may cost: ``limit`` relative (fraction of fp32 NE) or absolute."""
-
-    limit: float = 0.0005
-    kind: Literal["relative", "absolute"] = "relative"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("relative", "absolute") or not self.limit >= 0:
-            raise ValueError(
-                f"budget needs kind 'relative' or 'absolute' and limit >= 0, got "
-                f"kind={self.kind!r}, limit={self.limit}"
-            )
-
-    def relative_limit(self, ne_fp32: float) -> float:
-        """The limit as a fraction of the fp32 NE."""
-        return self.limit if self.kind == "relative" else self.limit / ne_fp32
-
-    def allows(self, *, ne_fp32: float, ne: float) -> bool:
-        loss = (ne - ne_fp32) / ne_fp32 if self.kind == "relative" else ne - ne_fp32
-        return loss <= self.limit
-
-
-@dataclass
-class Candidate:
-    """One scored plan: ``precisions`` maps unit -> precision name."""
-
-    label: str
-    precisions: dict[str, str]
-    ne: float
-    ne_delta_rel: float
-    bytes: int
-    within_budget: bool
-
-
 @dataclass
 class SearchResult:
     """What a search found and everything it measured on the way.
 
     Attributes:
         chosen: the plan to deploy, with per-unit sensitivities and bytes.
-        chosen_by: "ranked" or "greedy"; ``reason`` says why.
+        chosen_by: "ranked", "greedy", or "confirmed" (the chosen finalist with units
+            reverted until fresh ``confirmation`` rows are within budget); ``reason`` says why.
         ranked, greedy: the two searches' final plans.
         sensitivity: one row per (unit, precision): unit, precision, ne_delta_rel, bytes.
         evaluated: every scored plan, in order.
@@ -116,77 +83,6 @@ class SearchResult:
         }
 
 
-class _Evaluator:
-    """Builds each (unit, precision) module once and scores plans assembled from them."""
-
-    def __init__(
-        self, parent: DLRM, held_out: Batch, calibration: Batch, budget: Budget, batch_size: int
-    ) -> None:
-        self.parent, self.held_out, self.budget = parent.eval(), held_out, budget
-        self.batch_size = batch_size
-        self.units = quantizable_units(parent)
-        self.ne_fp32 = score(parent, held_out, batch_size=batch_size).ne
-        self.calibration = calibration
-        self.ranges: dict[tuple[str, str], tuple[float, float]] = {}
-        self.modules: dict[tuple[str, str], nn.Module] = {}
-        self.unit_bytes = {(n, "fp32"): model_bytes(u) for n, u in self.units.items()}
-        self.other_bytes = model_bytes(parent) - sum(self.unit_bytes.values())
-        self.evaluated: list[Candidate] = []
-        self._scores: dict[frozenset, Candidate] = {}
-
-    def calibrate(self, precisions_by_unit: dict[str, list[str]]) -> None:
-        methods = {r.calibration for r in RECIPES.values() if r.calibration}
-        linears = [n for n, ps in precisions_by_unit.items() if any("static" in p for p in ps)]
-        if linears:
-            self.ranges = calibrate_input_ranges(
-                self.parent, self.calibration, units=linears, methods=sorted(methods)
-            )
-
-    def module(self, name: str, precision: str) -> nn.Module:
-        key = (name, precision)
-        if key not in self.modules:
-            recipe = RECIPES[(type(self.units[name]), precision)]
-            self.modules[key] = recipe.convert(
-                self.units[name], self.ranges.get((name, recipe.calibration))
-            )
-            self.unit_bytes[key] = model_bytes(self.modules[key])
-        return self.modules[key]
-
-    def bytes_of(self, precisions: dict[str, str]) -> int:
-        return self.other_bytes + sum(self.unit_bytes[(n, p)] for n, p in precisions.items())
-
-    def variant(self, precisions: dict[str, str]) -> DLRM:
-        chosen = {n: self.module(n, p) for n, p in precisions.items() if p != "fp32"}
-        return assemble_variant(self.parent, chosen)
-
-    def evaluate(self, precisions: dict[str, str], label: str) -> Candidate:
-        key = frozenset(precisions.items())
-        if key not in self._scores:
-            ne = score(self.variant(precisions), self.held_out, batch_size=self.batch_size).ne
-            self._scores[key] = Candidate(
-                label=label,
-                precisions=dict(precisions),
-                ne=ne,
-                ne_delta_rel=(ne - self.ne_fp32) / self.ne_fp32,
-                bytes=self.bytes_of(precisions),
-                within_budget=self.budget.allows(ne_fp32=self.ne_fp32, ne=ne),
-            )
-            self.evaluated.append(self._scores[key])
-        return self._scores[key]
-
-    def latency_ms(self, precisions: dict[str, str], batch: Batch, repeats: int = 5) -> float:
-        """Median wall-clock ms of one forward pass over ``batch``."""
-        model = self.variant(precisions)
-        times = []
-        with torch.inference_mode():
-            model(batch)  # warm-up: first calls pack and allocate
-            for _ in range(repeats):
-                started = time.perf_counter()
-                model(batch)
-                times.append((time.perf_counter() - started) * 1e3)
-        return sorted(times)[len(times) // 2]
-
-
 def search_precision_plan(
     model: DLRM,
     held_out: Batch,
@@ -215,7 +111,7 @@ def search_precision_plan(
             loses to one that passes; if both fail, the reason says so.
     """
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
-    evaluator = _Evaluator(model, held_out, calibration or held_out, budget, batch_size)
+    evaluator = Evaluator(model, held_out, calibration or held_out, budget, batch_size)
     options = {
         name: [
             p for p in (linear_candidates if isinstance(unit, nn.Linear) else table_candidates)
@@ -236,7 +132,16 @@ def search_precision_plan(
         for c in (ranked, greedy)
     }
     if confirmation is not None:
-        chosen, reason = _confirm(evaluator, confirmation, plans, chosen, (ranked, greedy), reason)
+        chosen, reason = _confirm(
+            evaluator, confirmation, plans, chosen, (ranked, greedy), reason,
+            lambda c: _revert_until_confirmed(evaluator, confirmation, sensitivity, ladders, c),
+        )
+        if chosen.label not in plans:
+            latency[chosen.label] = evaluator.latency_ms(chosen.precisions, timing)
+            plans[chosen.label] = _as_plan(
+                evaluator, sensitivity, chosen, latency[chosen.label], len(timing)
+            )
+            plans[chosen.label].extra["confirmation_ne_delta_rel"] = chosen.ne_delta_rel
     plans[chosen.label].notes = reason
     return SearchResult(
         chosen=plans[chosen.label],
@@ -256,7 +161,7 @@ def search_precision_plan(
 
 
 def _sensitivity(
-    evaluator: _Evaluator, options: dict[str, list[str]]
+    evaluator: Evaluator, options: dict[str, list[str]]
 ) -> dict[tuple[str, str], float]:
     """(unit, precision) -> ne_delta_rel with only that unit quantized; fp32 is 0."""
     fp32 = {name: "fp32" for name in options}
@@ -272,7 +177,7 @@ def _sensitivity(
 
 
 def _ladder(
-    evaluator: _Evaluator, sensitivity: dict, name: str, precisions: list[str]
+    evaluator: Evaluator, sensitivity: dict, name: str, precisions: list[str]
 ) -> list[str]:
     """The unit's Pareto-optimal precisions, fewest bytes first, ending with fp32."""
     for precision in precisions:
@@ -291,7 +196,7 @@ def _ladder(
     return ladder + ["fp32"]
 
 
-def _ranked_search(evaluator: _Evaluator, sensitivity: dict, ladders: dict) -> Candidate:
+def _ranked_search(evaluator: Evaluator, sensitivity: dict, ladders: dict) -> Candidate:
     step = {name: 0 for name in ladders}
 
     def plan() -> dict[str, str]:
@@ -313,7 +218,7 @@ def _ranked_search(evaluator: _Evaluator, sensitivity: dict, ladders: dict) -> C
     return _relabel(candidate, "ranked")
 
 
-def _greedy_descent(evaluator: _Evaluator, sensitivity: dict, ladders: dict) -> Candidate:
+def _greedy_descent(evaluator: Evaluator, sensitivity: dict, ladders: dict) -> Candidate:
     current = {name: len(ladder) - 1 for name, ladder in ladders.items()}  # all fp32
     best = evaluator.evaluate({n: "fp32" for n in ladders}, "greedy")
     blocked: set[tuple[str, int]] = set()
@@ -360,12 +265,13 @@ def _choose(ranked: Candidate, greedy: Candidate, latency: dict[str, float]) -> 
 
 
 def _confirm(
-    evaluator: _Evaluator,
+    evaluator: Evaluator,
     rows: Batch,
     plans: dict[str, PrecisionPlan],
     chosen: Candidate,
     finalists: tuple[Candidate, Candidate],
     reason: str,
+    recover: Callable[[Candidate], Candidate],
 ) -> tuple[Candidate, str]:
     """Re-score the finalists on ``rows``; record it in each plan's ``extra``."""
     ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
@@ -380,11 +286,41 @@ def _confirm(
     other = next(c for c in finalists if c.label != chosen.label)
     if passed[other.label]:
         return other, f"{other.label}: {chosen.label} exceeded the budget on fresh rows"
-    return chosen, reason + "; WARNING: over budget on fresh rows (search again with more rows)"
+    confirmed = recover(chosen)
+    return confirmed, (
+        f"confirmed: both finalists exceeded the budget on fresh rows; reverted the most "
+        f"sensitive units of {chosen.label} until within it there "
+        f"(ne_delta_rel {confirmed.ne_delta_rel:.6f} on those rows)"
+    )
+
+
+def _revert_until_confirmed(
+    evaluator: Evaluator, rows: Batch, sensitivity: dict, ladders: dict, start: Candidate
+) -> Candidate:
+    """Step ``start``'s most sensitive units up their ladders until ``rows`` are within budget.
+
+    The returned candidate's NE figures are on ``rows``; the walk ends at fp32 at worst.
+    """
+    ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
+    step = {n: ladders[n].index(p) for n, p in start.precisions.items()}
+    while True:
+        precisions = {n: ladders[n][i] for n, i in step.items()}
+        ne = score(evaluator.variant(precisions), rows, batch_size=evaluator.batch_size).ne
+        candidate = Candidate(
+            label="confirmed", precisions=precisions, ne=ne,
+            ne_delta_rel=(ne - ne_fp32) / ne_fp32, bytes=evaluator.bytes_of(precisions),
+            within_budget=evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne),
+        )
+        evaluator.evaluated.append(candidate)
+        movable = [n for n in step if step[n] < len(ladders[n]) - 1]
+        if candidate.within_budget or not movable:
+            return candidate
+        worst = max(movable, key=lambda n: sensitivity[(n, ladders[n][step[n]])])
+        step[worst] += 1
 
 
 def _as_plan(
-    evaluator: _Evaluator, sensitivity: dict, candidate: Candidate, latency: float, rows: int
+    evaluator: Evaluator, sensitivity: dict, candidate: Candidate, latency: float, rows: int
 ) -> PrecisionPlan:
     units = {
         n: UnitPlan.of(p, ne_delta_rel=sensitivity[(n, p)], bytes=evaluator.unit_bytes[(n, p)])

@@ -81,13 +81,19 @@ def test_budget_arguments_are_checked() -> None:
         Budget(limit=-1)
 
 
-def test_confirmation_rows_rescore_the_finalists(trained, make_batch) -> None:
-    held_out, calibration = make_batch(rows=2048, seed=5), make_batch(rows=512, seed=6)
+def test_confirmation_rows_rescore_the_finalists_and_revert_when_both_fail(
+    trained, make_batch
+) -> None:
+    """Seed 8: both finalists pass on the search rows but fail on the confirmation rows."""
+    confirmation = make_batch(rows=1024, seed=108)
     result = search_precision_plan(
-        trained, held_out, calibration=calibration, table_candidates=PLAIN_TABLES,
-        linear_candidates=("int8",), confirmation=make_batch(rows=2048, seed=7),
+        trained, make_batch(rows=1024, seed=8), calibration=make_batch(rows=512, seed=6),
+        table_candidates=PLAIN_TABLES, linear_candidates=("int8",), confirmation=confirmation,
     )
     for plan in (result.ranked, result.greedy):
-        assert "confirmation_ne_delta_rel" in plan.extra
-    assert "fresh rows" in result.reason
+        assert plan.extra["confirmation_ne_delta_rel"] > 0.0005
+    assert result.chosen_by == "confirmed" and "reverted" in result.reason
+    assert result.chosen.extra["confirmation_ne_delta_rel"] <= 0.0005
+    assert result.chosen.bytes >= min(result.ranked.bytes, result.greedy.bytes)
+    _check_within(result, trained, confirmation, make_batch(rows=512, seed=6), 0.0005)
     assert PrecisionPlan.from_json(result.chosen.to_json()) == result.chosen
