@@ -10,6 +10,10 @@
    summed sensitivity added; keep it if the measured total stays within budget.
 5. Choice: of the two plans (both within budget by construction), fewer bytes wins; within
    1 % of bytes, lower latency on a ``latency_batch``-row batch wins.
+6. Confirmation (optional, recommended): the finalists are re-scored on fresh rows, since
+   among ~100 plans scored near the budget some pass by noise. A failing choice yields to a
+   passing finalist; if both fail, the chosen one's most sensitive units step up until the
+   fresh rows are within budget ("confirmed").
 
 Every scored plan is kept in ``SearchResult.evaluated``. Quantized units are built once
 per (unit, precision) and shared between candidates; static units calibrate on the fp32
