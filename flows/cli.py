@@ -27,7 +27,10 @@ def _date(text: str) -> date:
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    parser.add_argument("--feed", choices=["synthetic"], help="where days come from")
+    parser.add_argument("--feed", choices=["synthetic", "movielens", "criteo", "table"],
+                        help="where days come from")
+    parser.add_argument("--path", help="movielens folder, criteo file or glob, table files")
+    parser.add_argument("--spec", help="table feed: the TOML mapping file")
     parser.add_argument("--scenario", choices=["stable", "gradual", "sudden"])
     parser.add_argument("--shift-date", type=_date, help="day the sudden scenario shifts")
     parser.add_argument("--rows", type=int, help="rows per synthetic day")
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help=f"backfill {DEMO_DAYS} synthetic days with a shift")
     demo.add_argument("--rows", type=int, default=100_000, help="rows per day")
     demo.add_argument("--days", type=int, default=DEMO_DAYS)
+    readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
+    readmit.add_argument("--date", type=_date, required=True)
     show = commands.add_parser("config", help="print the effective configuration")
     show.add_argument("--config")
     return parser
@@ -64,6 +69,8 @@ def resolve_config(args: argparse.Namespace):
         "scenario": getattr(args, "scenario", None),
         "shift_date": getattr(args, "shift_date", None),
         "rows_per_day": getattr(args, "rows", None),
+        "path": getattr(args, "path", None),
+        "spec": getattr(args, "spec", None),
     }
     return config.with_overrides(feed=feed)
 
@@ -117,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow announces every registered version on its INFO logger; the records say it.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     from data_checks.schema import SchemaError
+    from feeds.base import FeedError
     from feeds.lake import LakeError
     from tasks.config import ConfigError
 
     try:
         if args.command == "config":
             print(resolve_config(args).model_dump_json(indent=2))
+            return 0
+        if args.command == "readmit":
+            from tasks.data import lake
+
+            print(f"re-admitted {args.date}: {lake().readmit(args.date)}")
             return 0
         if args.command == "demo":
             records = run_demo(args)
@@ -144,10 +157,20 @@ def main(argv: list[str] | None = None) -> int:
 
             records = backfill(args.start, args.end, config)
         print_records(records, as_json=args.json)
-        return 0
-    except (ConfigError, LakeError, SchemaError) as err:
+        return _report_stops(records)
+    except (ConfigError, LakeError, SchemaError, FeedError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 2
+
+
+def _report_stops(records: list[dict]) -> int:
+    """Exit status 3 when a day stopped before training (bad or missing data), 0 otherwise;
+    the reason goes to stderr so a scheduled shell run notices."""
+    stopped = [r for r in records if "run_date" in r["checks"]]
+    for record in stopped:
+        where = f" Quarantined at {record['quarantined']}." if record.get("quarantined") else ""
+        print(f"quantrec: {record['date']}: {record['reason']}.{where}", file=sys.stderr)
+    return 3 if stopped else 0
 
 
 def _print_demo_figures(records: list[dict]) -> None:

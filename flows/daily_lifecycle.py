@@ -12,13 +12,17 @@ from datetime import date, datetime, timedelta, timezone
 
 from prefect import flow
 
-from models.gate import reject_invalid_data
 from tasks.config import QuantrecConfig
-from tasks.data import ingest_days, measure_run_date_drift, validate_run_date
-from tasks.evaluate import decide_promotion, evaluate_variants, record_decision
+from tasks.data import ingest_days, measure_run_date_drift, validate_run_date, why_stop
+from tasks.evaluate import decide_promotion, evaluate_variants
 from tasks.registry import load_champion, register_variants, switch_champion
-from tasks.report import close_failed_run, day_record, open_lifecycle_run, publish_summary
-from tasks.tracking import connect
+from tasks.report import (
+    close_failed_run,
+    day_record,
+    open_lifecycle_run,
+    publish_summary,
+    stopped_record,
+)
 from tasks.search import choose_precision_plan
 from tasks.train import quantize_variants, train_candidate
 
@@ -46,17 +50,12 @@ def daily_lifecycle(
     run_id = open_lifecycle_run(run_date, config.registry.experiment, config.model_dump_json())
     try:
         partitions = ingest_days(run_date, config.training.window_days, config.feed, run_id)
-        validation = validate_run_date(partitions, run_id)
+        validation = None if partitions.problem else validate_run_date(partitions, run_id)
+        stop = why_stop(partitions, validation, config.training.window_days)
+        if stop is not None:
+            return publish_summary(stopped_record(run_date, run_id, stop, validation, model_name))
         champion = load_champion(model_name)
         champion_before = champion.version if champion else None
-        if not validation["passed"]:
-            decision = reject_invalid_data(validation["summary"])
-            record_decision(connect()[1], run_id, decision)
-            return publish_summary(day_record(
-                run_date=run_date, run_id=run_id, decision=decision, metrics={}, sizes={},
-                registered={}, champion_before=champion_before,
-                champion_after=champion_before, train_samples_per_s=None,
-            ))
         measure_run_date_drift(partitions, run_id)
         trained = train_candidate(partitions, config, run_id)
         plan = choose_precision_plan(trained, run_date, config, run_id, force_search)

@@ -144,8 +144,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
-def reject_invalid_data(summary: str) -> Decision:
-    """The decision of a day whose data failed validation: nothing trained, nothing moves."""
-    check = Check("data_valid", 0.0, 1.0, False, summary)
-    return Decision(promoted=None, checks={"run_date": [check]},
-                    reason=f"the run date's data failed validation: {summary}")
+def reject_invalid_data(summary: str, *, check: str = "data_valid") -> Decision:
+    """The decision of a day that stops before training (its data failed validation, or
+    there is no usable data): nothing trained, nothing moves."""
+    failed = Check(check, 0.0, 1.0, False, summary)
+    return Decision(promoted=None, checks={"run_date": [failed]},
+                    reason=f"the run stopped before training: {summary}")

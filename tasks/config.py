@@ -24,7 +24,11 @@ class _Section(BaseModel):
 
 
 class FeedConfig(_Section):
-    name: Literal["synthetic"] = Field("synthetic", description="Where days come from.")
+    name: Literal["synthetic", "movielens", "criteo", "table"] = Field(
+        "synthetic",
+        description="Where days come from: the synthetic Criteo-shaped feed, a MovieLens-100K "
+        "daily replay, Criteo day files, or your own tables with a mapping spec.",
+    )
     scenario: Literal["stable", "gradual", "sudden"] = Field(
         "stable", description="Synthetic drift: none, interest rotating slowly, or a shift."
     )
@@ -32,12 +36,31 @@ class FeedConfig(_Section):
         None, description="Day the sudden scenario shifts (required for scenario 'sudden')."
     )
     seed: int = Field(0, description="Synthetic days are a pure function of (seed, day).")
-    rows_per_day: int = Field(100_000, gt=0, description="Rows of each synthetic day.")
+    rows_per_day: int | None = Field(
+        100_000, gt=0, description="Rows of each synthetic day; a row cap for Criteo days."
+    )
+    path: str | None = Field(
+        None,
+        description="movielens: a GroupLens folder (u.data, u.user, u.item; default: the "
+        "copy inside the recbole wheel); criteo: a day file or glob; table: files overriding "
+        "the spec's.",
+    )
+    spec: str | None = Field(None, description="table: the TOML mapping file.")
+    start_date: date | None = Field(
+        None, description="criteo: the date of Terabyte file day_0 (day_N is N days later)."
+    )
+    min_rows: int | None = Field(
+        None, ge=0, description="Days with fewer rows are skipped (feed default when unset)."
+    )
 
     @model_validator(mode="after")
-    def _sudden_needs_a_date(self) -> "FeedConfig":
-        if self.scenario == "sudden" and self.shift_date is None:
+    def _feed_has_what_it_needs(self) -> "FeedConfig":
+        if self.name == "synthetic" and self.scenario == "sudden" and self.shift_date is None:
             raise ValueError("feed.scenario = 'sudden' needs feed.shift_date (YYYY-MM-DD)")
+        if self.name == "table" and not self.spec:
+            raise ValueError("feed.name = 'table' needs feed.spec (the TOML mapping file)")
+        if self.name == "criteo" and not self.path:
+            raise ValueError("feed.name = 'criteo' needs feed.path (a day file or a glob)")
         return self
 
 
@@ -89,7 +112,7 @@ class SearchConfig(_Section):
     )
     linear_candidates: tuple[str, ...] = Field(
         ("fp16", "int8", "int8_tensor", "int8_static_minmax", "int8_static_histogram",
-         "int8_static_percentile"),
+         "int8_static_percentile", "int8_static_smooth"),
         description="Precisions tried for each MLP layer.",
     )
     table_candidates: tuple[str, ...] = Field(

@@ -8,8 +8,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models.gate import Decision
+from models.gate import Decision, reject_invalid_data
 from models.metrics import Metrics
+from tasks.evaluate import record_decision
+from tasks.registry import champion_version
 from tasks.tracking import connect, experiment_id, start_run
 
 METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
@@ -28,6 +30,7 @@ def day_record(
     train_samples_per_s: float | None,
     plan_source: str | None = None,
     plan_reason: str | None = None,
+    quarantined: str | None = None,
 ) -> dict:
     """One JSON-able record per run date: what ``--json`` prints and the summary shows."""
     return {
@@ -44,6 +47,7 @@ def day_record(
         "train_samples_per_s": train_samples_per_s,
         "plan_source": plan_source,
         "plan_reason": plan_reason,
+        "quarantined": quarantined,
         "checks": decision.to_dict()["checks"],
     }
 
@@ -94,11 +98,15 @@ def pareto_figure(result):
     axes.scatter([c.bytes / fp32 for c in result.evaluated],
                  [100 * c.ne_delta_rel for c in result.evaluated],
                  s=12, alpha=0.5, label="scored plans")
-    for name, plan in (("ranked", result.ranked), ("greedy", result.greedy)):
-        marker = "*" if name == result.chosen_by else "o"
-        axes.scatter([plan.bytes / fp32], [100 * plan.ne_delta_rel], s=140, marker=marker,
-                     label=f"{name}: {plan.latency_ms:.2f} ms / {plan.latency_batch} rows"
-                     + (" (chosen)" if name == result.chosen_by else ""))
+    finalists = {"ranked": result.ranked, "greedy": result.greedy}
+    if result.chosen_by not in finalists:  # e.g. "confirmed": repaired on fresh rows
+        finalists[result.chosen_by] = result.chosen
+    for name, plan in finalists.items():
+        chosen = name == result.chosen_by
+        latency = f"{plan.latency_ms:.2f} ms / {plan.latency_batch} rows" if plan.latency_ms else ""
+        axes.scatter([plan.bytes / fp32], [100 * (plan.ne_delta_rel or 0.0)], s=140,
+                     marker="*" if chosen else "o",
+                     label=f"{name}: {latency}" + (" (chosen)" if chosen else ""))
     axes.axhline(100 * result.budget.relative_limit(result.ne_fp32), color="red",
                  linestyle="--", linewidth=1, label="NE budget")
     axes.set_xlabel("bytes / fp32 bytes")
@@ -107,6 +115,21 @@ def pareto_figure(result):
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def stopped_record(run_date: date, run_id: str, stop: str, validation: dict | None,
+                   model_name: str) -> dict:
+    """Record the decision of a run that stops before training; the champion stays."""
+    _, client = connect()
+    check = "data_valid" if validation is not None else "data_available"
+    decision = reject_invalid_data(stop, check=check)
+    record_decision(client, run_id, decision)
+    champion = champion_version(client, model_name)
+    return day_record(
+        run_date=run_date, run_id=run_id, decision=decision, metrics={}, sizes={},
+        registered={}, champion_before=champion, champion_after=champion,
+        train_samples_per_s=None, quarantined=validation and validation["quarantined"],
+    )
 
 
 @task(name="summarize", cache_policy=NO_CACHE)

@@ -64,6 +64,9 @@ def prepare_process_environment() -> Home:
     """
     home = quantrec_home()
     os.environ.setdefault("PREFECT_HOME", str(home.prefect))
+    # The ephemeral server starts in-process on the first flow; on a busy machine it can
+    # take longer than Prefect's default wait.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return home
