@@ -32,3 +32,6 @@ ui: setup
 
 clean:
 	rm -rf $(QUANTREC_HOME)
+
+bench: setup
+	$(VENV)/bin/quantrec bench

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=DEMO_DAYS)
     readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
     readmit.add_argument("--date", type=_date, required=True)
+    commands.add_parser("bench", add_help=False,
+                        help="inference benchmark: fp32, fp16, int8, searched side by side")
     show = commands.add_parser("config", help="print the effective configuration")
     show.add_argument("--config")
     return parser
@@ -119,6 +121,12 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from models.inference_bench import main as bench
+
+        bench(argv[1:])  # its own options: --json, --max-rows, --train-rows, --threads
+        return 0
     args = build_parser().parse_args(argv)
     home = prepare_process_environment()
     # MLflow announces every registered version on its INFO logger; the records say it.
