@@ -51,7 +51,7 @@ class Tolerances:
     """
 
     margin: float = 0.5
-    range_mostly: float = 0.999
+    range_mostly: float = 0.99
     label_rate_factors: tuple[float, float] = (0.5, 2.0)
     row_factors: tuple[float, float] = (0.2, 5.0)
     cardinality_factor: float = 5.0
