@@ -9,11 +9,21 @@ export PREFECT_HOME="${PREFECT_HOME:-$home/prefect}"
 prefect_port="${PREFECT_PORT:-4200}"
 mlflow_port="${MLFLOW_PORT:-5000}"
 
+# Job control puts each server in its own process group, so stopping one stops all it spawned.
+set -m
+pids=()
 prefect server start --host 127.0.0.1 --port "$prefect_port" &
+pids+=($!)
 mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
   --backend-store-uri "sqlite:///$home/mlflow.db" \
   --default-artifact-root "$home/mlartifacts" &
-trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM EXIT
+pids+=($!)
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  wait
+}
+trap stop INT TERM EXIT
 
 sleep 3
 cat <<TXT
