@@ -3,22 +3,8 @@
 The mapping (``spec``) names the label (a 0/1 column, or a rule such as ``rating >= 4``),
 the event-time column and its unit, and the dense, categorical and multi-valued columns.
 Rows are cut into UTC calendar days by their timestamp. ``feeds/table_example.py`` writes
-a worked example (``python -m feeds.table_example DIR``); its spec reads::
-
-    files = ["ratings.csv"]            # CSV or Parquet files or globs, relative to the spec
-    [label]
-    rule = "rating >= 4"               # or: column = "clicked" (already 0/1)
-    [timestamp]
-    column = "ts"
-    unit = "s"                         # s | ms | us | ns | iso (datetime text)
-    [features]
-    dense = ["price", "position"]
-    categorical = ["user_id", "item_id", "country"]
-    multi_valued = ["tags"]            # a bag of ids per row, "a|b|c" in text files
-    separator = "|"
-    default_hash_size = 10000
-    [features.hash_sizes]
-    country = 64
+a worked example (``python -m feeds.table_example DIR``); its ``EXAMPLE_SPEC`` is the
+reference layout of a spec, every key commented.
 
 Values are passed through, not repaired: a NaN count, a null id or a label of 2 reaches the
 day checks, which name it. ``dense_fill`` (optional) fills missing dense values instead.
