@@ -15,16 +15,19 @@ from prefect import flow
 from tasks.config import QuantrecConfig
 from tasks.data import ingest_days, measure_run_date_drift, validate_run_date, why_stop
 from tasks.evaluate import decide_promotion, evaluate_variants
+from tasks.identity import code_version, run_date_lock, run_key
 from tasks.registry import load_champion, register_variants, switch_champion
 from tasks.report import (
     close_failed_run,
     day_record,
+    finished_record,
     open_lifecycle_run,
+    publish_reused,
     publish_summary,
     stopped_record,
 )
-from tasks.search import choose_precision_plan
-from tasks.train import quantize_variants, train_candidate
+from tasks.search import choose_precision_plan, record_plan
+from tasks.train import quantize_variants, record_training, train_candidate
 
 
 def last_complete_day() -> date:
@@ -37,19 +40,36 @@ def daily_lifecycle(
     run_date: date | None = None,
     config: QuantrecConfig | None = None,
     force_search: bool = False,
+    force: bool = False,
+    wait: bool = False,
 ) -> dict:
     """Run the whole lifecycle for ``run_date`` (default: the last complete day, UTC).
 
     ``force_search`` searches the precision plan again instead of reusing the last one.
+    ``force`` trains and registers again even if this date already ran on the same data,
+    configuration and code (otherwise that run's record is returned and nothing is
+    registered twice). ``wait`` queues behind a run of the same date instead of refusing.
 
     Returns the run date's record (see ``tasks.report.day_record``).
     """
     run_date = run_date or last_complete_day()
     config = config or QuantrecConfig()
+    with run_date_lock(config.registry.model_name, run_date, wait=wait):
+        return _lifecycle(run_date, config, force_search=force_search, force=force)
+
+
+def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
+               force: bool) -> dict:
     model_name = config.registry.model_name
-    run_id = open_lifecycle_run(run_date, config.registry.experiment, config.model_dump_json())
+    config_json = config.model_dump_json()
+    run_id = open_lifecycle_run(run_date, config.registry.experiment, config_json)
     try:
         partitions = ingest_days(run_date, config.training.window_days, config.feed, run_id)
+        key = run_key(run_date=run_date, digests=partitions.digests, config_json=config_json,
+                      code=code_version())
+        done = finished_record(config.registry.experiment, key, run_id)
+        if done is not None and not force:
+            return publish_reused(done, run_id)
         validation = None if partitions.problem else validate_run_date(partitions, run_id)
         stop = why_stop(partitions, validation, config.training.window_days)
         if stop is not None:
@@ -57,15 +77,22 @@ def daily_lifecycle(
         champion = load_champion(model_name)
         champion_before = champion.version if champion else None
         measure_run_date_drift(partitions, run_id)
-        trained = train_candidate(partitions, config, run_id)
-        plan = choose_precision_plan(trained, run_date, config, run_id, force_search)
+        # Resumable stages: their results persist under the run's identity (refreshed when
+        # forced), so a rerun after a crash does not train or search again.
+        trained = train_candidate.with_options(refresh_cache=force or None)(
+            partitions, config, key, run_id)
+        record_training(trained, config, run_id)
+        plan = choose_precision_plan.with_options(refresh_cache=force or None)(
+            trained, run_date, config, f"{key}-{int(force_search)}", run_id, force_search)
+        record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id)
         metrics = evaluate_variants(partitions, candidate, champion, config, run_id)
         decision = decide_promotion(validation, metrics, candidate.bytes, config, run_id)
         registered = register_variants(
-            run_id=run_id, run_date=run_date, variants=candidate.variants,
+            run_id=run_id, run_key=key, run_date=run_date, variants=candidate.variants,
             schema=partitions.schema, metrics=metrics, sizes=candidate.bytes,
             plans=candidate.plans, decision=decision, model_name=model_name,
+            window=partitions.window, window_digest=partitions.window_digest(), force=force,
         )
         promoted_version = registered.get(decision.promoted) if decision.promoted else None
         champion_after = switch_champion(model_name, promoted_version, run_id)
@@ -74,7 +101,7 @@ def daily_lifecycle(
             sizes=candidate.bytes, registered=registered, champion_before=champion_before,
             champion_after=champion_after,
             train_samples_per_s=candidate.train_samples_per_s,
-            plan_source=plan.source, plan_reason=plan.reason,
+            plan_source=plan.source, plan_reason=plan.reason, model_name=model_name,
         ))
     except BaseException:
         close_failed_run(run_id)

@@ -190,12 +190,21 @@ def measure_run_date_drift(partitions: Partitions, run_id: str) -> dict[str, flo
 def log_dataset(client, run_id: str, frame: pd.DataFrame, *, name: str, source: str,
                 digest: str, context: str, label: str) -> None:
     """Record a frame as an MLflow dataset input of the run (training or evaluation)."""
+    entity = dataset_entity(frame, name=name, source=source, digest=digest, label=label)
+    log_dataset_entity(client, run_id, entity, context=context)
+
+
+def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, digest: str, label: str):
+    """The MLflow description of a frame (name, digest, source, schema, profile)."""
     with warnings.catch_warnings():
         # MLflow hints that integer id columns cannot hold missing values (the contract
         # forbids them) and that a local path could be two kinds of source: noise per run.
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
+        return mlflow.data.from_pandas(
             frame, source=source, targets=label, name=name, digest=digest
         )._to_mlflow_entity()
+
+
+def log_dataset_entity(client, run_id: str, entity, *, context: str) -> None:
     context_tag = InputTag(key="mlflow.data.context", value=context)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context_tag])])
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context_tag])])

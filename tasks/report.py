@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import date
 
+import mlflow
+from mlflow.exceptions import MlflowException
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from models.gate import Decision, reject_invalid_data
 from models.metrics import Metrics
 from tasks.evaluate import record_decision
-from tasks.registry import champion_version
-from tasks.tracking import connect, experiment_id, start_run
+from tasks.identity import code_version, config_hash
+from tasks.registry import RUN_KEY_TAG, champion_version
+from tasks.tracking import RUN_DATE_TAG, connect, experiment_id, start_run
 
 METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
 
@@ -31,10 +41,12 @@ def day_record(
     plan_source: str | None = None,
     plan_reason: str | None = None,
     quarantined: str | None = None,
+    model_name: str | None = None,
 ) -> dict:
     """One JSON-able record per run date: what ``--json`` prints and the summary shows."""
     return {
         "date": run_date.isoformat(),
+        "model_name": model_name,
         "mlflow_run_id": run_id,
         "decision": decision.outcome,
         "promoted_variant": decision.promoted,
@@ -129,38 +141,136 @@ def stopped_record(run_date: date, run_id: str, stop: str, validation: dict | No
         run_date=run_date, run_id=run_id, decision=decision, metrics={}, sizes={},
         registered={}, champion_before=champion, champion_after=champion,
         train_samples_per_s=None, quarantined=validation and validation["quarantined"],
+        model_name=model_name,
     )
 
 
-@task(name="summarize", cache_policy=NO_CACHE)
+@task(name="summarize", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
 def publish_summary(record: dict) -> dict:
-    """Write the markdown artifact in Prefect and the record in MLflow; close the run."""
+    """Write the Prefect artifacts (summary, table, links) and the record in MLflow; close
+    the run."""
     _, client = connect()
     run_id = record["mlflow_run_id"]
     client.log_dict(run_id, record, "lifecycle_record.json")
+    links = mlflow_links(client, record)
     create_markdown_artifact(
-        markdown=summary_markdown(record),
+        markdown=summary_markdown(record) + "".join(
+            f"\n\n[{name}]({url})" for name, url in links.items()),
         key=f"lifecycle-{record['date']}",
         description=f"quantrec decision for {record['date']}",
     )
+    if record["metrics"]:
+        create_table_artifact(
+            table=[{"variant": name, **{m: round(v[m], 6) for m in METRIC_COLUMNS},
+                    "bytes": record["bytes"].get(name),
+                    "version": record["registered_versions"].get(name)}
+                   for name, v in record["metrics"].items()],
+            key=f"variants-{record['date']}",
+            description=f"Variants x metrics on {record['date']}",
+        )
+    for name, url in links.items():
+        create_link_artifact(link=url, link_text=name,
+                             key=f"{_slug(name)}-{record['date']}")
     client.set_terminated(run_id, status="FINISHED")
     return record
 
 
-@task(name="open-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def mlflow_links(client, record: dict) -> dict[str, str]:
+    """Name -> URL of the run, its report and the registered versions, when the MLflow UI's
+    address is known: ``$QUANTREC_MLFLOW_UI_URL``, or an http(s) tracking URI."""
+    base = os.environ.get("QUANTREC_MLFLOW_UI_URL") or client.tracking_uri
+    if not base.startswith(("http://", "https://")):
+        return {}
+    base = base.rstrip("/")
+    run = client.get_run(record["mlflow_run_id"])
+    links = {"MLflow run": f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"}
+    model = record.get("model_name")
+    for variant, version in record["registered_versions"].items():
+        if model:
+            links[f"model version {version} ({variant})"] = (
+                f"{base}/#/models/{model}/versions/{version}")
+    return links
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
+
+
+@task(name="open-run", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
 def open_lifecycle_run(run_date: date, experiment: str, config_json: str) -> str:
-    """Open the run date's MLflow run (tagged with the run date) and log the config."""
+    """Open the run date's MLflow run (tagged with the run date, config hash and code
+    version) and log the config.
+
+    The caller holds the run date's lock, so a run of this date still marked RUNNING was
+    killed mid-way: it is closed as KILLED (its persisted stages are resumed from).
+    """
     home, client = connect()
+    exp_id = experiment_id(client, home, experiment)
+    for stale in client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{RUN_DATE_TAG}` = '{run_date.isoformat()}' "
+                      "and attributes.status = 'RUNNING'",
+    ):
+        client.set_tag(stale.info.run_id, "quantrec.decision", "crashed")
+        client.set_terminated(stale.info.run_id, status="KILLED")
     run_id = start_run(
-        client, experiment_id(client, home, experiment), run_date,
-        tags={"quantrec.flow": "daily_lifecycle"},
+        client, exp_id, run_date,
+        tags={"quantrec.flow": "daily_lifecycle", "quantrec.config_hash": config_hash(config_json),
+              "quantrec.code_version": code_version()},
     )
     client.log_text(run_id, config_json, "config.json")
     return run_id
 
 
-def close_failed_run(run_id: str) -> None:
-    """Mark the MLflow run failed; the champion alias was not touched."""
+@task(name="find-finished-run", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+def finished_record(experiment: str, run_key: str, run_id: str) -> dict | None:
+    """The record of a finished run with this identity, or None. ``run_id`` (this run) is
+    tagged with the identity either way."""
     _, client = connect()
-    client.set_tag(run_id, "quantrec.decision", "failed")
-    client.set_terminated(run_id, status="FAILED")
+    client.set_tag(run_id, RUN_KEY_TAG, run_key)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        if run.info.run_id != run_id and "quantrec.reused_from" not in run.data.tags:
+            try:
+                return mlflow.artifacts.load_dict(
+                    f"runs:/{run.info.run_id}/lifecycle_record.json")
+            except (MlflowException, OSError):
+                continue
+    return None
+
+
+@task(name="reuse-finished-run", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+def publish_reused(record: dict, run_id: str) -> dict:
+    """Close this run as a no-op rerun of ``record``'s run; return that record."""
+    _, client = connect()
+    client.set_tag(run_id, "quantrec.reused_from", record["mlflow_run_id"])
+    client.set_tag(run_id, "quantrec.decision", "reused")
+    note = (f"# quantrec lifecycle, run date {record['date']}: nothing to do\n\n"
+            f"Run `{record['mlflow_run_id']}` already ran this date on the same data, "
+            "configuration and code (decision: "
+            f"{record['decision']}). Rerun with `--force` to train and register again.")
+    create_markdown_artifact(markdown=note, key=f"lifecycle-{record['date']}",
+                             description=f"quantrec rerun of {record['date']}: reused")
+    client.set_terminated(run_id, status="FINISHED")
+    return {**record, "reused_from": record["mlflow_run_id"], "rerun_mlflow_run_id": run_id}
+
+
+def close_failed_run(run_id: str) -> None:
+    """Mark the MLflow run failed; the champion alias was not touched. Best effort: when
+    MLflow itself is what failed, the run stays RUNNING and the next run of the date
+    closes it as KILLED."""
+    try:
+        _, client = connect()
+        client.set_tag(run_id, "quantrec.decision", "failed")
+        client.set_terminated(run_id, status="FAILED")
+    except Exception as err:  # noqa: BLE001 - the original error is the one to raise
+        logging.getLogger(__name__).warning("could not mark run %s failed: %s", run_id, err)

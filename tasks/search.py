@@ -7,18 +7,21 @@ the gate or a search is forced (``quantrec search``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date
 
 import mlflow
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from models.plan import PrecisionPlan
 from models.search import Budget, SearchResult, search_precision_plan
 from tasks.config import QuantrecConfig
 from tasks.report import pareto_figure
-from tasks.tracking import RUN_DATE_TAG, connect, log_metrics, stage_timer
+from tasks.tracking import RUN_DATE_TAG, connect, log_metrics
+from tasks.identity import stage_cache_key
 from tasks.train import Trained
 
 PLAN_SOURCE_TAG = "quantrec.plan_source"
@@ -34,6 +37,8 @@ class PlanChoice:
     source: str  # "searched" or "reused"
     reason: str
     result: SearchResult | None = None
+    seconds: float = 0.0
+    computed_by: str = ""  # MLflow run that computed it (another one when resumed)
 
 
 def previous_plan(client, experiment: str, run_date: date) -> tuple[PrecisionPlan, dict] | None:
@@ -68,42 +73,60 @@ def why_search(previous: tuple[PrecisionPlan, dict] | None, *, reuse: bool, forc
     return None
 
 
-@task(name="precision-plan", cache_policy=NO_CACHE)
+@task(name="precision-plan", cache_key_fn=stage_cache_key("search"), persist_result=True,
+      result_storage_key="quantrec-search-{parameters[run_key]}")
 def choose_precision_plan(
-    trained: Trained, run_date: date, config: QuantrecConfig, run_id: str, force: bool = False
+    trained: Trained, run_date: date, config: QuantrecConfig, run_key: str, run_id: str,
+    force: bool = False,
 ) -> PlanChoice:
-    """Search a plan on the held-out rows, or reuse the last one; log the plan either way."""
+    """Search a plan on the held-out rows, or reuse the last one.
+
+    Its result is persisted under ``run_key`` (a forced search is part of the key);
+    ``record_plan`` logs it.
+    """
     _, client = connect()
+    started = time.perf_counter()
     previous = previous_plan(client, config.registry.experiment, run_date)
     reason = why_search(previous, reuse=config.search.reuse_plan, force=force)
-    with stage_timer(client, run_id, "search"):
-        if reason is None:
-            plan, tags = previous
-            choice = PlanChoice(plan=plan, source="reused",
-                                reason=f"reused the plan searched for {tags[RUN_DATE_TAG]}")
-        else:
-            # Half the held-out rows to search on, half to confirm the finalists: a plan that
-            # passes the budget on the rows it was picked on can pass by noise.
-            half = len(trained.holdout) // 2
-            result = search_precision_plan(
-                trained.model,
-                trained.holdout.slice(0, half),
-                calibration=trained.holdout,
-                confirmation=trained.holdout.slice(half, len(trained.holdout)),
-                budget=Budget(limit=config.gate.quantization_ne_budget_rel),
-                linear_candidates=config.search.linear_candidates,
-                table_candidates=config.search.table_candidates,
-                batch_size=config.evaluation.batch_size,
-            )
-            choice = PlanChoice(plan=result.chosen, source="searched",
-                                reason=f"{reason}; {result.reason}", result=result)
+    if reason is None:
+        plan, tags = previous
+        choice = PlanChoice(plan=plan, source="reused",
+                            reason=f"reused the plan searched for {tags[RUN_DATE_TAG]}")
+    else:
+        # Half the held-out rows to search on, half to confirm the finalists: a plan that
+        # passes the budget on the rows it was picked on can pass by noise.
+        half = len(trained.holdout) // 2
+        result = search_precision_plan(
+            trained.model,
+            trained.holdout.slice(0, half),
+            calibration=trained.holdout,
+            confirmation=trained.holdout.slice(half, len(trained.holdout)),
+            budget=Budget(limit=config.gate.quantization_ne_budget_rel),
+            linear_candidates=config.search.linear_candidates,
+            table_candidates=config.search.table_candidates,
+            batch_size=config.evaluation.batch_size,
+        )
+        choice = PlanChoice(plan=result.chosen, source="searched",
+                            reason=f"{reason}; {result.reason}", result=result)
+    choice.seconds = time.perf_counter() - started
+    choice.computed_by = run_id
+    get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
+    return choice
+
+
+@task(name="record-plan", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+def record_plan(choice: PlanChoice, run_id: str) -> None:
+    """Log the plan (tomorrow's run may reuse it), its source and the search's evidence."""
+    _, client = connect()
     client.log_text(run_id, choice.plan.to_json(), PLAN_ARTIFACT)
     client.set_tag(run_id, PLAN_SOURCE_TAG, choice.source)
     client.set_tag(run_id, "quantrec.plan_reason", choice.reason[:5000])
+    log_metrics(client, run_id, {"time.search_s": choice.seconds})
     if choice.result is not None:
         record_search(client, run_id, choice.result)
-    get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
-    return choice
+    if choice.computed_by != run_id:
+        client.set_tag(run_id, "quantrec.resumed.search", choice.computed_by)
 
 
 def record_search(client, run_id: str, result: SearchResult) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from models.batch import Batch, batch_from_frame
 from models.dlrm import DLRM
@@ -16,7 +18,8 @@ from models.plan import PrecisionPlan
 from models.quantize import model_bytes, uniform_plan
 from models.train import TrainReport, torch_threads, train_dlrm
 from tasks.config import QuantrecConfig
-from tasks.data import Partitions, lake, log_dataset
+from tasks.data import Partitions, dataset_entity, lake, log_dataset_entity
+from tasks.identity import pause_point, stage_cache_key
 from tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
 
 PARENT = "fp32"
@@ -40,6 +43,10 @@ class Trained:
     model: DLRM
     report: TrainReport
     holdout: Batch
+    rows: int = 0
+    seconds: float = 0.0  # wall time of the whole stage: reading, training
+    computed_by: str = ""  # MLflow run that computed it (another one when resumed)
+    dataset: object = None  # MLflow dataset entity of the training window
 
 
 def split_holdout(days: list[pd.DataFrame], *, fraction: float,
@@ -57,57 +64,76 @@ def split_holdout(days: list[pd.DataFrame], *, fraction: float,
     return training, last[held].reset_index(drop=True)
 
 
-@task(name="train-fp32", cache_policy=NO_CACHE)
-def train_candidate(partitions: Partitions, config: QuantrecConfig, run_id: str) -> Trained:
-    """Train the fp32 DLRM on the window before the run date, deterministically."""
-    _, client = connect()
+@task(name="train-fp32", cache_key_fn=stage_cache_key("train"), persist_result=True,
+      result_storage_key="quantrec-train-{parameters[run_key]}")
+def train_candidate(partitions: Partitions, config: QuantrecConfig, run_key: str,
+                    run_id: str) -> Trained:
+    """Train the fp32 DLRM on the window before the run date, deterministically.
+
+    Pure compute (nothing is logged here): the result is persisted under ``run_key``, and
+    ``record_training`` logs it, whether it was computed now or by a run that crashed later.
+    """
     day_lake = lake()
     training = config.training
-    log_params(client, run_id, flatten("", {"model": config.model.model_dump(),
-                                            "training": training.model_dump()}))
-    with stage_timer(client, run_id, "train"):
-        frame, held = split_holdout(
-            [day_lake.read(day) for day in partitions.window],
-            fraction=config.search.holdout_fraction,
+    started = time.perf_counter()
+    frame, held = split_holdout(
+        [day_lake.read(day) for day in partitions.window],
+        fraction=config.search.holdout_fraction,
+        seed=training.seed,
+    )
+    dataset = dataset_entity(
+        frame,
+        name=f"window {partitions.window[0]}..{partitions.window[-1]}",
+        source=str(day_lake.path(partitions.window[0]).parent.parent),
+        digest=partitions.window_digest(),
+        label=partitions.schema.label,
+    )
+    batch = batch_from_frame(frame, partitions.schema)
+    del frame
+    torch.manual_seed(training.seed)
+    model = DLRM.from_schema(
+        partitions.schema,
+        embedding_dim=config.model.embedding_dim,
+        bottom_mlp=config.model.bottom_mlp,
+        top_mlp=config.model.top_mlp,
+    )
+    pause_point("train")
+    with torch_threads(training.threads):
+        report = train_dlrm(
+            model,
+            batch,
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            learning_rate=training.learning_rate,
             seed=training.seed,
         )
-        log_dataset(
-            client, run_id, frame,
-            name=f"window {partitions.window[0]}..{partitions.window[-1]}",
-            source=str(day_lake.path(partitions.window[0]).parent.parent),
-            digest=partitions.window_digest(),
-            context="training",
-            label=partitions.schema.label,
-        )
-        batch = batch_from_frame(frame, partitions.schema)
-        torch.manual_seed(training.seed)
-        model = DLRM.from_schema(
-            partitions.schema,
-            embedding_dim=config.model.embedding_dim,
-            bottom_mlp=config.model.bottom_mlp,
-            top_mlp=config.model.top_mlp,
-        )
-        with torch_threads(training.threads):
-            report = train_dlrm(
-                model,
-                batch,
-                epochs=training.epochs,
-                batch_size=training.batch_size,
-                learning_rate=training.learning_rate,
-                seed=training.seed,
-            )
-    log_metrics(client, run_id, {
-        "train.rows": len(batch),
-        "search.holdout_rows": len(held),
-        "train.samples_per_s": report.samples_per_s,
-        "train.final_loss": report.final_loss,
-        "train.seconds": report.seconds,
-    })
-    get_run_logger().info(
-        "trained on %d rows at %.0f samples/s", len(batch), report.samples_per_s
-    )
     model.eval()
-    return Trained(model=model, report=report, holdout=batch_from_frame(held, partitions.schema))
+    get_run_logger().info("trained on %d rows at %.0f samples/s", len(batch),
+                          report.samples_per_s)
+    return Trained(model=model, report=report,
+                   holdout=batch_from_frame(held, partitions.schema),
+                   rows=len(batch), seconds=time.perf_counter() - started, computed_by=run_id,
+                   dataset=dataset)
+
+
+@task(name="record-training", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+def record_training(trained: Trained, config: QuantrecConfig, run_id: str) -> None:
+    """Log the training parameters, dataset, throughput and stage time to the run."""
+    _, client = connect()
+    log_params(client, run_id, flatten("", {"model": config.model.model_dump(),
+                                            "training": config.training.model_dump()}))
+    log_dataset_entity(client, run_id, trained.dataset, context="training")
+    log_metrics(client, run_id, {
+        "train.rows": trained.rows,
+        "search.holdout_rows": len(trained.holdout),
+        "train.samples_per_s": trained.report.samples_per_s,
+        "train.final_loss": trained.report.final_loss,
+        "train.seconds": trained.report.seconds,
+        "time.train_s": trained.seconds,
+    })
+    if trained.computed_by != run_id:
+        client.set_tag(run_id, "quantrec.resumed.train", trained.computed_by)
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
