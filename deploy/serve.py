@@ -1,11 +1,10 @@
-# python deploy/serve.py  — serves the quantrec deployments from this process: daily-lifecycle on
-# its cron schedule, backfill on demand (Run button in the Prefect UI or `prefect deployment run`).
+# python deploy/serve.py [--cron ... --timezone ... --config ...]  — the same as
+# `quantrec schedule`: serves daily-lifecycle on its cron schedule, and backfill and
+# quantization-search on demand (the Prefect UI's Run button, or `prefect deployment run`).
 # For a work pool and workers instead, see deploy/prefect.yaml.
-from prefect import serve
+import sys
 
-from flows.deployments import lifecycle_deployments
-from tasks.settings import prepare_process_environment
+from flows.cli import main
 
 if __name__ == "__main__":
-    prepare_process_environment()
-    serve(*lifecycle_deployments())
+    sys.exit(main(["schedule", *sys.argv[1:]]))

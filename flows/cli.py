@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the daily lifecycle for one date")
     run.add_argument("--date", type=_date, required=True)
+    run.add_argument("--force", action="store_true",
+                     help="train and register again although this date already ran on the "
+                          "same data, config and code")
+    run.add_argument("--wait", action="store_true",
+                     help="queue behind a run of the same date instead of refusing")
     _add_config_options(run)
     search = commands.add_parser("search", help="run one date with a fresh precision search")
     search.add_argument("--date", type=_date, required=True)
@@ -53,6 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help=f"backfill {DEMO_DAYS} synthetic days with a shift")
     demo.add_argument("--rows", type=int, default=100_000, help="rows per day")
     demo.add_argument("--days", type=int, default=DEMO_DAYS)
+    review = commands.add_parser("review", help="registry review of challengers")
+    actions = review.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="pending challengers and their decision records")
+    listing.add_argument("--config")
+    listing.add_argument("--json", action="store_true")
+    approve = actions.add_parser("approve", help="make a challenger the champion")
+    approve.add_argument("version")
+    approve.add_argument("--reason", default="")
+    approve.add_argument("--config")
+    reject = actions.add_parser("reject", help="reject a challenger (the champion stays)")
+    reject.add_argument("version")
+    reject.add_argument("--reason", required=True)
+    reject.add_argument("--config")
+    rollback = commands.add_parser("rollback", help="point the champion back at 'previous'")
+    rollback.add_argument("--reason", default="")
+    rollback.add_argument("--config")
+    promote = commands.add_parser("promote", help="promote a version the gate did not (override)")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True)
+    promote.add_argument("--config")
+    schedule = commands.add_parser(
+        "schedule", help="serve the deployments here: daily-lifecycle on its cron, backfill "
+                         "and quantization-search on demand (Ctrl-C stops)")
+    schedule.add_argument("--cron", default=None, help="cron of daily-lifecycle")
+    schedule.add_argument("--timezone", default=None, help="IANA timezone of the cron")
+    schedule.add_argument("--config", help="TOML config the scheduled runs use")
     readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
     readmit.add_argument("--date", type=_date, required=True)
     commands.add_parser("bench", add_help=False,
@@ -135,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     from feeds.base import FeedError
     from feeds.lake import LakeError
     from tasks.config import ConfigError
+    from tasks.identity import RunInProgressError
+    from tasks.review import ReviewError
 
     try:
         if args.command == "config":
@@ -151,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             _print_demo_figures(records)
             _print_where_to_look(home)
             return 0
+        if args.command in ("review", "rollback", "promote"):
+            return review_command(args)
+        if args.command == "schedule":
+            return schedule_command(args)
         config = resolve_config(args)
         if args.command == "run":
             from flows.daily_lifecycle import daily_lifecycle
 
-            records = [daily_lifecycle(args.date, config)]
+            records = [daily_lifecycle(args.date, config, force=args.force, wait=args.wait)]
         elif args.command == "search":
             from flows.search import quantization_search
 
@@ -166,9 +203,88 @@ def main(argv: list[str] | None = None) -> int:
             records = backfill(args.start, args.end, config)
         print_records(records, as_json=args.json)
         return _report_stops(records)
-    except (ConfigError, LakeError, SchemaError, FeedError) as err:
+    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 2
+    except RunInProgressError as err:
+        print(f"quantrec: {err}", file=sys.stderr)
+        return 4
+    except Exception as err:
+        if _is_unreachable(err):
+            print(f"quantrec: the MLflow tracking server at {home.tracking_uri} is unreachable "
+                  f"({type(err).__name__}: {str(err)[:300]}). Nothing was promoted; the "
+                  "champion is unchanged. Start the server (or unset MLFLOW_TRACKING_URI for "
+                  "the embedded store) and rerun: finished stages are resumed.",
+                  file=sys.stderr)
+            return 5
+        raise
+
+
+def _is_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or its cause) is a failed connection to the tracking server."""
+    import requests
+
+    seen = err
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+            return True
+        if "Max retries exceeded" in str(seen) or "Connection refused" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def review_command(args: argparse.Namespace) -> int:
+    """``review list|approve|reject``, ``rollback``, ``promote``: print what changed."""
+    from tasks.config import load_config
+
+    model_name = load_config(args.config).registry.model_name
+    if args.command == "review" and args.action == "list":
+        from tasks.review import pending_reviews
+
+        pending = pending_reviews(model_name)
+        if args.json:
+            for item in pending:
+                print(json.dumps(item.__dict__, sort_keys=True, default=str))
+            return 0
+        if not pending:
+            print(f"no challenger of {model_name} awaits review")
+        for item in pending:
+            print(f"version {item.version} ({item.variant}, run date {item.run_date}, "
+                  f"aliases {', '.join(item.aliases) or '-'}): {item.reason}")
+            decision = item.decision or {}
+            for check in decision.get("checks", {}).get(item.variant, []):
+                mark = "pass" if check.get("passed") else "FAIL"
+                print(f"    {mark}  {check.get('name')} = {check.get('value')} "
+                      f"(threshold {check.get('limit', check.get('threshold'))})")
+        return 0
+    from flows import review
+
+    if args.command == "rollback":
+        outcome = review.rollback_champion(model_name, args.reason)
+    elif args.command == "promote":
+        outcome = review.promote_version(model_name, args.version, args.reason)
+    elif args.action == "approve":
+        outcome = review.approve_challenger(model_name, args.version, args.reason)
+    else:
+        outcome = review.reject_challenger(model_name, args.version, args.reason)
+    print(json.dumps(outcome, sort_keys=True))
+    return 0
+
+
+def schedule_command(args: argparse.Namespace) -> int:
+    """Serve the deployments from this process until interrupted (``flow.serve``)."""
+    from prefect import serve
+
+    from flows.deployments import lifecycle_deployments
+    from tasks.config import load_config
+
+    options = {k: v for k, v in (("cron", args.cron), ("timezone", args.timezone)) if v}
+    config = load_config(args.config) if args.config else None
+    deployments = lifecycle_deployments(config=config, **options)
+    print("serving " + ", ".join(d.name for d in deployments) + "; Ctrl-C stops", flush=True)
+    serve(*deployments)
+    return 0
 
 
 def _report_stops(records: list[dict]) -> int:

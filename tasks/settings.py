@@ -67,6 +67,11 @@ def prepare_process_environment() -> Home:
     # The ephemeral server starts in-process on the first flow; on a busy machine it can
     # take longer than Prefect's default wait.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # MLflow's client retries a failed HTTP call 7 times with backoff (minutes); the tasks
+    # retry on their own, so fail each call fast and let the task's retries pace it.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return home

@@ -47,6 +47,22 @@ def start_run(client: MlflowClient, experiment: str, run_date: date, tags: Mappi
     return run.info.run_id
 
 
+def retry_unless(*errors: type[BaseException]):
+    """A Prefect ``retry_condition_fn``: retry any failure except ``errors`` (bad input
+    that a retry cannot fix)."""
+
+    def condition(task, task_run, state) -> bool:
+        try:
+            state.result()
+        except errors:
+            return False
+        except Exception:  # noqa: BLE001 - anything else may be transient
+            return True
+        return True
+
+    return condition
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
     """Log finite metrics in one call; NaN (e.g. AUC of a one-class day) is skipped."""
     from mlflow.entities import Metric

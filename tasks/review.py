@@ -1,0 +1,173 @@
+"""Registry review: the human decisions on model versions, recorded where reviewers look.
+
+Every decision is a set of version tags (``quantrec.review``, ``quantrec.reviewed_by``,
+``quantrec.review_reason``, ``quantrec.reviewed_at``; overrides and rollbacks their own) and
+an alias move, so the MLflow UI shows who decided what and why. As in the daily flow, the
+alias switch is the only promotion step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from tasks.identity import os_user
+from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, move_champion
+from tasks.tracking import connect, retry_unless
+
+
+
+class ReviewError(ValueError):
+    """A review command cannot apply: unknown model or version, nothing to roll back to."""
+
+
+_RETRY = dict(cache_policy=NO_CACHE, retries=3, retry_jitter_factor=0.5,
+              retry_delay_seconds=exponential_backoff(backoff_factor=2),
+              retry_condition_fn=retry_unless(ReviewError))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A version waiting for review, with what the gate said about it."""
+
+    version: str
+    run_date: str
+    variant: str
+    aliases: tuple[str, ...]
+    reason: str
+    decision: dict | None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _version(client, model_name: str, version: str):
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as err:
+        raise ReviewError(
+            f"model {model_name!r} has no version {version!r} in the registry at "
+            f"{client.tracking_uri}; `quantrec review list` shows the pending ones"
+        ) from err
+
+
+def _aliases(client, model_name: str) -> dict[str, str]:
+    try:
+        return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
+    except MlflowException as err:
+        raise ReviewError(f"no registered model {model_name!r} at {client.tracking_uri}") from err
+
+
+def pending_reviews(model_name: str) -> list[Pending]:
+    """Versions tagged ``quantrec.review=pending`` (the challengers), newest first."""
+    _, client = connect()
+    aliases = _aliases(client, model_name)
+    found = client.search_model_versions(
+        f"name='{model_name}' and tags.`quantrec.review` = 'pending'"
+    )
+    pending = []
+    for version in sorted(found, key=lambda v: int(v.version), reverse=True):
+        run_id = version.tags.get("quantrec.mlflow_run_id")
+        try:
+            decision = mlflow.artifacts.load_dict(f"runs:/{run_id}/decision.json")
+        except (MlflowException, OSError):
+            decision = None
+        pending.append(Pending(
+            version=str(version.version),
+            run_date=version.tags.get("quantrec.run_date", ""),
+            variant=version.tags.get("quantrec.variant", ""),
+            aliases=tuple(a for a, v in aliases.items() if v == str(version.version)),
+            reason=version.tags.get("quantrec.challenger_reason", ""),
+            decision=decision,
+        ))
+    return pending
+
+
+def _tag(client, model_name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value[:5000])
+
+
+def _drop_challenger(client, model_name: str, version: str) -> None:
+    if _aliases(client, model_name).get(CHALLENGER) == version:
+        client.delete_registered_model_alias(model_name, CHALLENGER)
+
+
+@task(name="approve-challenger", **_RETRY)
+def approve(model_name: str, version: str, reason: str = "") -> dict:
+    """Make ``version`` the champion after review (the old one becomes ``previous``)."""
+    _, client = connect()
+    version = str(_version(client, model_name, version).version)
+    before = _aliases(client, model_name).get(CHAMPION)
+    _tag(client, model_name, version, {
+        "quantrec.review": "approved", "quantrec.reviewed_by": os_user(),
+        "quantrec.reviewed_at": _now(), "quantrec.review_reason": reason or "approved",
+    })
+    after = move_champion(client, model_name, version)
+    _drop_challenger(client, model_name, version)
+    return {"action": "approve", "version": version, "champion_before": before,
+            "champion": after, "by": os_user()}
+
+
+@task(name="reject-challenger", **_RETRY)
+def reject(model_name: str, version: str, reason: str) -> dict:
+    """Record that ``version`` must not serve; the champion does not move."""
+    if not reason.strip():
+        raise ReviewError("a rejection needs a reason: --reason \"...\"")
+    _, client = connect()
+    version = str(_version(client, model_name, version).version)
+    _tag(client, model_name, version, {
+        "quantrec.review": "rejected", "quantrec.reviewed_by": os_user(),
+        "quantrec.reviewed_at": _now(), "quantrec.review_reason": reason,
+    })
+    _drop_challenger(client, model_name, version)
+    return {"action": "reject", "version": version,
+            "champion": _aliases(client, model_name).get(CHAMPION), "by": os_user()}
+
+
+@task(name="rollback-champion", **_RETRY)
+def rollback(model_name: str, reason: str = "") -> dict:
+    """Point ``champion`` back at ``previous``; the demoted version is tagged as such."""
+    _, client = connect()
+    aliases = _aliases(client, model_name)
+    previous, current = aliases.get(PREVIOUS), aliases.get(CHAMPION)
+    if previous is None:
+        raise ReviewError(f"model {model_name!r} has no 'previous' alias to roll back to "
+                          f"(champion is {current})")
+    if current is not None:
+        _tag(client, model_name, current, {
+            "quantrec.rolled_back_by": os_user(), "quantrec.rolled_back_at": _now(),
+            "quantrec.rolled_back_reason": reason or "rollback",
+        })
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    # The demoted version is not a safe place to return to; previous is now ambiguous.
+    client.delete_registered_model_alias(model_name, PREVIOUS)
+    return {"action": "rollback", "champion_before": current, "champion": previous,
+            "by": os_user()}
+
+
+@task(name="override-gate", **_RETRY)
+def promote_override(model_name: str, version: str, reason: str) -> dict:
+    """Promote ``version`` although the gate did not: recorded with reason and user."""
+    if not reason.strip():
+        raise ReviewError("overriding the gate needs a reason: --reason \"...\"")
+    _, client = connect()
+    found = _version(client, model_name, version)
+    version = str(found.version)
+    before = _aliases(client, model_name).get(CHAMPION)
+    _tag(client, model_name, version, {
+        "quantrec.override_reason": reason, "quantrec.override_by": os_user(),
+        "quantrec.override_at": _now(),
+        "quantrec.override_of_decision": found.tags.get("quantrec.decision", "unknown"),
+    })
+    after = move_champion(client, model_name, version)
+    _drop_challenger(client, model_name, version)
+    return {"action": "promote", "version": version, "champion_before": before,
+            "champion": after, "by": os_user(), "reason": reason}
