@@ -1,9 +1,11 @@
 """The daily lifecycle flow: one run date, end to end.
 
 Flows only compose tasks; each stage is one task, so its name, state and timing show in the
-Prefect UI. For run date D: ingest the window and D, validate D, measure drift, train fp32 on
-the window, quantize, evaluate everything (and the champion) on D, gate, register, promote,
-summarise.
+Prefect UI. For run date D: ingest the window and D, validate D, measure drift against the
+champion's reference, train fp32 on the window, choose the precision plan (searched again
+on severe drift), quantize, evaluate everything (and the champion) on D, gate (stricter on
+warn; review instead of promotion on severe), register, promote or nominate a challenger,
+report.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from datetime import date, datetime, timedelta, timezone
 from prefect import flow
 
 from tasks.config import QuantrecConfig
-from tasks.data import ingest_days, measure_run_date_drift, validate_run_date, why_stop
+from tasks.data import ingest_days, validate_run_date, why_stop
+from tasks.drift import measure_run_date_drift, save_reference_profile
 from tasks.evaluate import decide_promotion, evaluate_variants
 from tasks.identity import code_version, run_date_lock, run_key
-from tasks.registry import load_champion, register_variants, switch_champion
+from tasks.registry import load_champion, register_variants, set_challenger, switch_champion
 from tasks.report import (
     close_failed_run,
     day_record,
     finished_record,
     open_lifecycle_run,
     publish_reused,
+    publish_run_report,
     publish_summary,
     stopped_record,
 )
@@ -76,32 +80,41 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
             return publish_summary(stopped_record(run_date, run_id, stop, validation, model_name))
         champion = load_champion(model_name)
         champion_before = champion.version if champion else None
-        measure_run_date_drift(partitions, run_id)
+        drift = measure_run_date_drift(partitions, champion, config, run_id)
         # Resumable stages: their results persist under the run's identity (refreshed when
         # forced), so a rerun after a crash does not train or search again.
         trained = train_candidate.with_options(refresh_cache=force or None)(
             partitions, config, key, run_id)
         record_training(trained, config, run_id)
+        save_reference_profile(trained, partitions, config, run_id)
+        # Severe drift: the reused plan was fitted to a world that is gone; search again.
+        search = force_search or drift.level == "severe"
         plan = choose_precision_plan.with_options(refresh_cache=force or None)(
-            trained, run_date, config, f"{key}-{int(force_search)}", run_id, force_search)
+            trained, run_date, config, f"{key}-{int(search)}", run_id, search)
         record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id)
-        metrics = evaluate_variants(partitions, candidate, champion, config, run_id)
-        decision = decide_promotion(validation, metrics, candidate.bytes, config, run_id)
+        evaluation = evaluate_variants(partitions, candidate, champion, config, run_id)
+        decision = decide_promotion(validation, evaluation, candidate.bytes, config,
+                                    drift.level, run_id)
         registered = register_variants(
             run_id=run_id, run_key=key, run_date=run_date, variants=candidate.variants,
-            schema=partitions.schema, metrics=metrics, sizes=candidate.bytes,
+            schema=partitions.schema, metrics=evaluation.metrics, sizes=candidate.bytes,
             plans=candidate.plans, decision=decision, model_name=model_name,
-            window=partitions.window, window_digest=partitions.window_digest(), force=force,
+            window=partitions.window, window_digest=partitions.window_digest(),
+            drift=drift.summary, force=force,
         )
         promoted_version = registered.get(decision.promoted) if decision.promoted else None
         champion_after = switch_champion(model_name, promoted_version, run_id)
+        challenger = (set_challenger(model_name, registered[decision.challenger], run_id,
+                                     decision.reason) if decision.challenger else None)
+        report = publish_run_report(run_date, run_id, decision, drift, evaluation)
         return publish_summary(day_record(
-            run_date=run_date, run_id=run_id, decision=decision, metrics=metrics,
-            sizes=candidate.bytes, registered=registered, champion_before=champion_before,
-            champion_after=champion_after,
+            run_date=run_date, run_id=run_id, decision=decision,
+            metrics=evaluation.metrics, sizes=candidate.bytes, registered=registered,
+            champion_before=champion_before, champion_after=champion_after,
             train_samples_per_s=candidate.train_samples_per_s,
             plan_source=plan.source, plan_reason=plan.reason, model_name=model_name,
+            drift=drift.summary, challenger_version=challenger, report=report,
         ))
     except BaseException:
         close_failed_run(run_id)

@@ -14,6 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from data_checks.drift import DriftThresholds
+from models.gate import GatePolicy
+
 
 class ConfigError(ValueError):
     """The configuration file cannot be read or holds a bad value."""
@@ -127,24 +130,9 @@ class EvaluationConfig(_Section):
     )
 
 
-class GateConfig(_Section):
-    quantization_ne_budget_rel: float = Field(
-        0.0005,
-        ge=0,
-        description="Max relative NE loss of a low-precision variant vs its fp32 parent "
-        "(0.0005 = 0.05 %); the precision search aims at the same budget.",
-    )
-    champion_ne_epsilon_rel: float = Field(
-        0.005,
-        ge=0,
-        description="Max relative NE by which a candidate may trail the champion on the "
-        "run date (0.005 = 0.5 %).",
-    )
-    allow_fp32_fallback: bool = Field(
-        True,
-        description="Promote the fp32 parent when no low-precision variant passes, so a "
-        "fresher model still serves (at fp32 cost).",
-    )
+# The gate's policy and the drift thresholds are defined (and documented field by field)
+# beside the code that applies them; the config embeds them as its [gate] and [drift].
+GateConfig = GatePolicy
 
 
 class RegistryConfig(_Section):
@@ -158,7 +146,8 @@ class QuantrecConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    gate: GateConfig = GateConfig()
+    drift: DriftThresholds = DriftThresholds()
+    gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()
 
     def with_overrides(self, **sections: dict) -> "QuantrecConfig":

@@ -1,4 +1,4 @@
-"""Data stages: bring days into the lake, validate the run date, measure drift.
+"""Data stages: bring days into the lake and validate the run date.
 
 Thin wrappers: the feed, the lake, the checks and the statistics are the pure core in
 ``feeds/`` and ``data_checks/``; these tasks read and write files and log to MLflow.
@@ -16,7 +16,6 @@ from mlflow.entities import DatasetInput, InputTag
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.drift import measure_drift
 from data_checks.partition import report_from_error, validate_partition
 from data_checks.reference import build_reference_suite, profile_reference
 from data_checks.render import report_html
@@ -168,23 +167,6 @@ def validate_run_date(partitions: Partitions, run_id: str) -> dict:
             client.set_tag(run_id, "quantrec.quarantined", quarantined)
     return {"passed": report.passed, "summary": report.summary(), "report": report.to_dict(),
             "quarantined": quarantined}
-
-
-@task(name="measure-drift", cache_policy=NO_CACHE)
-def measure_run_date_drift(partitions: Partitions, run_id: str) -> dict[str, float]:
-    """Drift of the run date against the training window; every score is logged."""
-    _, client = connect()
-    day_lake = lake()
-    with stage_timer(client, run_id, "drift"):
-        report = measure_drift(
-            day_lake.read_days(list(partitions.window)),
-            day_lake.read(partitions.run_date),
-            partitions.schema,
-        )
-        metrics = report.to_metrics()
-    log_metrics(client, run_id, metrics)
-    client.log_text(run_id, report.table.to_csv(index=False), "drift/features.csv")
-    return metrics
 
 
 def log_dataset(client, run_id: str, frame: pd.DataFrame, *, name: str, source: str,

@@ -36,8 +36,13 @@ SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "
 
 @dataclass
 class Champion:
+    """The serving model: its version, weights, the run that made it and its fp32 parent."""
+
     version: str
     loaded: LoadedModel
+    model_name: str = ""
+    run_id: str = ""
+    parent_version: str | None = None
 
 
 def champion_version(client, model_name: str) -> str | None:
@@ -65,7 +70,14 @@ def load_champion(model_name: str) -> Champion | None:
     if version is None:
         get_run_logger().info("no champion yet for %s", model_name)
         return None
-    return Champion(version=version, loaded=load_version(model_name, version))
+    tags = client.get_model_version(model_name, version).tags
+    run_id = tags.get("quantrec.mlflow_run_id", "")
+    siblings = client.search_model_versions(
+        f"name='{model_name}' and tags.`quantrec.mlflow_run_id` = '{run_id}'") if run_id else []
+    parents = [str(v.version) for v in siblings if v.tags.get("quantrec.variant") == "fp32"]
+    return Champion(version=version, loaded=load_version(model_name, version),
+                    model_name=model_name, run_id=run_id,
+                    parent_version=max(parents, key=int) if parents else None)
 
 
 RUN_KEY_TAG = "quantrec.run_key"

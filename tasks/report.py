@@ -20,6 +20,7 @@ from prefect.tasks import exponential_backoff
 from models.gate import Decision, reject_invalid_data
 from models.metrics import Metrics
 from tasks.evaluate import record_decision
+from tasks.report_render import calibration_bins, run_report_html
 from tasks.identity import code_version, config_hash
 from tasks.registry import RUN_KEY_TAG, champion_version
 from tasks.tracking import RUN_DATE_TAG, connect, experiment_id, start_run
@@ -42,6 +43,9 @@ def day_record(
     plan_reason: str | None = None,
     quarantined: str | None = None,
     model_name: str | None = None,
+    drift: dict | None = None,
+    challenger_version: str | None = None,
+    report: str | None = None,
 ) -> dict:
     """One JSON-able record per run date: what ``--json`` prints and the summary shows."""
     return {
@@ -61,6 +65,11 @@ def day_record(
         "plan_reason": plan_reason,
         "quarantined": quarantined,
         "checks": decision.to_dict()["checks"],
+        "challenger_variant": getattr(decision, "challenger", None),
+        "challenger_version": challenger_version,
+        "drift_level": (drift or {}).get("level"),
+        "drift": drift,
+        "report": report,
     }
 
 
@@ -85,7 +94,17 @@ def summary_markdown(record: dict) -> str:
     for variant, checks in record["checks"].items():
         for c in checks:
             value = "n/a" if c["value"] is None else f"{c['value']:.6g}"
-            lines.append(f"| {variant} | {c['name']} | {value} | {c['threshold']} | {c['passed']} |")
+            noise = c.get("within_noise")
+            passed = f"{c['passed']}" + (" (within noise)" if noise else "")
+            lines.append(f"| {variant} | {c['name']} | {value} | {c['threshold']} | {passed} |")
+    if record.get("drift"):
+        drift = record["drift"]
+        lines += ["", f"**Drift:** {drift['level']}"] + [f"- {r}" for r in drift["reasons"][:10]]
+    if record.get("challenger_version"):
+        lines += ["", f"**Challenger for review:** version {record['challenger_version']} "
+                      f"({record['challenger_variant']}); `quantrec review list`"]
+    if record.get("report"):
+        lines += ["", f"Run report: `{record['report']}`"]
     lines += [
         "",
         f"Precision plan: {record['plan_source']} ({record['plan_reason']})",
@@ -176,15 +195,47 @@ def publish_summary(record: dict) -> dict:
     return record
 
 
+@task(name="run-report", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5)
+def publish_run_report(run_date: date, run_id: str, decision: Decision, drift, evaluation) -> str:
+    """Log the run's HTML report (drift, calibration, NE by slice, the decision); return
+    where it is (an MLflow UI link when its address is known, else the artifact URI)."""
+    _, client = connect()
+    base = _ui_base(client)
+    links = {"MLflow run": _run_url(client, base, run_id)} if base else {}
+    html = run_report_html(
+        run_date=run_date, decision=decision.to_dict(), drift=drift.table,
+        drift_level=drift.level, drift_reasons=drift.reasons,
+        metrics={n: m.to_dict() for n, m in evaluation.metrics.items()},
+        calibration={n: calibration_bins(evaluation.labels, p)
+                     for n, p in evaluation.predictions.items()},
+        slices=evaluation.slice_table(), staleness=drift.staleness, links=links,
+    )
+    client.log_text(run_id, html, "report.html")
+    if base:
+        return f"{base}/get-artifact?path=report.html&run_uuid={run_id}"
+    return f"runs:/{run_id}/report.html"
+
+
+def _ui_base(client) -> str | None:
+    base = os.environ.get("QUANTREC_MLFLOW_UI_URL") or client.tracking_uri
+    return base.rstrip("/") if base.startswith(("http://", "https://")) else None
+
+
+def _run_url(client, base: str, run_id: str) -> str:
+    run = client.get_run(run_id)
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
 def mlflow_links(client, record: dict) -> dict[str, str]:
     """Name -> URL of the run, its report and the registered versions, when the MLflow UI's
     address is known: ``$QUANTREC_MLFLOW_UI_URL``, or an http(s) tracking URI."""
-    base = os.environ.get("QUANTREC_MLFLOW_UI_URL") or client.tracking_uri
-    if not base.startswith(("http://", "https://")):
+    base = _ui_base(client)
+    if base is None:
         return {}
-    base = base.rstrip("/")
-    run = client.get_run(record["mlflow_run_id"])
-    links = {"MLflow run": f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"}
+    links = {"MLflow run": _run_url(client, base, record["mlflow_run_id"])}
+    if record.get("report", "").startswith("http"):
+        links["run report"] = record["report"]
     model = record.get("model_name")
     for variant, version in record["registered_versions"].items():
         if model:

@@ -72,6 +72,7 @@ def prepare_process_environment() -> Home:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return home

@@ -1,0 +1,137 @@
+"""Drift stages: save each candidate's reference profile, measure day D against the
+champion's, and measure how stale the champion's quantization has become.
+
+The reference of a model is its training window. Its statistics are built once, when the
+model is trained, and logged with the run that registers it (``drift/reference_profile``),
+so every later day, and every rerun of a day, compares against exactly the same reference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from data_checks.drift import DriftProfile, DriftReport, measure
+from models.batch import batch_from_frame
+from models.scorer import predict_proba
+from models.staleness import quantization_staleness
+from tasks.config import QuantrecConfig
+from tasks.data import Partitions, lake
+from tasks.registry import Champion, load_version
+from tasks.tracking import connect, log_metrics, stage_timer
+from tasks.train import Trained
+
+PROFILE_ARTIFACT = "drift/reference_profile"
+LEVEL_TAG = "quantrec.drift_level"
+
+
+@dataclass
+class DriftOutcome:
+    """What the gate and the reports need from the drift stage."""
+
+    level: str
+    reasons: list[str]
+    summary: dict
+    table: pd.DataFrame | None = None
+    staleness: dict[str, float] = field(default_factory=dict)
+    reference: str = ""  # where the reference profile came from
+
+
+def _window_frame(partitions: Partitions) -> pd.DataFrame:
+    day_lake = lake()
+    return pd.concat([day_lake.read(day) for day in partitions.window], ignore_index=True)
+
+
+@task(name="save-reference-profile", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=[2, 10])
+def save_reference_profile(trained: Trained, partitions: Partitions, config: QuantrecConfig,
+                           run_id: str) -> None:
+    """Profile the candidate's training window and log it with the run.
+
+    The scores binned for prediction drift are the fp32 parent's on the held-out rows:
+    fresh rows it never trained on, as the days it will serve.
+    """
+    _, client = connect()
+    scores = predict_proba(trained.model, trained.holdout, batch_size=config.evaluation.batch_size)
+    profile = DriftProfile.build(
+        _window_frame(partitions), partitions.schema, scores=scores,
+        source={"run_id": run_id, "days": [d.isoformat() for d in partitions.window],
+                "window_digest": partitions.window_digest()},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = profile.save(Path(tmp) / "reference_profile")
+        client.log_artifacts(run_id, str(folder), PROFILE_ARTIFACT)
+
+
+def champion_profile(champion: Champion) -> DriftProfile | None:
+    """The reference profile saved with the champion's run, or None (an older run)."""
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=champion.run_id, artifact_path=PROFILE_ARTIFACT,
+            dst_path=tempfile.mkdtemp(prefix="quantrec-profile-"))
+    except (MlflowException, OSError):
+        return None
+    return DriftProfile.load(local)
+
+
+@task(name="measure-drift", cache_policy=NO_CACHE)
+def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
+                           config: QuantrecConfig, run_id: str) -> DriftOutcome:
+    """Drift of the run date against the champion's saved reference (or, on the first
+    day, the training window), the champion's prediction drift and quantization
+    staleness. Every score is logged, under threshold or not, with the per-feature table.
+    """
+    _, client = connect()
+    day_lake = lake()
+    with stage_timer(client, run_id, "drift"):
+        day = day_lake.read(partitions.run_date)
+        profile = champion_profile(champion) if champion is not None else None
+        scores, staleness = None, {}
+        if profile is not None:
+            schema = champion.loaded.schema
+            batch = batch_from_frame(day, schema)
+            scores = predict_proba(champion.loaded.model, batch,
+                                   batch_size=config.evaluation.batch_size)
+            staleness = champion_staleness(champion, batch, config)
+            reference = f"champion version {champion.version} (run {champion.run_id})"
+        else:
+            schema = partitions.schema
+            profile = DriftProfile.build(_window_frame(partitions), schema)
+            reference = "the training window (no champion profile yet)"
+        report = measure(profile, day, schema, scores=scores, thresholds=config.drift)
+    log_metrics(client, run_id, {**report.to_metrics(), **staleness})
+    client.log_text(run_id, report.table.to_csv(index=False), "drift/features.csv")
+    client.log_dict(run_id, {**report.to_dict(), "reference": reference}, "drift/report.json")
+    client.set_tag(run_id, LEVEL_TAG, report.level)
+    get_run_logger().info("drift %s against %s: %s", report.level, reference, report.summary())
+    return DriftOutcome(level=report.level, reasons=[str(r) for r in report.reasons],
+                        summary=_summary(report), table=report.table, staleness=staleness,
+                        reference=reference)
+
+
+def _summary(report: DriftReport) -> dict:
+    return {
+        "level": report.level,
+        "reasons": [str(r) for r in report.reasons],
+        "dataset_drift_share": report.dataset_drift_share,
+        "prediction_psi": report.prediction_psi,
+        "label_rate_shift": report.label_rate_shift,
+    }
+
+
+def champion_staleness(champion: Champion, batch, config: QuantrecConfig) -> dict[str, float]:
+    """Staleness of the champion's precision plan on day D, against its own fp32 parent;
+    empty when the champion is fp32 itself or its parent is not registered."""
+    if champion.parent_version is None or champion.parent_version == champion.version:
+        return {}
+    parent = load_version(champion.model_name, champion.parent_version)
+    staleness = quantization_staleness(champion.loaded.model, parent.model, batch,
+                                       batch_size=config.evaluation.batch_size)
+    return staleness.to_metrics()
