@@ -84,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--cron", default=None, help="cron of daily-lifecycle")
     schedule.add_argument("--timezone", default=None, help="IANA timezone of the cron")
     schedule.add_argument("--config", help="TOML config the scheduled runs use")
+    report = commands.add_parser(
+        "report", help="lifecycle report: NE per day of the frozen int8 model, the daily "
+                       "fp32 model and the managed champion (PNG + HTML)")
+    report.add_argument("--start", type=_date, required=True)
+    report.add_argument("--end", type=_date, required=True)
+    report.add_argument("--out", required=True, help="folder to write the report into")
+    report.add_argument("--shift-date", type=_date,
+                        help="compare the days after this date (default: the config's "
+                             "feed.shift_date, else every day)")
+    report.add_argument("--config")
     readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
     readmit.add_argument("--date", type=_date, required=True)
     commands.add_parser("bench", add_help=False,
@@ -137,8 +147,12 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def run_demo(args: argparse.Namespace) -> list[dict]:
-    from flows.backfill import backfill
+def run_demo(args: argparse.Namespace) -> tuple[list[dict], object]:
+    """Replay the days in order. Severe drift sends a day's winner to review instead of
+    promoting it; the demo plays the reviewer and approves a challenger that passed every
+    gate check (and says so), as an on-call engineer would after reading its record."""
+    from flows.daily_lifecycle import daily_lifecycle
+    from flows.review import approve_challenger
     from tasks.config import QuantrecConfig
 
     end = DEMO_START + timedelta(days=args.days - 1)
@@ -148,7 +162,20 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
     )
     print(f"quantrec demo: {args.days} synthetic days from {DEMO_START} to {end}, "
           f"{args.rows} rows a day, a sudden shift on {shift}\n", flush=True)
-    return backfill(DEMO_START, end, config)
+    records = []
+    for k in range(args.days):
+        record = daily_lifecycle(DEMO_START + timedelta(days=k), config)
+        if record.get("challenger_version"):
+            version = record["challenger_version"]
+            print(f"demo reviewer: {record['date']} drifted severely; approving challenger "
+                  f"version {version} ({record['challenger_variant']}), which passed every "
+                  "gate check", flush=True)
+            approve_challenger(config.registry.model_name, version,
+                               "demo: scripted reviewer approves a challenger that passed "
+                               "every gate check")
+            record["champion_version"] = version
+        records.append(record)
+    return records, config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from feeds.lake import LakeError
     from tasks.config import ConfigError
     from tasks.identity import RunInProgressError
+    from tasks.lifecycle import ReportError
     from tasks.review import ReviewError
 
     try:
@@ -179,15 +207,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"re-admitted {args.date}: {lake().readmit(args.date)}")
             return 0
         if args.command == "demo":
-            records = run_demo(args)
+            records, config = run_demo(args)
             print_records(records, as_json=False)
             _print_demo_figures(records)
+            _write_report(date.fromisoformat(records[0]["date"]),
+                          date.fromisoformat(records[-1]["date"]), home.root / "report",
+                          config, config.feed.shift_date)
             _print_where_to_look(home)
             return 0
         if args.command in ("review", "rollback", "promote"):
             return review_command(args)
         if args.command == "schedule":
             return schedule_command(args)
+        if args.command == "report":
+            from tasks.config import load_config
+
+            config = load_config(args.config)
+            _write_report(args.start, args.end, args.out, config,
+                          args.shift_date or config.feed.shift_date)
+            return 0
         config = resolve_config(args)
         if args.command == "run":
             from flows.daily_lifecycle import daily_lifecycle
@@ -203,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             records = backfill(args.start, args.end, config)
         print_records(records, as_json=args.json)
         return _report_stops(records)
-    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError) as err:
+    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 2
     except RunInProgressError as err:
@@ -285,6 +323,15 @@ def schedule_command(args: argparse.Namespace) -> int:
     print("serving " + ", ".join(d.name for d in deployments) + "; Ctrl-C stops", flush=True)
     serve(*deployments)
     return 0
+
+
+def _write_report(start: date, end: date, out, config, shift_date) -> None:
+    from tasks.lifecycle import write_report
+
+    png, html, summary = write_report(start, end, out, config, shift_date=shift_date)
+    print("\nLifecycle report: " + str(html) + " (" + str(png.name) + ")")
+    for sentence in summary["sentences"]:
+        print("  " + sentence)
 
 
 def _report_stops(records: list[dict]) -> int:
