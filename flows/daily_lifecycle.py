@@ -31,7 +31,12 @@ from tasks.report import (
     stopped_record,
 )
 from tasks.search import choose_precision_plan, record_plan
-from tasks.train import quantize_variants, record_training, train_candidate
+from tasks.train import (
+    quantize_variants,
+    record_training,
+    release_stage_results,
+    train_candidate,
+)
 
 
 def last_complete_day() -> date:
@@ -89,8 +94,9 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         save_reference_profile(trained, partitions, config, run_id)
         # Severe drift: the reused plan was fitted to a world that is gone; search again.
         search = force_search or drift.level == "severe"
+        search_key = f"{key}-{int(search)}"
         plan = choose_precision_plan.with_options(refresh_cache=force or None)(
-            trained, run_date, config, f"{key}-{int(search)}", run_id, search)
+            trained, run_date, config, search_key, run_id, search)
         record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id)
         evaluation = evaluate_variants(partitions, candidate, champion, config, run_id)
@@ -108,7 +114,7 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         challenger = (set_challenger(model_name, registered[decision.challenger], run_id,
                                      decision.reason) if decision.challenger else None)
         report = publish_run_report(run_date, run_id, decision, drift, evaluation)
-        return publish_summary(day_record(
+        record = publish_summary(day_record(
             run_date=run_date, run_id=run_id, decision=decision,
             metrics=evaluation.metrics, sizes=candidate.bytes, registered=registered,
             champion_before=champion_before, champion_after=champion_after,
@@ -116,6 +122,8 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
             plan_source=plan.source, plan_reason=plan.reason, model_name=model_name,
             drift=drift.summary, challenger_version=challenger, report=report,
         ))
+        release_stage_results(key, search_key)
+        return record
     except BaseException:
         close_failed_run(run_id)
         raise

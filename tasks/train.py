@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,17 @@ def record_training(trained: Trained, config: QuantrecConfig, run_id: str) -> No
     })
     if trained.computed_by != run_id:
         client.set_tag(run_id, "quantrec.resumed.train", trained.computed_by)
+
+
+@task(name="release-stage-results", cache_policy=NO_CACHE)
+def release_stage_results(run_key: str, search_key: str) -> None:
+    """Delete the persisted training and search results of a finished run: a rerun of a
+    finished identity reuses its record, so they would only take disk (a model each)."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH
+
+    folder = Path(PREFECT_RESULTS_LOCAL_STORAGE_PATH.value())
+    for name in (f"quantrec-train-{run_key}", f"quantrec-search-{search_key}"):
+        (folder / name).unlink(missing_ok=True)
 
 
 @task(name="quantize", cache_policy=NO_CACHE)

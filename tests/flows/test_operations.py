@@ -48,7 +48,7 @@ def test_rerun_of_a_finished_date_reuses_it_and_registers_nothing(copied):
     assert rerun.data.tags["quantrec.reused_from"] == records[-1]["mlflow_run_id"]
 
 
-def test_forced_rerun_registers_new_versions_from_cached_stages(copied):
+def test_forced_rerun_trains_and_registers_new_versions(copied):
     config, records, client = copied
     name = config.registry.model_name
     before = _versions(client, name)
