@@ -98,7 +98,7 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         plan = choose_precision_plan.with_options(refresh_cache=force or None)(
             trained, run_date, config, search_key, run_id, search)
         record_plan(plan, run_id)
-        candidate = quantize_variants(trained, plan.plan, run_id)
+        candidate = quantize_variants(trained, plan.plan, run_id, config.training.threads)
         evaluation = evaluate_variants(partitions, candidate, champion, config, run_id)
         decision = decide_promotion(validation, evaluation, candidate.bytes, config,
                                     drift.level, run_id)

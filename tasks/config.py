@@ -93,7 +93,8 @@ class TrainingConfig(_Section):
     threads: int = Field(
         1,
         gt=0,
-        description="Intra-op threads while training. 1 by default: training is many small "
+        description="Intra-op torch threads of every torch stage (training, search, "
+        "quantization, scoring). 1 by default: training is many small "
         "ops, and on a shared machine threads that wait on a busy core made it many times "
         "slower; 1 also keeps weights reproducible across machines.",
     )

@@ -22,6 +22,7 @@ from data_checks.drift import DriftProfile, DriftReport, measure
 from models.batch import batch_from_frame
 from models.scorer import predict_proba
 from models.staleness import quantization_staleness
+from models.train import torch_threads
 from tasks.config import QuantrecConfig
 from tasks.data import Partitions, lake
 from tasks.registry import Champion, load_version
@@ -90,7 +91,7 @@ def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
     """
     _, client = connect()
     day_lake = lake()
-    with stage_timer(client, run_id, "drift"):
+    with stage_timer(client, run_id, "drift"), torch_threads(config.training.threads):
         day = day_lake.read(partitions.run_date)
         profile = champion_profile(champion) if champion is not None else None
         scores, staleness = None, {}

@@ -14,6 +14,7 @@ from models.gate import Decision, decide
 from models.metrics import MetricError, Metrics, compute_metrics, normalized_entropy
 from models.scorer import predict_proba
 from models.slices import head_ids, slice_masks
+from models.train import torch_threads
 from tasks.config import QuantrecConfig
 from tasks.data import Partitions, lake, log_dataset
 from tasks.registry import Champion
@@ -86,7 +87,7 @@ def evaluate_variants(
     _, client = connect()
     day_lake = lake()
     batch_size = config.evaluation.batch_size
-    with stage_timer(client, run_id, "evaluate"):
+    with stage_timer(client, run_id, "evaluate"), torch_threads(config.training.threads):
         frame = day_lake.read(partitions.run_date)
         log_dataset(
             client, run_id, frame,

@@ -18,6 +18,7 @@ from prefect.tasks import exponential_backoff
 
 from models.plan import PrecisionPlan
 from models.search import Budget, SearchResult, search_precision_plan
+from models.train import torch_threads
 from tasks.config import QuantrecConfig
 from tasks.report import pareto_figure
 from tasks.tracking import RUN_DATE_TAG, connect, log_metrics
@@ -96,16 +97,17 @@ def choose_precision_plan(
         # Half the held-out rows to search on, half to confirm the finalists: a plan that
         # passes the budget on the rows it was picked on can pass by noise.
         half = len(trained.holdout) // 2
-        result = search_precision_plan(
-            trained.model,
-            trained.holdout.slice(0, half),
-            calibration=trained.holdout,
-            confirmation=trained.holdout.slice(half, len(trained.holdout)),
-            budget=Budget(limit=config.gate.quantization_ne_budget_rel),
-            linear_candidates=config.search.linear_candidates,
-            table_candidates=config.search.table_candidates,
-            batch_size=config.evaluation.batch_size,
-        )
+        with torch_threads(config.training.threads):
+            result = search_precision_plan(
+                trained.model,
+                trained.holdout.slice(0, half),
+                calibration=trained.holdout,
+                confirmation=trained.holdout.slice(half, len(trained.holdout)),
+                budget=Budget(limit=config.gate.quantization_ne_budget_rel),
+                linear_candidates=config.search.linear_candidates,
+                table_candidates=config.search.table_candidates,
+                batch_size=config.evaluation.batch_size,
+            )
         choice = PlanChoice(plan=result.chosen, source="searched",
                             reason=f"{reason}; {result.reason}", result=result)
     choice.seconds = time.perf_counter() - started

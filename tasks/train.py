@@ -149,7 +149,8 @@ def release_stage_results(run_key: str, search_key: str) -> None:
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
-def quantize_variants(trained: Trained, plan: PrecisionPlan, run_id: str) -> Candidate:
+def quantize_variants(trained: Trained, plan: PrecisionPlan, run_id: str,
+                      threads: int | None = None) -> Candidate:
     """fp32, fp16 and int8 everywhere, and the precision plan's variant (``searched``).
 
     Static recipes in the plan calibrate on the held-out rows, so a reused plan is
@@ -157,7 +158,7 @@ def quantize_variants(trained: Trained, plan: PrecisionPlan, run_id: str) -> Can
     """
     _, client = connect()
     model = trained.model
-    with stage_timer(client, run_id, "quantize"):
+    with stage_timer(client, run_id, "quantize"), torch_threads(threads):
         plans = {
             PARENT: PrecisionPlan.from_model(model),
             "fp16": PrecisionPlan.from_precisions(uniform_plan(model, "fp16")),
