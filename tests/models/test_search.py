@@ -18,7 +18,8 @@ PLAIN_TABLES = ("int8", "int4", "int2")
 @pytest.fixture
 def trained(make_model, make_batch):
     model = make_model(seed=0, embedding_dim=8)
-    train_dlrm(model, make_batch(rows=2048), epochs=3, batch_size=64, learning_rate=0.02, seed=0)
+    train_dlrm(model, make_batch(rows=2048), epochs=3, batch_size=64, learning_rate=0.02, seed=0,
+               sparse_optimizer="sparse_adam", fused=False)
     return model
 
 
