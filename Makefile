@@ -35,3 +35,4 @@ clean:
 
 bench: setup
 	$(VENV)/bin/quantrec bench
+	$(VENV)/bin/quantrec bench --train

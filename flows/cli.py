@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
     readmit.add_argument("--date", type=_date, required=True)
     commands.add_parser("bench", add_help=False,
-                        help="inference benchmark: fp32, fp16, int8, searched side by side")
+                        help="inference benchmark: fp32, fp16, int8, searched side by side; "
+                             "--train: training benchmark, naive vs quantrec's trainer")
     show = commands.add_parser("config", help="print the effective configuration")
     show.add_argument("--config")
     return parser
@@ -181,6 +182,11 @@ def run_demo(args: argparse.Namespace) -> tuple[list[dict], object]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
+        if "--train" in argv:
+            from models.train_bench import main as train_bench
+
+            # naive per-table DLRM vs quantrec's trainer; its own options (--json, --rows ...)
+            return train_bench([a for a in argv[1:] if a != "--train"])
         from models.inference_bench import main as bench
 
         bench(argv[1:])  # its own options: --json, --max-rows, --train-rows, --threads

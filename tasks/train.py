@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from models.plan import PrecisionPlan
 from models.quantize import model_bytes, uniform_plan
 from models.train import TrainReport, torch_threads, train_dlrm
 from tasks.config import QuantrecConfig
+from models.stream import WindowStream, read_holdout
 from tasks.data import Partitions, dataset_entity, lake, log_dataset_entity
 from tasks.identity import pause_point, stage_cache_key
 from tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
@@ -77,20 +79,19 @@ def train_candidate(partitions: Partitions, config: QuantrecConfig, run_key: str
     day_lake = lake()
     training = config.training
     started = time.perf_counter()
-    frame, held = split_holdout(
-        [day_lake.read(day) for day in partitions.window],
-        fraction=config.search.holdout_fraction,
-        seed=training.seed,
-    )
-    dataset = dataset_entity(
-        frame,
+    paths = [day_lake.path(day) for day in partitions.window]
+    # The window streams from its day files (memory does not grow with the window); the
+    # seeded held-out share of the last day is excluded and kept for search and calibration.
+    mask, held = read_holdout(paths[-1], fraction=config.search.holdout_fraction,
+                              seed=training.seed)
+    stream = WindowStream(paths, partitions.schema, exclude={paths[-1]: mask})
+    dataset = window_dataset(
+        held, rows=stream.rows,
         name=f"window {partitions.window[0]}..{partitions.window[-1]}",
         source=str(day_lake.path(partitions.window[0]).parent.parent),
         digest=partitions.window_digest(),
         label=partitions.schema.label,
     )
-    batch = batch_from_frame(frame, partitions.schema)
-    del frame
     torch.manual_seed(training.seed)
     model = DLRM.from_schema(
         partitions.schema,
@@ -102,19 +103,35 @@ def train_candidate(partitions: Partitions, config: QuantrecConfig, run_key: str
     with torch_threads(training.threads):
         report = train_dlrm(
             model,
-            batch,
+            stream,
             epochs=training.epochs,
             batch_size=training.batch_size,
             learning_rate=training.learning_rate,
             seed=training.seed,
+            sparse_optimizer=training.sparse_optimizer,
+            sparse_learning_rate=training.sparse_learning_rate,
+            fused=training.fused,
         )
     model.eval()
-    get_run_logger().info("trained on %d rows at %.0f samples/s", len(batch),
+    get_run_logger().info("trained on %d rows at %.0f samples/s", stream.rows,
                           report.samples_per_s)
     return Trained(model=model, report=report,
                    holdout=batch_from_frame(held, partitions.schema),
-                   rows=len(batch), seconds=time.perf_counter() - started, computed_by=run_id,
+                   rows=stream.rows, seconds=time.perf_counter() - started, computed_by=run_id,
                    dataset=dataset)
+
+
+def window_dataset(sample: pd.DataFrame, *, rows: int, name: str, source: str, digest: str,
+                   label: str):
+    """The MLflow dataset entity of a streamed window: schema from a sample of its rows,
+    the row count of the whole window (it is never loaded at once)."""
+    from mlflow.entities import Dataset
+
+    entity = dataset_entity(sample, name=name, source=source, digest=digest, label=label)
+    return Dataset(name=entity.name, digest=entity.digest, source_type=entity.source_type,
+                   source=entity.source, schema=entity.schema,
+                   profile=json.dumps({"num_rows": rows,
+                                       "num_elements": rows * sample.shape[1]}))
 
 
 @task(name="record-training", cache_policy=NO_CACHE, retries=3,
