@@ -73,6 +73,9 @@ def prepare_process_environment() -> Home:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # No network beyond package registries: telemetry only fails, and its startup write
+    # races the ephemeral server's own (a "database is locked" traceback in the output).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return home
