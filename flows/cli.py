@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import date, timedelta
 
@@ -250,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`quantrec config | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RunInProgressError as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return 4
@@ -270,7 +275,8 @@ def _is_unreachable(err: BaseException) -> bool:
 
     seen = err
     while seen is not None:
-        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionRefusedError,
+                             ConnectionResetError)):
             return True
         if "Max retries exceeded" in str(seen) or "Connection refused" in str(seen):
             return True

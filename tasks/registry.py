@@ -170,7 +170,8 @@ def _log_version(run_id: str, name: str, model, schema: FeatureSchema,
     with tempfile.TemporaryDirectory() as tmp:
         artifact = save_model(model, Path(tmp) / "artifact", schema=schema,
                               precision=name, plan=plan)
-        with mlflow.start_run(run_id=run_id):
+        mlflow.start_run(run_id=run_id)
+        try:
             info = mlflow.pyfunc.log_model(
                 name=name,
                 loader_module="models.pyfunc",
@@ -178,6 +179,10 @@ def _log_version(run_id: str, name: str, model, schema: FeatureSchema,
                 pip_requirements=SERVING_REQUIREMENTS,
                 registered_model_name=model_name,
             )
+        finally:
+            # Leaving a fluent run would mark it FINISHED; promote and summarize are still to
+            # come, and a crash there must leave the run RUNNING for the next run to close.
+            mlflow.end_run(status="RUNNING")
     return str(info.registered_model_version)
 
 
