@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from prefect import get_run_logger, task
@@ -20,7 +19,7 @@ from models.plan import PrecisionPlan
 from models.quantize import model_bytes, uniform_plan
 from models.train import TrainReport, torch_threads, train_dlrm
 from tasks.config import QuantrecConfig
-from models.stream import WindowStream, read_holdout
+from models.stream import WindowStream, holdout_mask, read_holdout
 from tasks.data import Partitions, dataset_entity, lake, log_dataset_entity
 from tasks.identity import pause_point, stage_cache_key
 from tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
@@ -60,9 +59,7 @@ def split_holdout(days: list[pd.DataFrame], *, fraction: float,
     trained on, where the precision search measures NE and calibrates.
     """
     last = days[-1]
-    held = np.zeros(len(last), dtype=bool)
-    rng = np.random.default_rng(seed)
-    held[rng.choice(len(last), size=max(1, round(fraction * len(last))), replace=False)] = True
+    held = holdout_mask(len(last), fraction=fraction, seed=seed)
     training = pd.concat([*days[:-1], last[~held]], ignore_index=True)
     return training, last[held].reset_index(drop=True)
 
