@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.schema import FeatureSchema
 
 if TYPE_CHECKING:
     import great_expectations as gx

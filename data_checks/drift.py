@@ -40,7 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.special import rel_entr
 
-from data_checks.drift_profile import (
+from quantrec.data_checks.drift_profile import (
     CategoricalProfile,
     DriftError,
     DriftProfile,
@@ -52,7 +52,7 @@ from data_checks.drift_profile import (
     require_columns,
     schema_fingerprint,
 )
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.schema import FeatureSchema
 
 __all__ = ["DriftError", "DriftProfile", "DriftReason", "DriftReport", "DriftThresholds",
            "LEVELS", "measure", "measure_drift"]  # fmt: skip

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.schema import FeatureSchema
 
 FORMAT = "quantrec.drift_profile"
 VERSION = 1

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from data_checks.contract import CheckResult, ValidationReport, validate_day
-from data_checks.reference import ReferenceProfile, Tolerances, duplicate_share, id_kind
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.contract import CheckResult, ValidationReport, validate_day
+from quantrec.data_checks.reference import ReferenceProfile, Tolerances, duplicate_share, id_kind
+from quantrec.data_checks.schema import FeatureSchema
 
 if TYPE_CHECKING:
     import great_expectations as gx

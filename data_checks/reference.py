@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from data_checks.contract import build_suite
-from data_checks.schema import FeatureSchema, SchemaError
+from quantrec.data_checks.contract import build_suite
+from quantrec.data_checks.schema import FeatureSchema, SchemaError
 
 if TYPE_CHECKING:
     import great_expectations as gx

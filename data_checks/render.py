@@ -7,7 +7,7 @@ import html
 import json
 from typing import Any
 
-from data_checks.contract import FIXES, CheckResult, ValidationReport
+from quantrec.data_checks.contract import FIXES, CheckResult, ValidationReport
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}

@@ -4,7 +4,7 @@
 # For a work pool and workers instead, see deploy/prefect.yaml.
 import sys
 
-from flows.cli import main
+from quantrec.flows.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["schedule", *sys.argv[1:]]))

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.schema import FeatureSchema
 
 
 class FeedError(ValueError):
@@ -83,18 +83,18 @@ def make_feed(name: str, **options: Any) -> Feed:
             f"{list(FEED_OPTIONS[name])}"
         )
     if name == "synthetic":
-        from feeds.synthetic import SyntheticFeed
+        from quantrec.feeds.synthetic import SyntheticFeed
 
         return SyntheticFeed(**given)
     if name == "movielens":
-        from feeds.movielens import MovieLensFeed
+        from quantrec.feeds.movielens import MovieLensFeed
 
         return MovieLensFeed(**given)
     if name == "criteo":
-        from feeds.criteo import CriteoFeed
+        from quantrec.feeds.criteo import CriteoFeed
 
         return CriteoFeed(**given)
-    from feeds.table import TableFeed
+    from quantrec.feeds.table import TableFeed
 
     return TableFeed(**given)
 

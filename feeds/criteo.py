@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from data_checks.schema import FeatureSchema
-from feeds.base import FeedError, check_day, require_rows
-from feeds.synthetic import feed_schema
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.feeds.base import FeedError, check_day, require_rows
+from quantrec.feeds.synthetic import feed_schema
 
 N_DENSE, N_CATEGORICAL = 13, 26
 LABEL = "label"

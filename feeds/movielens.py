@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_checks.schema import CategoricalFeature, FeatureSchema
-from feeds.base import FeedError, check_day, require_rows
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.feeds.base import FeedError, check_day, require_rows
 
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k"
 GROUPLENS_GENRES = (

@@ -34,8 +34,8 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from data_checks.schema import CategoricalFeature, FeatureSchema
-from feeds.base import FeedError
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.feeds.base import FeedError
 
 Scenario = Literal["stable", "gradual", "sudden"]
 SCENARIOS: tuple[str, ...] = ("stable", "gradual", "sudden")

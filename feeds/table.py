@@ -3,7 +3,7 @@
 The mapping (``spec``) names the label (a 0/1 column, or a rule such as ``rating >= 4``),
 the event-time column and its unit, and the dense, categorical and multi-valued columns.
 Rows are cut into UTC calendar days by their timestamp. ``feeds/table_example.py`` writes
-a worked example (``python -m feeds.table_example DIR``); its ``EXAMPLE_SPEC`` is the
+a worked example (``python -m quantrec.feeds.table_example DIR``); its ``EXAMPLE_SPEC`` is the
 reference layout of a spec, every key commented.
 
 Values are passed through, not repaired: a NaN count, a null id or a label of 2 reaches the
@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from data_checks.schema import CategoricalFeature, FeatureSchema
-from feeds.base import FeedError, check_day, require_rows
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.feeds.base import FeedError, check_day, require_rows
 
 LABEL = "label"
 _OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,

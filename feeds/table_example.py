@@ -1,6 +1,6 @@
 """A worked example of the table feed: a small ratings log and its mapping file.
 
-    python -m feeds.table_example /tmp/quantrec-table    # writes ratings.csv, ratings.toml
+    python -m quantrec.feeds.table_example /tmp/quantrec-table    # writes ratings.csv, ratings.toml
     quantrec run --feed table --spec /tmp/quantrec-table/ratings.toml --date 2024-01-08
 
 The log holds ``days`` days from 2024-01-01 (UTC) of user-item ratings with a price, a
@@ -84,5 +84,5 @@ def write_example(folder: Path, **options: int) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m feeds.table_example OUTPUT_FOLDER")
+        raise SystemExit("usage: python -m quantrec.feeds.table_example OUTPUT_FOLDER")
     print(write_example(Path(sys.argv[1])))

@@ -6,8 +6,8 @@ from datetime import date, timedelta
 
 from prefect import flow
 
-from flows.daily_lifecycle import daily_lifecycle
-from tasks.config import QuantrecConfig
+from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.tasks.config import QuantrecConfig
 
 
 @flow(name="backfill", log_prints=True)

@@ -13,7 +13,7 @@ import os
 import sys
 from datetime import date, timedelta
 
-from tasks.settings import prepare_process_environment
+from quantrec.tasks.settings import prepare_process_environment
 
 DEMO_START = date(2026, 1, 1)
 DEMO_DAYS = 10
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace):
-    from tasks.config import load_config
+    from quantrec.tasks.config import load_config
 
     config = load_config(getattr(args, "config", None))
     feed = {
@@ -153,9 +153,9 @@ def run_demo(args: argparse.Namespace) -> tuple[list[dict], object]:
     """Replay the days in order. Severe drift sends a day's winner to review instead of
     promoting it; the demo plays the reviewer and approves a challenger that passed every
     gate check (and says so), as an on-call engineer would after reading its record."""
-    from flows.daily_lifecycle import daily_lifecycle
-    from flows.review import approve_challenger
-    from tasks.config import QuantrecConfig
+    from quantrec.flows.daily_lifecycle import daily_lifecycle
+    from quantrec.flows.review import approve_challenger
+    from quantrec.tasks.config import QuantrecConfig
 
     end = DEMO_START + timedelta(days=args.days - 1)
     shift = DEMO_START + timedelta(days=args.days // 2)
@@ -184,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
         if "--train" in argv:
-            from models.train_bench import main as train_bench
+            from quantrec.models.train_bench import main as train_bench
 
             # naive per-table DLRM vs quantrec's trainer; its own options (--json, --rows ...)
             return train_bench([a for a in argv[1:] if a != "--train"])
-        from models.inference_bench import main as bench
+        from quantrec.models.inference_bench import main as bench
 
         bench(argv[1:])  # its own options: --json, --max-rows, --train-rows, --threads
         return 0
@@ -196,20 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     home = prepare_process_environment()
     # MLflow announces every registered version on its INFO logger; the records say it.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from data_checks.schema import SchemaError
-    from feeds.base import FeedError
-    from feeds.lake import LakeError
-    from tasks.config import ConfigError
-    from tasks.identity import RunInProgressError
-    from tasks.lifecycle import ReportError
-    from tasks.review import ReviewError
+    from quantrec.data_checks.schema import SchemaError
+    from quantrec.feeds.base import FeedError
+    from quantrec.feeds.lake import LakeError
+    from quantrec.tasks.config import ConfigError
+    from quantrec.tasks.identity import RunInProgressError
+    from quantrec.tasks.lifecycle import ReportError
+    from quantrec.tasks.review import ReviewError
 
     try:
         if args.command == "config":
             print(resolve_config(args).model_dump_json(indent=2))
             return 0
         if args.command == "readmit":
-            from tasks.data import lake
+            from quantrec.tasks.data import lake
 
             print(f"re-admitted {args.date}: {lake().readmit(args.date)}")
             return 0
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schedule":
             return schedule_command(args)
         if args.command == "report":
-            from tasks.config import load_config
+            from quantrec.tasks.config import load_config
 
             config = load_config(args.config)
             _write_report(args.start, args.end, args.out, config,
@@ -235,15 +235,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         config = resolve_config(args)
         if args.command == "run":
-            from flows.daily_lifecycle import daily_lifecycle
+            from quantrec.flows.daily_lifecycle import daily_lifecycle
 
             records = [daily_lifecycle(args.date, config, force=args.force, wait=args.wait)]
         elif args.command == "search":
-            from flows.search import quantization_search
+            from quantrec.flows.search import quantization_search
 
             records = [quantization_search(args.date, config)]
         else:
-            from flows.backfill import backfill
+            from quantrec.flows.backfill import backfill
 
             records = backfill(args.start, args.end, config)
         print_records(records, as_json=args.json)
@@ -286,11 +286,11 @@ def _is_unreachable(err: BaseException) -> bool:
 
 def review_command(args: argparse.Namespace) -> int:
     """``review list|approve|reject``, ``rollback``, ``promote``: print what changed."""
-    from tasks.config import load_config
+    from quantrec.tasks.config import load_config
 
     model_name = load_config(args.config).registry.model_name
     if args.command == "review" and args.action == "list":
-        from tasks.review import pending_reviews
+        from quantrec.tasks.review import pending_reviews
 
         pending = pending_reviews(model_name)
         if args.json:
@@ -308,7 +308,7 @@ def review_command(args: argparse.Namespace) -> int:
                 print(f"    {mark}  {check.get('name')} = {check.get('value')} "
                       f"(threshold {check.get('limit', check.get('threshold'))})")
         return 0
-    from flows import review
+    from quantrec.flows import review
 
     if args.command == "rollback":
         outcome = review.rollback_champion(model_name, args.reason)
@@ -326,8 +326,8 @@ def schedule_command(args: argparse.Namespace) -> int:
     """Serve the deployments from this process until interrupted (``flow.serve``)."""
     from prefect import serve
 
-    from flows.deployments import lifecycle_deployments
-    from tasks.config import load_config
+    from quantrec.flows.deployments import lifecycle_deployments
+    from quantrec.tasks.config import load_config
 
     options = {k: v for k, v in (("cron", args.cron), ("timezone", args.timezone)) if v}
     config = load_config(args.config) if args.config else None
@@ -338,7 +338,7 @@ def schedule_command(args: argparse.Namespace) -> int:
 
 
 def _write_report(start: date, end: date, out, config, shift_date) -> None:
-    from tasks.lifecycle import write_report
+    from quantrec.tasks.lifecycle import write_report
 
     png, html, summary = write_report(start, end, out, config, shift_date=shift_date)
     print("\nLifecycle report: " + str(html) + " (" + str(png.name) + ")")
@@ -357,7 +357,7 @@ def _report_stops(records: list[dict]) -> int:
 
 
 def _print_demo_figures(records: list[dict]) -> None:
-    from tasks.tracking import stage_timings
+    from quantrec.tasks.tracking import stage_timings
 
     timings = stage_timings([r["mlflow_run_id"] for r in records])
     print("\nWall time per stage, seconds (mean over days; max):")

@@ -14,13 +14,13 @@ from datetime import date, datetime, timedelta, timezone
 
 from prefect import flow
 
-from tasks.config import QuantrecConfig
-from tasks.data import ingest_days, validate_run_date, why_stop
-from tasks.drift import measure_run_date_drift, save_reference_profile
-from tasks.evaluate import decide_promotion, evaluate_variants
-from tasks.identity import code_version, run_date_lock, run_key
-from tasks.registry import load_champion, register_variants, set_challenger, switch_champion
-from tasks.report import (
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.data import ingest_days, validate_run_date, why_stop
+from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
+from quantrec.tasks.evaluate import decide_promotion, evaluate_variants
+from quantrec.tasks.identity import code_version, run_date_lock, run_key
+from quantrec.tasks.registry import load_champion, register_variants, set_challenger, switch_champion
+from quantrec.tasks.report import (
     close_failed_run,
     day_record,
     finished_record,
@@ -30,8 +30,8 @@ from tasks.report import (
     publish_summary,
     stopped_record,
 )
-from tasks.search import choose_precision_plan, record_plan
-from tasks.train import (
+from quantrec.tasks.search import choose_precision_plan, record_plan
+from quantrec.tasks.train import (
     quantize_variants,
     record_training,
     release_stage_results,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from prefect.deployments.runner import RunnerDeployment
 
-from flows.backfill import backfill
-from flows.daily_lifecycle import daily_lifecycle
-from flows.search import quantization_search
-from tasks.config import QuantrecConfig
+from quantrec.flows.backfill import backfill
+from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.flows.search import quantization_search
+from quantrec.tasks.config import QuantrecConfig
 
 DAILY_CRON = "0 6 * * *"
 DAILY_TIMEZONE = "UTC"

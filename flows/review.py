@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks import review
+from quantrec.tasks import review
 
 
 @flow(name="review-approve")

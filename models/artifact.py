@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from data_checks.schema import FeatureSchema, SchemaError
-from models.dlrm import DLRM
-from models.plan import PrecisionPlan
-from models.quantize import PRECISIONS, build_skeleton, precision_plan, uniform_plan
+from quantrec.data_checks.schema import FeatureSchema, SchemaError
+from quantrec.models.dlrm import DLRM
+from quantrec.models.plan import PrecisionPlan
+from quantrec.models.quantize import PRECISIONS, build_skeleton, precision_plan, uniform_plan
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"

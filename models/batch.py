@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from data_checks.schema import FeatureSchema, SchemaError
+from quantrec.data_checks.schema import FeatureSchema, SchemaError
 
 
 @dataclass(frozen=True)

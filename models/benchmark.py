@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from models.batch import Batch, KeyedJaggedIds
-from models.dlrm import DLRM
-from models.quantize import model_bytes
-from models.scorer import score
-from models.train import TrainReport, train_dlrm
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.dlrm import DLRM
+from quantrec.models.quantize import model_bytes
+from quantrec.models.scorer import score
+from quantrec.models.train import TrainReport, train_dlrm
 
 # Distinct values of C1..C26 in Criteo Kaggle's train.txt, as used by the DLRM reference.
 CRITEO_KAGGLE_CARDINALITIES = (

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from data_checks.schema import FeatureSchema
-from models.batch import Batch, KeyedJaggedIds
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.models.batch import Batch, KeyedJaggedIds
 
 
 def _mlp(in_features: int, layer_sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from models.batch import KeyedJaggedIds
-from models.dlrm import DLRM, SparseArch
-from models.recipes.embedding import _KERNELS, RowwiseEmbeddingBag
+from quantrec.models.batch import KeyedJaggedIds
+from quantrec.models.dlrm import DLRM, SparseArch
+from quantrec.models.recipes.embedding import _KERNELS, RowwiseEmbeddingBag
 
 _FP32 = "fp32"  # group key of the plain float tables, next to the bit widths
 

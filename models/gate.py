@@ -39,11 +39,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from models.gate_policy import (  # noqa: F401  (re-exported: the gate's public API)
+from quantrec.models.gate_policy import (  # noqa: F401  (re-exported: the gate's public API)
     DEFAULT_RULES, LEGACY_RULES, DriftLevel, GateError, GatePolicy, ThresholdRule,
 )
-from models.metrics import Metrics, MetricError, calibration, log_loss, normalized_entropy
-from models.noise import (  # noqa: F401  (re-exported: the gate's public API)
+from quantrec.models.metrics import Metrics, MetricError, calibration, log_loss, normalized_entropy
+from quantrec.models.noise import (  # noqa: F401  (re-exported: the gate's public API)
     auc_components, bootstrap_changes, bootstrap_sums, paired_auc_delta,
     paired_bootstrap_sums,
 )

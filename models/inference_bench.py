@@ -19,16 +19,16 @@ import time
 
 import torch
 
-from models.benchmark import (
+from quantrec.models.benchmark import (
     benchmark_inference,
     criteo_shaped_model,
     format_table,
     synthetic_criteo_batch,
     train_briefly,
 )
-from models.fused import fuse_lookups
-from models.quantize import build_variant, model_bytes
-from models.search import search_precision_plan
+from quantrec.models.fused import fuse_lookups
+from quantrec.models.quantize import build_variant, model_bytes
+from quantrec.models.search import search_precision_plan
 
 
 def keep_freed_memory() -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import rankdata
 from threadpoolctl import threadpool_limits
 
-from models.metrics import PROB_CLIP
+from quantrec.models.metrics import PROB_CLIP
 
 _CHUNK_ROWS = 4096  # bootstrap rows per matrix product: bounds memory to ~R x 4096 x 8 B
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from torch import nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.quantize import PRECISIONS, apply_precision_plan, precision_plan
-from models.recipes import RECIPES
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.quantize import PRECISIONS, apply_precision_plan, precision_plan
+from quantrec.models.recipes import RECIPES
 
 FORMAT_VERSION = 1
 

@@ -1,6 +1,6 @@
 """The loader MLflow's ``python_function`` flavour calls for a quantrec artifact.
 
-The model is logged with ``loader_module="models.pyfunc"`` and the artifact directory as
+The model is logged with ``loader_module="quantrec.models.pyfunc"`` and the artifact directory as
 ``data_path``: loading imports this module and reads tensors plus the recipe, so no pickled
 code is ever executed. This module does not import MLflow; MLflow imports it.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.artifact import LoadedModel, load_model
-from models.batch import batch_from_frame
-from models.scorer import predict_proba
+from quantrec.models.artifact import LoadedModel, load_model
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.scorer import predict_proba
 
 SCORING_BATCH_SIZE = 8192
 

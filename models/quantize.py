@@ -19,9 +19,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.recipes import (
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.recipes import (
     LINEAR_PRECISIONS,
     QUANTIZED_TYPES,
     RECIPES,
@@ -32,7 +32,7 @@ from models.recipes import (
     Int8StaticLinear,
     RowwiseInt8EmbeddingBag,
 )
-from models.recipes.calibration import ESTIMATORS, smooth_calibration
+from quantrec.models.recipes.calibration import ESTIMATORS, smooth_calibration
 
 PRECISIONS = tuple(dict.fromkeys(LINEAR_PRECISIONS + TABLE_PRECISIONS))
 # v0 name: (float unit type, precision) -> recipe.

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.batch import Batch
-from models.metrics import Metrics, compute_metrics
+from quantrec.models.batch import Batch
+from quantrec.models.metrics import Metrics, compute_metrics
 
 
 def predict_proba(model: nn.Module, batch: Batch, *, batch_size: int = 8192) -> np.ndarray:

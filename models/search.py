@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.plan import PrecisionPlan, UnitPlan
-from models.quantize import model_bytes
-from models.recipes import RECIPES
-from models.scorer import score
-from models.search_evaluate import Budget, Candidate, Evaluator
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.plan import PrecisionPlan, UnitPlan
+from quantrec.models.quantize import model_bytes
+from quantrec.models.recipes import RECIPES
+from quantrec.models.scorer import score
+from quantrec.models.search_evaluate import Budget, Candidate, Evaluator
 
 __all__ = ["Budget", "Candidate", "SearchResult", "search_precision_plan"]
 

@@ -15,11 +15,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.quantize import assemble_variant, calibrate_input_ranges, model_bytes, quantizable_units
-from models.recipes import RECIPES
-from models.scorer import score
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.quantize import assemble_variant, calibrate_input_ranges, model_bytes, quantizable_units
+from quantrec.models.recipes import RECIPES
+from quantrec.models.scorer import score
 
 
 @dataclass(frozen=True)

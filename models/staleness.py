@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.metrics import normalized_entropy
-from models.recipes.calibration import ACTIVATION_LEVELS, quantization_params
-from models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag
-from models.recipes.linear import Int8StaticLinear
-from models.scorer import predict_proba
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.metrics import normalized_entropy
+from quantrec.models.recipes.calibration import ACTIVATION_LEVELS, quantization_params
+from quantrec.models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag
+from quantrec.models.recipes.linear import Int8StaticLinear
+from quantrec.models.scorer import predict_proba
 
 _QUANTIZED_TABLES = (RowwiseEmbeddingBag, Fp16EmbeddingBag)
 

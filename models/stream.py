@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from data_checks.schema import FeatureSchema, SchemaError
-from models.batch import Batch, KeyedJaggedIds, batch_from_frame
+from quantrec.data_checks.schema import FeatureSchema, SchemaError
+from quantrec.models.batch import Batch, KeyedJaggedIds, batch_from_frame
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.batch import Batch
-from models.dlrm import DLRM
-from models.fused import FusedIds, FusedTables, RowSparseAdam, RowwiseAdagrad, fuse_ids
-from models.quantize import float_state_dict
-from models.stream import BatchSource, InMemorySource, prefetched
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.fused import FusedIds, FusedTables, RowSparseAdam, RowwiseAdagrad, fuse_ids
+from quantrec.models.quantize import float_state_dict
+from quantrec.models.stream import BatchSource, InMemorySource, prefetched
 
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "sparse_adam")
 # Row-wise Adagrad's step for the tables when sparse_learning_rate is None: the best held-out

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.batch import Batch, KeyedJaggedIds
-from models.dlrm import DLRM
-from models.fused import fuse_lookups
-from models.metrics import normalized_entropy
-from models.stream import InMemorySource
-from models.train import DEFAULT_ROWWISE_ADAGRAD_LR, train_dlrm
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.dlrm import DLRM
+from quantrec.models.fused import fuse_lookups
+from quantrec.models.metrics import normalized_entropy
+from quantrec.models.stream import InMemorySource
+from quantrec.models.train import DEFAULT_ROWWISE_ADAGRAD_LR, train_dlrm
 
 NUM_DENSE = 13
 _HOT_IDS = 5000  # ranks per table that carry a click effect

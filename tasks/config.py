@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from data_checks.drift import DriftThresholds
-from models.gate import GatePolicy
+from quantrec.data_checks.drift import DriftThresholds
+from quantrec.models.gate import GatePolicy
 
 
 class ConfigError(ValueError):

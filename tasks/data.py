@@ -16,16 +16,16 @@ from mlflow.entities import DatasetInput, InputTag
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.partition import report_from_error, validate_partition
-from data_checks.reference import build_reference_suite, profile_reference
-from data_checks.render import report_html
-from data_checks.schema import FeatureSchema
-from feeds.base import FEED_OPTIONS, FeedError, SmallDayError
-from feeds.base import make_feed as base_make_feed
-from feeds.lake import DayLake, LakeError
-from tasks.config import FeedConfig
-from tasks.settings import quantrec_home
-from tasks.tracking import connect, log_metrics, stage_timer
+from quantrec.data_checks.partition import report_from_error, validate_partition
+from quantrec.data_checks.reference import build_reference_suite, profile_reference
+from quantrec.data_checks.render import report_html
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.feeds.base import FEED_OPTIONS, FeedError, SmallDayError
+from quantrec.feeds.base import make_feed as base_make_feed
+from quantrec.feeds.lake import DayLake, LakeError
+from quantrec.tasks.config import FeedConfig
+from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import connect, log_metrics, stage_timer
 
 
 @dataclass(frozen=True)

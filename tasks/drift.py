@@ -18,16 +18,16 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.drift import DriftProfile, DriftReport, measure
-from models.batch import batch_from_frame
-from models.scorer import predict_proba
-from models.staleness import quantization_staleness
-from models.train import torch_threads
-from tasks.config import QuantrecConfig
-from tasks.data import Partitions, lake
-from tasks.registry import Champion, load_version
-from tasks.tracking import connect, log_metrics, stage_timer
-from tasks.train import Trained
+from quantrec.data_checks.drift import DriftProfile, DriftReport, measure
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.scorer import predict_proba
+from quantrec.models.staleness import quantization_staleness
+from quantrec.models.train import torch_threads
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.data import Partitions, lake
+from quantrec.tasks.registry import Champion, load_version
+from quantrec.tasks.tracking import connect, log_metrics, stage_timer
+from quantrec.tasks.train import Trained
 
 PROFILE_ARTIFACT = "drift/reference_profile"
 LEVEL_TAG = "quantrec.drift_level"

@@ -9,17 +9,17 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from models.batch import batch_from_frame
-from models.gate import Decision, decide
-from models.metrics import MetricError, Metrics, compute_metrics, normalized_entropy
-from models.scorer import predict_proba
-from models.slices import head_ids, slice_masks
-from models.train import torch_threads
-from tasks.config import QuantrecConfig
-from tasks.data import Partitions, lake, log_dataset
-from tasks.registry import Champion
-from tasks.tracking import connect, flatten, log_metrics, stage_timer
-from tasks.train import PARENT, Candidate
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.gate import Decision, decide
+from quantrec.models.metrics import MetricError, Metrics, compute_metrics, normalized_entropy
+from quantrec.models.scorer import predict_proba
+from quantrec.models.slices import head_ids, slice_masks
+from quantrec.models.train import torch_threads
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.data import Partitions, lake, log_dataset
+from quantrec.tasks.registry import Champion
+from quantrec.tasks.tracking import connect, flatten, log_metrics, stage_timer
+from quantrec.tasks.train import PARENT, Candidate
 
 CHAMPION_KEY = "champion"
 # Which raw columns are users and items when the gate policy does not say: per feed.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import hashlib
+import importlib.util
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from tasks.settings import quantrec_home
+from quantrec.tasks.settings import quantrec_home
 
 # The packages whose source decides what a run computes.
 _CODE_PACKAGES = ("models", "data_checks", "feeds", "tasks", "flows")
@@ -49,10 +50,10 @@ def code_version() -> str:
     except metadata.PackageNotFoundError:
         version = "0+unknown"
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
     for package in _CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode())
+        folder = Path(importlib.util.find_spec(f"quantrec.{package}").origin).parent
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(folder)}".encode())
             digest.update(path.read_bytes())
     return f"{version}+{digest.hexdigest()[:12]}"
 

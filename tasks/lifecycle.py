@@ -19,13 +19,13 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from models.batch import batch_from_frame
-from models.scorer import score
-from tasks.config import QuantrecConfig
-from tasks.data import lake
-from tasks.registry import load_version
-from tasks.report_render import lifecycle_summary, write_lifecycle_report
-from tasks.tracking import RUN_DATE_TAG, connect
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.scorer import score
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.data import lake
+from quantrec.tasks.registry import load_version
+from quantrec.tasks.report_render import lifecycle_summary, write_lifecycle_report
+from quantrec.tasks.tracking import RUN_DATE_TAG, connect
 
 FROZEN_VARIANT = "int8"
 

@@ -20,14 +20,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from data_checks.schema import FeatureSchema
-from models.artifact import LoadedModel, save_model
-from models.gate import Decision
-from models.metrics import Metrics
-from models.plan import PrecisionPlan
-from tasks.identity import pause_point
-from tasks.model_card import model_card
-from tasks.tracking import connect
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.models.artifact import LoadedModel, save_model
+from quantrec.models.gate import Decision
+from quantrec.models.metrics import Metrics
+from quantrec.models.plan import PrecisionPlan
+from quantrec.tasks.identity import pause_point
+from quantrec.tasks.model_card import model_card
+from quantrec.tasks.tracking import connect
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _log_version(run_id: str, name: str, model, schema: FeatureSchema,
         try:
             info = mlflow.pyfunc.log_model(
                 name=name,
-                loader_module="models.pyfunc",
+                loader_module="quantrec.models.pyfunc",
                 data_path=str(artifact),
                 pip_requirements=SERVING_REQUIREMENTS,
                 registered_model_name=model_name,

@@ -17,13 +17,13 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from models.gate import Decision, reject_invalid_data
-from models.metrics import Metrics
-from tasks.evaluate import record_decision
-from tasks.report_render import calibration_bins, run_report_html
-from tasks.identity import code_version, config_hash
-from tasks.registry import RUN_KEY_TAG, champion_version
-from tasks.tracking import RUN_DATE_TAG, connect, experiment_id, start_run
+from quantrec.models.gate import Decision, reject_invalid_data
+from quantrec.models.metrics import Metrics
+from quantrec.tasks.evaluate import record_decision
+from quantrec.tasks.report_render import calibration_bins, run_report_html
+from quantrec.tasks.identity import code_version, config_hash
+from quantrec.tasks.registry import RUN_KEY_TAG, champion_version
+from quantrec.tasks.tracking import RUN_DATE_TAG, connect, experiment_id, start_run
 
 METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
 

@@ -17,9 +17,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from tasks.identity import os_user
-from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, move_champion
-from tasks.tracking import connect, retry_unless
+from quantrec.tasks.identity import os_user
+from quantrec.tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, move_champion
+from quantrec.tasks.tracking import connect, retry_unless
 
 
 

@@ -16,14 +16,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from models.plan import PrecisionPlan
-from models.search import Budget, SearchResult, search_precision_plan
-from models.train import torch_threads
-from tasks.config import QuantrecConfig
-from tasks.report import pareto_figure
-from tasks.tracking import RUN_DATE_TAG, connect, log_metrics
-from tasks.identity import stage_cache_key
-from tasks.train import Trained
+from quantrec.models.plan import PrecisionPlan
+from quantrec.models.search import Budget, SearchResult, search_precision_plan
+from quantrec.models.train import torch_threads
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.report import pareto_figure
+from quantrec.tasks.tracking import RUN_DATE_TAG, connect, log_metrics
+from quantrec.tasks.identity import stage_cache_key
+from quantrec.tasks.train import Trained
 
 PLAN_SOURCE_TAG = "quantrec.plan_source"
 SEARCHED_VERDICT_TAG = "quantrec.searched_verdict"

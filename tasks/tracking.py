@@ -15,7 +15,7 @@ from typing import Iterator, Mapping
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tasks.settings import Home, quantrec_home
+from quantrec.tasks.settings import Home, quantrec_home
 
 RUN_DATE_TAG = "quantrec.run_date"
 

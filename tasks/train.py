@@ -13,16 +13,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from models.batch import Batch, batch_from_frame
-from models.dlrm import DLRM
-from models.plan import PrecisionPlan
-from models.quantize import model_bytes, uniform_plan
-from models.train import TrainReport, torch_threads, train_dlrm
-from tasks.config import QuantrecConfig
-from models.stream import WindowStream, holdout_mask, read_holdout
-from tasks.data import Partitions, dataset_entity, lake, log_dataset_entity
-from tasks.identity import pause_point, stage_cache_key
-from tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
+from quantrec.models.batch import Batch, batch_from_frame
+from quantrec.models.dlrm import DLRM
+from quantrec.models.plan import PrecisionPlan
+from quantrec.models.quantize import model_bytes, uniform_plan
+from quantrec.models.train import TrainReport, torch_threads, train_dlrm
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.models.stream import WindowStream, holdout_mask, read_holdout
+from quantrec.tasks.data import Partitions, dataset_entity, lake, log_dataset_entity
+from quantrec.tasks.identity import pause_point, stage_cache_key
+from quantrec.tasks.tracking import connect, flatten, log_metrics, log_params, stage_timer
 
 PARENT = "fp32"
 SEARCHED = "searched"

@@ -18,9 +18,9 @@ from functools import partial
 
 from torch import nn
 
-from models.recipes.calibration import ESTIMATORS
-from models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag, RowwiseInt8EmbeddingBag
-from models.recipes.linear import Fp16Linear, Int8DynamicLinear, Int8StaticLinear
+from quantrec.models.recipes.calibration import ESTIMATORS
+from quantrec.models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag, RowwiseInt8EmbeddingBag
+from quantrec.models.recipes.linear import Fp16Linear, Int8DynamicLinear, Int8StaticLinear
 
 # (low, high), or (low, high, smoothing (in,)) for the smooth recipe.
 InputRange = tuple

@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from models.recipes.calibration import ACTIVATION_LEVELS, quantization_params
+from quantrec.models.recipes.calibration import ACTIVATION_LEVELS, quantization_params
 
 
 class _PackedLinear(nn.Module):

@@ -21,8 +21,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from data_checks.drift import DriftProfile, measure, measure_drift
-from feeds.synthetic import SyntheticFeed
+from quantrec.data_checks.drift import DriftProfile, measure, measure_drift
+from quantrec.feeds.synthetic import SyntheticFeed
 
 SHIFT = date(2024, 2, 8)
 

@@ -65,25 +65,25 @@ def run_direct(config, run_date: date, lake_root: Path) -> tuple[dict[str, float
     import pandas as pd
     import torch
 
-    from data_checks.drift import DriftProfile, measure
-    from data_checks.partition import validate_partition
-    from data_checks.reference import build_reference_suite, profile_reference
-    from data_checks.render import report_html
-    from feeds.lake import DayLake
-    from models.batch import batch_from_frame
-    from models.dlrm import DLRM
-    from models.gate import decide
-    from models.metrics import compute_metrics
-    from models.plan import PrecisionPlan
-    from models.quantize import model_bytes, uniform_plan
-    from models.scorer import predict_proba
-    from models.search import Budget, search_precision_plan
-    from models.slices import head_ids, slice_masks
-    from models.stream import WindowStream, read_holdout
-    from models.train import torch_threads, train_dlrm
-    from tasks.data import make_feed, training_window  # pure helpers of the tasks
-    from tasks.evaluate import slice_roles
-    from tasks.train import PARENT, SEARCHED
+    from quantrec.data_checks.drift import DriftProfile, measure
+    from quantrec.data_checks.partition import validate_partition
+    from quantrec.data_checks.reference import build_reference_suite, profile_reference
+    from quantrec.data_checks.render import report_html
+    from quantrec.feeds.lake import DayLake
+    from quantrec.models.batch import batch_from_frame
+    from quantrec.models.dlrm import DLRM
+    from quantrec.models.gate import decide
+    from quantrec.models.metrics import compute_metrics
+    from quantrec.models.plan import PrecisionPlan
+    from quantrec.models.quantize import model_bytes, uniform_plan
+    from quantrec.models.scorer import predict_proba
+    from quantrec.models.search import Budget, search_precision_plan
+    from quantrec.models.slices import head_ids, slice_masks
+    from quantrec.models.stream import WindowStream, read_holdout
+    from quantrec.models.train import torch_threads, train_dlrm
+    from quantrec.tasks.data import make_feed, training_window  # pure helpers of the tasks
+    from quantrec.tasks.evaluate import slice_roles
+    from quantrec.tasks.train import PARENT, SEARCHED
 
     times: dict[str, float] = {}
     lake, source = DayLake(lake_root), make_feed(config.feed, run_date)
@@ -172,7 +172,7 @@ def warm_up_orchestration() -> float:
     """Start Prefect (ephemeral server) and create the MLflow store; seconds it took."""
     from prefect import flow
 
-    from tasks.tracking import connect, experiment_id
+    from quantrec.tasks.tracking import connect, experiment_id
 
     @flow(name="bench-warm-up")
     def warm_up() -> int:
@@ -187,8 +187,8 @@ def warm_up_orchestration() -> float:
 
 def run_flow(config, run_date: date) -> tuple[dict[str, float], dict, dict[str, float]]:
     """The daily flow for ``run_date``; (wall and CPU seconds, record, its stage timers)."""
-    from flows.daily_lifecycle import daily_lifecycle
-    from tasks.tracking import stage_timings
+    from quantrec.flows.daily_lifecycle import daily_lifecycle
+    from quantrec.tasks.tracking import stage_timings
 
     clock: dict[str, float] = {}
     with _clock(clock):
@@ -212,10 +212,10 @@ def main() -> None:
     os.environ["QUANTREC_HOME"] = str(scratch / "flow-home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from tasks.settings import prepare_process_environment
+    from quantrec.tasks.settings import prepare_process_environment
 
     prepare_process_environment()
-    from tasks.config import QuantrecConfig
+    from quantrec.tasks.config import QuantrecConfig
 
     quick = {"linear_candidates": ("fp16", "int8"), "table_candidates": ("fp16", "int8")}
     config = QuantrecConfig().with_overrides(

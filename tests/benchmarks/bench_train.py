@@ -2,7 +2,7 @@
 # Naive per-table trainer vs quantrec's fused trainer, side by side in one process.
 import sys
 
-from models.train_bench import main
+from quantrec.models.train_bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,10 +16,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 
-from data_checks.contract import build_suite, validate_day
-from data_checks.partition import validate_partition
-from data_checks.reference import build_reference_suite, profile_reference
-from feeds.synthetic import SyntheticFeed
+from quantrec.data_checks.contract import build_suite, validate_day
+from quantrec.data_checks.partition import validate_partition
+from quantrec.data_checks.reference import build_reference_suite, profile_reference
+from quantrec.feeds.synthetic import SyntheticFeed
 
 DAY = date(2024, 2, 8)
 

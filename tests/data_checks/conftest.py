@@ -11,8 +11,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from data_checks.schema import FeatureSchema
-from feeds.synthetic import SyntheticFeed
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.feeds.synthetic import SyntheticFeed
 
 DAY = date(2024, 2, 1)
 

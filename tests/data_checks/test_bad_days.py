@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_checks.contract import FIXES
-from data_checks.partition import report_from_error, validate_partition
-from data_checks.reference import (
+from quantrec.data_checks.contract import FIXES
+from quantrec.data_checks.partition import report_from_error, validate_partition
+from quantrec.data_checks.reference import (
     ReferenceProfile,
     Tolerances,
     build_reference_suite,
     profile_reference,
 )
-from data_checks.render import report_html
-from data_checks.schema import FeatureSchema
-from feeds.lake import DayLake, LakeError
-from feeds.synthetic import SyntheticFeed
+from quantrec.data_checks.render import report_html
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.feeds.lake import DayLake, LakeError
+from quantrec.feeds.synthetic import SyntheticFeed
 
 DAY = date(2024, 2, 8)
 SOURCE = "lake/day=2024-02-08/part-0.parquet"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_checks.contract import CheckResult, ValidationReport, build_suite, validate_day
-from data_checks.schema import FeatureSchema
+from quantrec.data_checks.contract import CheckResult, ValidationReport, build_suite, validate_day
+from quantrec.data_checks.schema import FeatureSchema
 
 SOURCE = "lake/day=2024-02-01/part-0.parquet"
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_checks.drift import DriftProfile, measure, measure_drift
-from data_checks.drift_profile import PROFILE_FILE, VOCAB_FILE, DriftError, id_keys
-from data_checks.schema import CategoricalFeature, FeatureSchema
-from feeds.synthetic import SyntheticFeed
+from quantrec.data_checks.drift import DriftProfile, measure, measure_drift
+from quantrec.data_checks.drift_profile import PROFILE_FILE, VOCAB_FILE, DriftError, id_keys
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.feeds.synthetic import SyntheticFeed
 
 BAGS = FeatureSchema(
     dense=("x",),

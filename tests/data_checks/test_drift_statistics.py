@@ -21,7 +21,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from data_checks.drift import (
+from quantrec.data_checks.drift import (
     EPSILON,
     DriftError,
     DriftProfile,
@@ -32,7 +32,7 @@ from data_checks.drift import (
     psi,
     psi_from_shares,
 )
-from data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 
 SCHEMA = FeatureSchema(
     dense=("x",),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from data_checks.partition import validate_partition
-from data_checks.reference import build_reference_suite, profile_reference
-from feeds.lake import DayLake
-from feeds.table import TableFeed
-from feeds.table_example import write_example
+from quantrec.data_checks.partition import validate_partition
+from quantrec.data_checks.reference import build_reference_suite, profile_reference
+from quantrec.feeds.lake import DayLake
+from quantrec.feeds.table import TableFeed
+from quantrec.feeds.table_example import write_example
 
 NOW = datetime(2024, 6, 1, tzinfo=timezone.utc)
 
@@ -42,7 +42,7 @@ def test_a_scalar_where_a_bag_belongs_is_a_dtype_failure(tmp_path: Path) -> None
 def test_drift_counts_each_id_of_a_bag(tmp_path: Path) -> None:
     import pandas as pd
 
-    from data_checks.drift import measure_drift
+    from quantrec.data_checks.drift import measure_drift
 
     feed = TableFeed(spec=write_example(tmp_path / "example"))
     reference = pd.concat([feed.day(date(2024, 1, k)) for k in (1, 2, 3)], ignore_index=True)

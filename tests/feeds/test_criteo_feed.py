@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feeds.base import FeedError, make_feed
-from feeds.criteo import MISSING_ID, CriteoFeed, read_chunks
-from models.batch import batch_from_frame
+from quantrec.feeds.base import FeedError, make_feed
+from quantrec.feeds.criteo import MISSING_ID, CriteoFeed, read_chunks
+from quantrec.models.batch import batch_from_frame
 
 DAY = date(2024, 3, 1)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feeds import lake as lake_module
-from feeds.lake import DayLake, LakeError
+from quantrec.feeds import lake as lake_module
+from quantrec.feeds.lake import DayLake, LakeError
 
 DAY = date(2024, 1, 15)
 

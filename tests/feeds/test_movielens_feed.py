@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feeds.base import FeedError, SmallDayError, make_feed
-from feeds.movielens import GROUPLENS_GENRES, MovieLensFeed
-from models.batch import batch_from_frame
+from quantrec.feeds.base import FeedError, SmallDayError, make_feed
+from quantrec.feeds.movielens import GROUPLENS_GENRES, MovieLensFeed
+from quantrec.models.batch import batch_from_frame
 
 START = date(1997, 9, 20)
 

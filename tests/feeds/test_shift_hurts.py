@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import OneHotEncoder
 
-from feeds.synthetic import SyntheticFeed
+from quantrec.feeds.synthetic import SyntheticFeed
 
 SHIFT = date(2024, 3, 1)
 ROWS = 15_000

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feeds.synthetic import HASH_SIZES, FeedError, SyntheticFeed
+from quantrec.feeds.synthetic import HASH_SIZES, FeedError, SyntheticFeed
 
 DAY = date(2024, 3, 1)
 ROWS = 4000
@@ -41,7 +41,7 @@ def test_a_day_does_not_depend_on_call_order_or_instance(scenario: str) -> None:
 def test_a_day_is_identical_in_another_process() -> None:
     code = (
         "from datetime import date; import hashlib, pandas as pd;"
-        "from feeds.synthetic import SyntheticFeed;"
+        "from quantrec.feeds.synthetic import SyntheticFeed;"
         f"f = SyntheticFeed(seed=3, rows_per_day={ROWS}).day(date(2024, 3, 1));"
         "print(hashlib.sha256(pd.util.hash_pandas_object(f, index=True).to_numpy()).hexdigest())"
     )

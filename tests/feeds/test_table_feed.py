@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from feeds.base import FeedError, SmallDayError, make_feed
-from feeds.table import TableFeed, parse_label_rule
-from feeds.table_example import EXAMPLE_SPEC, example_frame, write_example
-from models.batch import batch_from_frame
+from quantrec.feeds.base import FeedError, SmallDayError, make_feed
+from quantrec.feeds.table import TableFeed, parse_label_rule
+from quantrec.feeds.table_example import EXAMPLE_SPEC, example_frame, write_example
+from quantrec.models.batch import batch_from_frame
 
 SPEC = """
 files = ["log.*"]

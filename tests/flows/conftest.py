@@ -5,9 +5,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.backfill import backfill
-from tasks.config import QuantrecConfig
-from tasks.settings import quantrec_home
+from quantrec.flows.backfill import backfill
+from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.settings import quantrec_home
 
 START, END = date(2026, 3, 1), date(2026, 3, 3)
 

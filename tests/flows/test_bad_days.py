@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.daily_lifecycle import daily_lifecycle
-from tasks.data import lake, make_feed
-from tasks.registry import champion_version
+from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.tasks.data import lake, make_feed
+from quantrec.tasks.registry import champion_version
 
 
 def _set(column, value):

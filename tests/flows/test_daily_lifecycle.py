@@ -5,10 +5,10 @@ from datetime import date
 
 import mlflow
 
-from models.batch import batch_from_frame
-from models.scorer import score
-from tasks.data import lake
-from tasks.registry import load_version
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.scorer import score
+from quantrec.tasks.data import lake
+from quantrec.tasks.registry import load_version
 
 
 def test_one_record_per_day_in_order(backfilled):

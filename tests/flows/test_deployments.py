@@ -6,8 +6,8 @@ from datetime import date
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
-from flows.deployments import lifecycle_deployments
-from tasks.config import QuantrecConfig
+from quantrec.flows.deployments import lifecycle_deployments
+from quantrec.tasks.config import QuantrecConfig
 
 
 def test_daily_lifecycle_deployment_has_its_cron_schedule():

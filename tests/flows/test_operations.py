@@ -7,10 +7,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.cli import main
-from flows.daily_lifecycle import daily_lifecycle
-from tasks.identity import RunInProgressError, os_user, run_date_lock
-from tasks.settings import quantrec_home
+from quantrec.flows.cli import main
+from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.tasks.identity import RunInProgressError, os_user, run_date_lock
+from quantrec.tasks.settings import quantrec_home
 
 from .conftest import END
 

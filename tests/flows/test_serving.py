@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.batch import batch_from_frame
-from models.scorer import predict_proba
-from tasks.data import lake
-from tasks.registry import load_version
+from quantrec.models.batch import batch_from_frame
+from quantrec.models.scorer import predict_proba
+from quantrec.tasks.data import lake
+from quantrec.tasks.registry import load_version
 
 
 def free_port() -> int:

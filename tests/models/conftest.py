@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from data_checks.schema import CategoricalFeature, FeatureSchema
-from models.batch import Batch, batch_from_frame
-from models.dlrm import DLRM
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
+from quantrec.models.batch import Batch, batch_from_frame
+from quantrec.models.dlrm import DLRM
 
 
 @pytest.fixture(autouse=True)

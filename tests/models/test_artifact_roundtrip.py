@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from data_checks.schema import SchemaError
-from models.artifact import ArtifactError, load_model, save_model
-from models.quantize import build_variant, precision_plan
-from models.scorer import score
-from models.train import train_dlrm
+from quantrec.data_checks.schema import SchemaError
+from quantrec.models.artifact import ArtifactError, load_model, save_model
+from quantrec.models.quantize import build_variant, precision_plan
+from quantrec.models.scorer import score
+from quantrec.models.train import train_dlrm
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_checks.schema import SchemaError
-from models.batch import Batch, KeyedJaggedIds, batch_from_frame, hash_ids
+from quantrec.data_checks.schema import SchemaError
+from quantrec.models.batch import Batch, KeyedJaggedIds, batch_from_frame, hash_ids
 
 
 def _multi_valued() -> KeyedJaggedIds:

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_checks.schema import CategoricalFeature, FeatureSchema, SchemaError
-from models.batch import batch_from_frame, hash_ids
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema, SchemaError
+from quantrec.models.batch import batch_from_frame, hash_ids
 
 SCHEMA = FeatureSchema(
     dense=("age",),

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.benchmark import (
+from quantrec.models.benchmark import (
     CRITEO_KAGGLE_CARDINALITIES,
     benchmark_inference,
     criteo_shaped_model,
     format_table,
     synthetic_criteo_batch,
 )
-from models.quantize import build_variant, model_bytes
+from quantrec.models.quantize import build_variant, model_bytes
 
 
 def test_criteo_shaped_model_caps_the_public_cardinalities() -> None:

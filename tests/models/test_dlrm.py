@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from models.batch import Batch, KeyedJaggedIds
-from models.dlrm import DLRM, DenseArch, InteractionArch, OverArch, SparseArch
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.dlrm import DLRM, DenseArch, InteractionArch, OverArch, SparseArch
 
 ARGS = dict(
     num_dense=3,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from models.batch import Batch, KeyedJaggedIds
-from models.fused import FusedSparseArch, fuse_lookups
-from models.quantize import apply_precision_plan, uniform_plan
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.fused import FusedSparseArch, fuse_lookups
+from quantrec.models.quantize import apply_precision_plan, uniform_plan
 
 
 def test_fused_lookups_match_per_table_lookups_for_mixed_plans(make_model, make_batch) -> None:

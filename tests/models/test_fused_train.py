@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from models.batch import Batch, KeyedJaggedIds
-from models.fused import FusedTables, RowSparseAdam, RowwiseAdagrad, fuse_ids
-from models.quantize import apply_precision_plan, uniform_plan
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.fused import FusedTables, RowSparseAdam, RowwiseAdagrad, fuse_ids
+from quantrec.models.quantize import apply_precision_plan, uniform_plan
 
 
 def _jagged(base: Batch) -> KeyedJaggedIds:

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-from models.gate import (
+from quantrec.models.gate import (
     GateError, GatePolicy, ThresholdRule, auc_components, bootstrap_sums, decide,
     reject_invalid_data, relative_change,
 )
-from models.metrics import Metrics, log_loss, normalized_entropy
+from quantrec.models.metrics import Metrics, log_loss, normalized_entropy
 
 
 def day(rows: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from models.metrics import (
+from quantrec.models.metrics import (
     MetricError,
     Metrics,
     calibration,

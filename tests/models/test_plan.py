@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from models.artifact import ArtifactError, load_model, save_model
-from models.plan import PlanError, PrecisionPlan, UnitPlan
-from models.quantize import apply_precision_plan, precision_plan, quantizable_units
-from models.recipes import LINEAR_PRECISIONS, RECIPES, TABLE_PRECISIONS
-from models.train import train_dlrm
+from quantrec.models.artifact import ArtifactError, load_model, save_model
+from quantrec.models.plan import PlanError, PrecisionPlan, UnitPlan
+from quantrec.models.quantize import apply_precision_plan, precision_plan, quantizable_units
+from quantrec.models.recipes import LINEAR_PRECISIONS, RECIPES, TABLE_PRECISIONS
+from quantrec.models.train import train_dlrm
 
 EVERY_PRECISION = sorted(set(LINEAR_PRECISIONS + TABLE_PRECISIONS) - {"fp32"})
 

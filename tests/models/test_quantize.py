@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.dlrm import DLRM
-from models.quantize import (
+from quantrec.models.dlrm import DLRM
+from quantrec.models.quantize import (
     Int8DynamicLinear,
     RowwiseInt8EmbeddingBag,
     apply_precision_plan,

@@ -6,20 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from models.recipes import (
+from quantrec.models.recipes import (
     Fp16EmbeddingBag,
     Fp16Linear,
     Int8DynamicLinear,
     Int8StaticLinear,
     RowwiseEmbeddingBag,
 )
-from models.recipes.calibration import (
+from quantrec.models.recipes.calibration import (
     ESTIMATORS,
     histogram_range,
     minmax_range,
     smooth_calibration,
 )
-from models.recipes.embedding import greedy_clip_rows
+from quantrec.models.recipes.embedding import greedy_clip_rows
 
 ALL_IDS = torch.arange(64)
 

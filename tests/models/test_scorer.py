@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import compute_metrics
-from models.quantize import quantize_int8
-from models.scorer import predict_proba, score
+from quantrec.models.metrics import compute_metrics
+from quantrec.models.quantize import quantize_int8
+from quantrec.models.scorer import predict_proba, score
 
 
 def test_predict_proba_is_float64_deterministic_and_restores_mode(make_model, make_batch) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.plan import PrecisionPlan
-from models.quantize import apply_precision_plan, model_bytes, quantizable_units
-from models.scorer import score
-from models.search import Budget, SearchResult, search_precision_plan
-from models.train import train_dlrm
+from quantrec.models.plan import PrecisionPlan
+from quantrec.models.quantize import apply_precision_plan, model_bytes, quantizable_units
+from quantrec.models.scorer import score
+from quantrec.models.search import Budget, SearchResult, search_precision_plan
+from quantrec.models.train import train_dlrm
 
 # Without the greedy table recipes, whose clipping happens to improve this toy model's NE,
 # the most aggressive plan (2-bit tables) costs ~1 % NE, so a 0.05 % budget must revert units.

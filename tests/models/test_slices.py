@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.slices import SliceError, head_ids, slice_masks
+from quantrec.models.slices import SliceError, head_ids, slice_masks
 
 
 def test_head_ids_cover_the_share_of_traffic_most_frequent_first() -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from models.batch import Batch
-from models.quantize import apply_precision_plan, assemble_variant, uniform_plan
-from models.recipes import Int8StaticLinear
-from models.scorer import score
-from models.staleness import StalenessError, quantization_staleness, representable_range
+from quantrec.models.batch import Batch
+from quantrec.models.quantize import apply_precision_plan, assemble_variant, uniform_plan
+from quantrec.models.recipes import Int8StaticLinear
+from quantrec.models.scorer import score
+from quantrec.models.staleness import StalenessError, quantization_staleness, representable_range
 
 
 def with_dense(batch: Batch, dense: torch.Tensor) -> Batch:

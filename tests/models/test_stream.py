@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from data_checks.schema import CategoricalFeature, FeatureSchema, SchemaError
-from models.stream import (
+from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema, SchemaError
+from quantrec.models.stream import (
     InMemorySource,
     WindowStream,
     concat_batches,
@@ -21,7 +21,7 @@ from models.stream import (
     prefetched,
     read_holdout,
 )
-from models.train import train_dlrm
+from quantrec.models.train import train_dlrm
 
 # "row" is a dense column holding a unique row number, untransformed, to track rows.
 ROW_SCHEMA = FeatureSchema(
@@ -87,7 +87,7 @@ def _split_holdout(days: list[pd.DataFrame], *, fraction: float, seed: int):
 
 @pytest.mark.slow
 def test_the_restated_split_is_tasks_split_holdout() -> None:
-    from tasks.train import split_holdout
+    from quantrec.tasks.train import split_holdout
 
     days = [pd.DataFrame({"x": np.arange(n)}) for n in (40, 77)]
     for ours, theirs in zip(_split_holdout(days, fraction=0.3, seed=4),

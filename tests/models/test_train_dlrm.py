@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.dlrm import DLRM
-from models.quantize import quantize_int8
-from models.scorer import score
-from models.train import TrainReport, train_dlrm, warm_start
+from quantrec.models.dlrm import DLRM
+from quantrec.models.quantize import quantize_int8
+from quantrec.models.scorer import score
+from quantrec.models.train import TrainReport, train_dlrm, warm_start
 
 FAST = dict(epochs=3, batch_size=64, learning_rate=0.02)
 
@@ -97,7 +97,7 @@ def test_warm_start_from_an_int8_champion_dequantizes(make_model) -> None:
 
 
 def test_torch_threads_sets_and_restores():
-    from models.train import torch_threads
+    from quantrec.models.train import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -122,7 +122,7 @@ def test_fused_and_per_table_training_agree(make_model, make_batch, sparse_optim
 
 
 def test_sparse_learning_rate_defaults_per_optimizer(make_model, make_batch) -> None:
-    from models.train import DEFAULT_ROWWISE_ADAGRAD_LR
+    from quantrec.models.train import DEFAULT_ROWWISE_ADAGRAD_LR
 
     batch = make_batch(rows=128)
     default, explicit = make_model(seed=1), make_model(seed=1)
@@ -151,7 +151,7 @@ def test_bad_sparse_optimizer_arguments_are_rejected(make_model, make_batch, cha
 
 
 def test_keys_in_another_order_are_rejected_on_the_fused_path(make_model, make_batch) -> None:
-    from models.batch import Batch, KeyedJaggedIds
+    from quantrec.models.batch import Batch, KeyedJaggedIds
 
     batch = make_batch(rows=16)
     swapped = KeyedJaggedIds(keys=batch.sparse.keys[::-1], values=batch.sparse.values[::-1],

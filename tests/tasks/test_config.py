@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from tasks.config import ConfigError, QuantrecConfig, load_config
+from quantrec.tasks.config import ConfigError, QuantrecConfig, load_config
 
 
 def test_defaults_without_a_file():

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from tasks.identity import (
+from quantrec.tasks.identity import (
     RunInProgressError,
     code_version,
     config_hash,

@@ -1,8 +1,8 @@
 import pandas as pd
 
-from models.plan import PrecisionPlan
-from tasks.search import RUN_DATE_TAG, SEARCHED_VERDICT_TAG, why_search
-from tasks.train import split_holdout
+from quantrec.models.plan import PrecisionPlan
+from quantrec.tasks.search import RUN_DATE_TAG, SEARCHED_VERDICT_TAG, why_search
+from quantrec.tasks.train import split_holdout
 
 PLAN = PrecisionPlan.from_precisions({"over_arch.mlp.0": "int8"})
 

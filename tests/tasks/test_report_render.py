@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.report_render import (
+from quantrec.tasks.report_render import (
     ReportError,
     calibration_bins,
     calibration_figure,
