@@ -1,12 +1,12 @@
-# quantrec: `make demo`, `make test`, `make ui`, `make bench`. Each target sets itself up on a
-# fresh machine: a .venv with the CPU build of torch 2.13.0 first (an unpinned torch would pull
-# a multi-GB CUDA build), then this project.
+# quantrec: `make demo`, `make test`, `make lint`, `make ui`, `make bench`. Each target sets
+# itself up on a fresh machine: a .venv with the CPU build of torch 2.13.0 first (an unpinned
+# torch would pull a multi-GB CUDA build), then this project.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 QUANTREC_HOME ?= $(CURDIR)/.quantrec
 export QUANTREC_HOME
 
-.PHONY: setup demo test test-all ui bench clean
+.PHONY: setup demo test test-all lint ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m ""
+
+# Lint and formatting check (rules in pyproject.toml's [tool.ruff]); nothing is rewritten.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ui: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/ui.sh

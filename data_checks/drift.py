@@ -54,8 +54,15 @@ from quantrec.data_checks.drift_profile import (
 )
 from quantrec.data_checks.schema import FeatureSchema
 
-__all__ = ["DriftError", "DriftProfile", "DriftReason", "DriftReport", "DriftThresholds",
-           "LEVELS", "measure", "measure_drift"]  # fmt: skip
+__all__ = [
+    "DriftError",
+    "DriftProfile",
+    "DriftReason",
+    "DriftReport",
+    "DriftThresholds",
+    "LEVELS",
+    "measure",
+]
 
 # Floor of a bin's share before the log ratio: keeps PSI finite when a bin is empty on
 # one side. Shares are not renormalised, so identical samples give PSI exactly 0; a bin
@@ -130,10 +137,10 @@ class DriftThresholds(BaseModel):
     js_warn: float = _share(0.15, "Categorical JS distance (base 2) from which it is drifted.")
     js_severe: float = _share(0.4, "Categorical JS distance of one column that warns by itself.")
     linf_warn: float = _share(0.1, "Categorical L-inf (largest change of one bucket's share) "
-                              "from which a column is drifted.")  # fmt: skip
+                              "from which a column is drifted.")
     linf_severe: float = _share(0.3, "Categorical L-inf of one column that warns by itself.")
     oov_warn: float = _share(0.05, "OOV rate above the reference's Good-Turing expected rate "
-                             "(its singleton share) from which a column is drifted.")  # fmt: skip
+                             "(its singleton share) from which a column is drifted.")
     oov_severe: float = _share(0.25, "OOV rate above the expected rate that warns by itself.")
     # Whole day.
     share_warn: float = _share(0.1, "Dataset drift share (drifted / all features) giving warn.")
@@ -141,7 +148,7 @@ class DriftThresholds(BaseModel):
     prediction_psi_warn: float = _at_least_0(0.1, "PSI of the champion's scores giving warn.")
     prediction_psi_severe: float = _at_least_0(0.25, "PSI of the champion's scores giving severe.")
     label_shift_warn: float = _at_least_0(0.25, "|click rate / reference click rate - 1| giving "
-                                          "warn (0.25: 3 % -> 3.75 %).")  # fmt: skip
+                                          "warn (0.25: 3 % -> 3.75 %).")
     label_shift_severe: float = _at_least_0(0.5, "|relative click-rate shift| giving severe.")
 
     @model_validator(mode="after")
@@ -222,7 +229,7 @@ class DriftReport:
 
     def summary(self) -> str:
         head = (f"drift {self.level}: {len(self.drifted_features)} drifted features "
-                f"(share {self.dataset_drift_share:.2f})")  # fmt: skip
+                f"(share {self.dataset_drift_share:.2f})")
         return "; ".join([head, *map(str, self.reasons)])
 
     def to_metrics(self) -> dict[str, float]:
@@ -262,7 +269,7 @@ class DriftReport:
             "label_rate_shift": self.label_rate_shift,
             "reference_rows": self.reference_rows, "current_rows": self.current_rows,
             "thresholds": self.thresholds.model_dump(), "table": records,
-        }  # fmt: skip
+        }
 
 
 DEFAULT_THRESHOLDS = DriftThresholds()
@@ -322,15 +329,7 @@ def measure(
         drifted_features=drifted, prediction_psi=prediction_psi, label_rate=label_rate,
         reference_label_rate=profile.label_rate, reference_rows=profile.rows,
         current_rows=len(day), thresholds=t,
-    )  # fmt: skip
-
-
-def measure_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, schema: FeatureSchema, *, bins: int = 10
-) -> DriftReport:
-    """v0 entry point, kept for callers not yet on profiles: builds a profile of
-    ``reference`` on the fly (so nothing is saved) and measures ``current`` against it."""
-    return measure(DriftProfile.build(reference, schema, bins=bins), current, schema)
+    )
 
 
 def metric_name(text: str) -> str:
@@ -383,26 +382,26 @@ def _id_shares(
 def _reasons(
     table: pd.DataFrame, share: float, prediction_psi: float | None, shift: float,
     profile: DriftProfile, t: DriftThresholds,
-) -> tuple[DriftReason, ...]:  # fmt: skip
+) -> tuple[DriftReason, ...]:
     """Every condition met, severe ones first (see the module docstring for the rule)."""
     found = []
     summary = [("dataset_drift_share", share, t.share_warn, t.share_severe),
                ("abs_label_rate_shift", abs(shift), t.label_shift_warn, t.label_shift_severe)]
     if prediction_psi is not None:
         summary.append(("prediction_psi", prediction_psi, t.prediction_psi_warn,
-                        t.prediction_psi_severe))  # fmt: skip
+                        t.prediction_psi_severe))
     for name, value, warn, severe in summary:
         for level, threshold in (("severe", severe), ("warn", warn)):
             if value >= threshold:
                 found.append(DriftReason(level, name, float(value), float(threshold)))
                 break
     alone = {("dense", "psi"): t.psi_severe, ("categorical", "js"): t.js_severe,
-             ("categorical", "linf"): t.linf_severe}  # fmt: skip
+             ("categorical", "linf"): t.linf_severe}
     for row in table.itertuples(index=False):
         threshold = alone.get((row.kind, row.statistic))
         if row.statistic == "oov":
             threshold = profile.categorical[row.feature].singleton_share + t.oov_severe
         if threshold is not None and row.value >= threshold:
             found.append(DriftReason("warn", row.statistic, float(row.value), float(threshold),
-                                     feature=row.feature))  # fmt: skip
+                                     feature=row.feature))
     return tuple(sorted(found, key=lambda r: -LEVELS.index(r.level)))

@@ -25,23 +25,20 @@ from quantrec.models.recipes import (
     LINEAR_PRECISIONS,
     QUANTIZED_TYPES,
     RECIPES,
-    Recipe,
     TABLE_PRECISIONS,
     Fp16Linear,
     Int8DynamicLinear,
     Int8StaticLinear,
-    RowwiseInt8EmbeddingBag,
+    Recipe,
 )
 from quantrec.models.recipes.calibration import ESTIMATORS, smooth_calibration
 
 PRECISIONS = tuple(dict.fromkeys(LINEAR_PRECISIONS + TABLE_PRECISIONS))
-# v0 name: (float unit type, precision) -> recipe.
-_CONVERTERS = RECIPES
 _FLOAT_TYPES = (nn.Linear, nn.EmbeddingBag)
 _LINEAR_TYPES = (nn.Linear, Fp16Linear, Int8DynamicLinear, Int8StaticLinear)
 
 __all__ = [
-    "Int8DynamicLinear", "RowwiseInt8EmbeddingBag", "PRECISIONS", "apply_precision_plan",
+    "Int8DynamicLinear", "PRECISIONS", "apply_precision_plan",
     "assemble_variant", "build_skeleton", "build_variant", "calibrate_input_ranges",
     "float_state_dict", "model_bytes", "precision_plan", "quantizable_units", "quantize_int8",
     "uniform_plan", "unit_precision",

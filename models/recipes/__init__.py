@@ -19,7 +19,7 @@ from functools import partial
 from torch import nn
 
 from quantrec.models.recipes.calibration import ESTIMATORS
-from quantrec.models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag, RowwiseInt8EmbeddingBag
+from quantrec.models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag
 from quantrec.models.recipes.linear import Fp16Linear, Int8DynamicLinear, Int8StaticLinear
 
 # (low, high), or (low, high, smoothing (in,)) for the smooth recipe.
@@ -56,15 +56,20 @@ def _bag_shape(bag: nn.EmbeddingBag) -> dict[str, int]:
 def _linear_recipes() -> list[Recipe]:
     recipes = [
         Recipe(
-            "fp16", nn.Linear, lambda u, _: Fp16Linear.from_float(u),
+            "fp16",
+            nn.Linear,
+            lambda u, _: Fp16Linear.from_float(u),
             lambda u: Fp16Linear(**_linear_shape(u)),
         ),
         Recipe(
-            "int8", nn.Linear, lambda u, _: Int8DynamicLinear.from_float(u),
+            "int8",
+            nn.Linear,
+            lambda u, _: Int8DynamicLinear.from_float(u),
             lambda u: Int8DynamicLinear(**_linear_shape(u)),
         ),
         Recipe(
-            "int8_tensor", nn.Linear,
+            "int8_tensor",
+            nn.Linear,
             lambda u, _: Int8DynamicLinear.from_float(u, per_channel=False),
             lambda u: Int8DynamicLinear(**_linear_shape(u), per_channel=False),
         ),
@@ -72,7 +77,8 @@ def _linear_recipes() -> list[Recipe]:
     for method in (*ESTIMATORS, "smooth"):
         recipes.append(
             Recipe(
-                f"int8_static_{method}", nn.Linear,
+                f"int8_static_{method}",
+                nn.Linear,
                 partial(_convert_static, calibration=method),
                 lambda u, m=method: Int8StaticLinear(**_linear_shape(u), calibration=m),
                 calibration=method,
@@ -89,7 +95,9 @@ def _convert_static(unit: nn.Module, input_range: InputRange | None, *, calibrat
         )
     low, high, *smoothing = input_range
     return Int8StaticLinear.from_float(
-        unit, calibration=calibration, input_range=(low, high),
+        unit,
+        calibration=calibration,
+        input_range=(low, high),
         smoothing=smoothing[0] if smoothing else None,
     )
 
@@ -97,19 +105,24 @@ def _convert_static(unit: nn.Module, input_range: InputRange | None, *, calibrat
 def _table_recipes() -> list[Recipe]:
     recipes = [
         Recipe(
-            "fp16", nn.EmbeddingBag, lambda u, _: Fp16EmbeddingBag.from_float(u),
+            "fp16",
+            nn.EmbeddingBag,
+            lambda u, _: Fp16EmbeddingBag.from_float(u),
             lambda u: Fp16EmbeddingBag(**_bag_shape(u)),
         ),
         Recipe(
-            "int8", nn.EmbeddingBag, lambda u, _: RowwiseInt8EmbeddingBag.from_float(u),
-            lambda u: RowwiseInt8EmbeddingBag(**_bag_shape(u)),
+            "int8",
+            nn.EmbeddingBag,
+            lambda u, _: RowwiseEmbeddingBag.from_float(u, bits=8),
+            lambda u: RowwiseEmbeddingBag(**_bag_shape(u), bits=8),
         ),
     ]
     for bits in (4, 2):
         for greedy in (False, True):
             recipes.append(
                 Recipe(
-                    f"int{bits}" + ("_greedy" if greedy else ""), nn.EmbeddingBag,
+                    f"int{bits}" + ("_greedy" if greedy else ""),
+                    nn.EmbeddingBag,
                     lambda u, _, b=bits, g=greedy: RowwiseEmbeddingBag.from_float(
                         u, bits=b, greedy=g
                     ),
@@ -127,11 +140,22 @@ RECIPES: dict[tuple[type[nn.Module], str], Recipe] = {
 LINEAR_PRECISIONS = ("fp32",) + tuple(p for t, p in RECIPES if t is nn.Linear)
 TABLE_PRECISIONS = ("fp32",) + tuple(p for t, p in RECIPES if t is nn.EmbeddingBag)
 QUANTIZED_TYPES = (
-    Fp16Linear, Int8DynamicLinear, Int8StaticLinear, Fp16EmbeddingBag, RowwiseEmbeddingBag,
+    Fp16Linear,
+    Int8DynamicLinear,
+    Int8StaticLinear,
+    Fp16EmbeddingBag,
+    RowwiseEmbeddingBag,
 )
 
 __all__ = [
-    "Fp16EmbeddingBag", "Fp16Linear", "Int8DynamicLinear", "Int8StaticLinear",
-    "LINEAR_PRECISIONS", "QUANTIZED_TYPES", "RECIPES", "Recipe", "RowwiseEmbeddingBag",
-    "RowwiseInt8EmbeddingBag", "TABLE_PRECISIONS",
+    "Fp16EmbeddingBag",
+    "Fp16Linear",
+    "Int8DynamicLinear",
+    "Int8StaticLinear",
+    "LINEAR_PRECISIONS",
+    "QUANTIZED_TYPES",
+    "RECIPES",
+    "Recipe",
+    "RowwiseEmbeddingBag",
+    "TABLE_PRECISIONS",
 ]

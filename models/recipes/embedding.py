@@ -20,12 +20,24 @@ from torch.nn import functional
 
 # bits -> (prepack, lookup, unpack, codes per byte)
 _KERNELS = {
-    8: ("embedding_bag_byte_prepack", "embedding_bag_byte_rowwise_offsets",
-        "embedding_bag_byte_unpack", 1),
-    4: ("embedding_bag_4bit_prepack", "embedding_bag_4bit_rowwise_offsets",
-        "embedding_bag_4bit_unpack", 2),
-    2: ("embedding_bag_2bit_prepack", "embedding_bag_2bit_rowwise_offsets",
-        "embedding_bag_2bit_unpack", 4),
+    8: (
+        "embedding_bag_byte_prepack",
+        "embedding_bag_byte_rowwise_offsets",
+        "embedding_bag_byte_unpack",
+        1,
+    ),
+    4: (
+        "embedding_bag_4bit_prepack",
+        "embedding_bag_4bit_rowwise_offsets",
+        "embedding_bag_4bit_unpack",
+        2,
+    ),
+    2: (
+        "embedding_bag_2bit_prepack",
+        "embedding_bag_2bit_rowwise_offsets",
+        "embedding_bag_2bit_unpack",
+        4,
+    ),
 }
 _TAIL_BYTES = {8: 8, 4: 4, 2: 4}  # scale + bias per row
 # Greedy search: the range shrinks in steps of (max - min) / bins, by at most ratio of it.
@@ -125,21 +137,6 @@ class RowwiseEmbeddingBag(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, mode='sum', rowwise {self.precision}"
-
-
-class RowwiseInt8EmbeddingBag(RowwiseEmbeddingBag):
-    """Row-wise 8-bit rows (D + 8 bytes each); the v0 class name, kept for callers."""
-
-    def __init__(self, *, num_embeddings: int, embedding_dim: int) -> None:
-        super().__init__(num_embeddings=num_embeddings, embedding_dim=embedding_dim, bits=8)
-
-    @classmethod
-    def from_float(cls, bag: nn.EmbeddingBag) -> RowwiseInt8EmbeddingBag:  # type: ignore[override]
-        _check_sum_bag(bag)
-        module = cls(num_embeddings=bag.num_embeddings, embedding_dim=bag.embedding_dim)
-        weight = bag.weight.detach().float().contiguous()
-        module.packed_weight = torch.ops.quantized.embedding_bag_byte_prepack(weight)
-        return module
 
 
 class Fp16EmbeddingBag(nn.Module):

@@ -25,4 +25,3 @@ def schema() -> FeatureSchema:
 @pytest.fixture(scope="session")
 def good_day() -> pd.DataFrame:
     return SyntheticFeed(seed=11, rows_per_day=600).day(DAY)
-

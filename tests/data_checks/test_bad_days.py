@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,12 @@ from quantrec.feeds.synthetic import SyntheticFeed
 
 DAY = date(2024, 2, 8)
 SOURCE = "lake/day=2024-02-08/part-0.parquet"
-NOW = datetime(2024, 2, 9, 6, 0, tzinfo=timezone.utc)  # the morning after DAY
+NOW = datetime(2024, 2, 9, 6, 0, tzinfo=UTC)  # the morning after DAY
 ROWS = 2000
 
 
 def _with_time(frame: pd.DataFrame, day: date, seed: int) -> pd.DataFrame:
-    midnight = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+    midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
     seconds = np.sort(np.random.default_rng(seed).integers(0, 86_400, len(frame)))
     return frame.assign(ts=midnight + seconds)
 
@@ -64,8 +64,9 @@ def good_day(feed: SyntheticFeed) -> pd.DataFrame:
 
 
 def _validate(frame, schema, profile, suite):
-    return validate_partition(frame, schema, source=SOURCE, day=DAY, profile=profile,
-                              suite=suite, now=NOW)  # fmt: skip
+    return validate_partition(
+        frame, schema, source=SOURCE, day=DAY, profile=profile, suite=suite, now=NOW
+    )
 
 
 def _first(column: str, value: object, rows: int = 3, dtype: str | None = None):
@@ -97,26 +98,49 @@ def _shift_time(seconds: int, rows: int) -> Callable[[pd.DataFrame], pd.DataFram
 
 # case: (corruption, failed check, its column, a fragment of the observed value)
 BAD_DAYS: dict[str, tuple[Callable, str, str | None, str]] = {
-    "missing column": (lambda f: f.drop(columns=["dense_3"]), "columns_present", None,
-                       "'missing': ['dense_3']"),
-    "wrong dtype": (lambda f: f.assign(dense_4=f["dense_4"].astype(str)), "dtypes", None,
-                    "'dense_4': 'str'"),
-    "NaN in a dense column": (_first("dense_2", np.nan), "dense_not_null", "dense_2",
-                              "'unexpected_count': 3"),
-    "inf in a dense column": (_first("dense_2", np.inf), "dense_finite", None,
-                              "'dense_2': 3"),
+    "missing column": (
+        lambda f: f.drop(columns=["dense_3"]),
+        "columns_present",
+        None,
+        "'missing': ['dense_3']",
+    ),
+    "wrong dtype": (
+        lambda f: f.assign(dense_4=f["dense_4"].astype(str)),
+        "dtypes",
+        None,
+        "'dense_4': 'str'",
+    ),
+    "NaN in a dense column": (
+        _first("dense_2", np.nan),
+        "dense_not_null",
+        "dense_2",
+        "'unexpected_count': 3",
+    ),
+    "inf in a dense column": (_first("dense_2", np.inf), "dense_finite", None, "'dense_2': 3"),
     "empty day": (lambda f: f.iloc[:0], "row_count", None, "observed 0"),
-    "single-class labels": (lambda f: f.assign(label=np.int8(0)), "label_both_classes",
-                            "label", "observed 0.0"),
+    "single-class labels": (
+        lambda f: f.assign(label=np.int8(0)),
+        "label_both_classes",
+        "label",
+        "observed 0.0",
+    ),
     "duplicated rows": (_duplicated, "duplicate_rows", None, "'rows': 400"),
     "id flood": (_flood, "id_cardinality", "cat_16", "observed 100"),
-    "out-of-range values": (lambda f: f.assign(dense_5=f["dense_5"] * 1e4 + 1e6),
-                            "dense_reference_range", "dense_5", "'unexpected_percent': 100"),
-    "rows from other days": (_shift_time(-86_400, 50), "rows_from_other_days", "ts",
-                             "'2024-02-07': 50"),
+    "out-of-range values": (
+        lambda f: f.assign(dense_5=f["dense_5"] * 1e4 + 1e6),
+        "dense_reference_range",
+        "dense_5",
+        "'unexpected_percent': 100",
+    ),
+    "rows from other days": (
+        _shift_time(-86_400, 50),
+        "rows_from_other_days",
+        "ts",
+        "'2024-02-07': 50",
+    ),
     "future dates": (_shift_time(3 * 86_400, 5), "future_dates", "ts", "'rows': 5"),
     "labels other than 0/1": (_first("label", 2), "label_in_set", "label", "[2, 2, 2]"),
-}  # fmt: skip
+}
 
 
 def test_a_good_day_passes_the_reference_suite(good_day, schema, profile, suite) -> None:
@@ -183,11 +207,18 @@ def test_the_html_report_is_self_contained_and_escaped(good_day, schema, profile
 def test_a_non_negative_column_may_reach_zero_outside_a_short_window(schema) -> None:
     # dense_0 was 4..6 in the window (Thursday to Sunday), dense_1 went negative.
     profile = ReferenceProfile(
-        days=3, rows_per_day=(4, 4), label_rate=0.5,
-        dense_range={"dense_0": (4.0, 6.0), "dense_1": (-2.0, 2.0)}, cardinality={},
-        id_kind={}, duplicate_share=0.0,
-    )  # fmt: skip
-    expectations = {e.column: e for e in build_reference_suite(profile, schema).expectations
-                    if (e.meta or {}).get("check") == "dense_reference_range"}  # fmt: skip
+        days=3,
+        rows_per_day=(4, 4),
+        label_rate=0.5,
+        dense_range={"dense_0": (4.0, 6.0), "dense_1": (-2.0, 2.0)},
+        cardinality={},
+        id_kind={},
+        duplicate_share=0.0,
+    )
+    expectations = {
+        e.column: e
+        for e in build_reference_suite(profile, schema).expectations
+        if (e.meta or {}).get("check") == "dense_reference_range"
+    }
     assert expectations["dense_0"].min_value == 0.0 and expectations["dense_0"].max_value == 9.0
     assert expectations["dense_1"].min_value == -4.0

@@ -11,36 +11,46 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantrec.data_checks.drift import DriftProfile, measure, measure_drift
+from quantrec.data_checks.drift import DriftProfile, measure
 from quantrec.data_checks.drift_profile import PROFILE_FILE, VOCAB_FILE, DriftError, id_keys
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 from quantrec.feeds.synthetic import SyntheticFeed
 
 BAGS = FeatureSchema(
     dense=("x",),
-    categorical=(CategoricalFeature(name="c", hash_size=10),
-                 CategoricalFeature(name="tags", hash_size=10, multi_valued=True)),
-)  # fmt: skip
+    categorical=(
+        CategoricalFeature(name="c", hash_size=10),
+        CategoricalFeature(name="tags", hash_size=10, multi_valued=True),
+    ),
+)
 START = date(2024, 3, 1)
 SHIFT = START + timedelta(days=4)  # window: days 0-2; day 3 is the day before the shift
 
 
 def _bag_frame(seed: int, rows: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "label": (rng.random(rows) < 0.2).astype(np.int8),
-        "x": rng.lognormal(1.0, 1.0, rows),
-        "c": np.array([f"u{i}" for i in rng.zipf(1.5, rows) % 97]),
-        "tags": [list(rng.choice(["a", "b", "c", "d", f"t{seed}"], size=k)) for k in rng.integers(0, 4, rows)],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "label": (rng.random(rows) < 0.2).astype(np.int8),
+            "x": rng.lognormal(1.0, 1.0, rows),
+            "c": np.array([f"u{i}" for i in rng.zipf(1.5, rows) % 97]),
+            "tags": [
+                list(rng.choice(["a", "b", "c", "d", f"t{seed}"], size=k))
+                for k in rng.integers(0, 4, rows)
+            ],
+        }
+    )
 
 
 def test_the_profile_keeps_top_ids_other_vocabulary_and_label_rate() -> None:
-    frame = pd.DataFrame({
-        "label": np.r_[np.ones(5), np.zeros(5)].astype(np.int8), "x": np.arange(10.0),
-        "c": np.array([7, 7, 7, 7, 3, 3, 3, 9, 9, 5]),  # 7: .4, 3: .3, 9: .2, 5: .1
-        "tags": [["a", "b"], ["a"], [], ["a"], ["b"], ["a"], ["c"], ["a"], ["a"], ["a"]],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "label": np.r_[np.ones(5), np.zeros(5)].astype(np.int8),
+            "x": np.arange(10.0),
+            "c": np.array([7, 7, 7, 7, 3, 3, 3, 9, 9, 5]),  # 7: .4, 3: .3, 9: .2, 5: .1
+            "tags": [["a", "b"], ["a"], [], ["a"], ["b"], ["a"], ["c"], ["a"], ["a"], ["a"]],
+        }
+    )
     profile = DriftProfile.build(frame, BAGS, top_k=2, source={"days": ["2024-03-01"]})
     c = profile.categorical["c"]
     assert c.top_ids.tolist() == [7, 3] and c.top_shares.tolist() == [0.4, 0.3]
@@ -74,7 +84,9 @@ def test_save_and_load_give_identical_measurements(tmp_path: Path) -> None:
     assert before.to_metrics() == after.to_metrics() and after.prediction_psi is not None
     assert loaded.to_dict() == profile.to_dict()
     meta = json.loads((tmp_path / "drift" / PROFILE_FILE).read_text())
-    assert meta["source"] == {"run": "r1"} and meta["schema_fingerprint"] == profile.schema_fingerprint
+    assert (
+        meta["source"] == {"run": "r1"} and meta["schema_fingerprint"] == profile.schema_fingerprint
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,11 +94,14 @@ def test_save_and_load_give_identical_measurements(tmp_path: Path) -> None:
     [
         (lambda d: (d / PROFILE_FILE).unlink(), PROFILE_FILE),
         (lambda d: (d / PROFILE_FILE).write_text("{not json"), PROFILE_FILE),
-        (lambda d: (d / PROFILE_FILE).write_text('{"format": "other"}'), "not a quantrec.drift_profile"),
+        (
+            lambda d: (d / PROFILE_FILE).write_text('{"format": "other"}'),
+            "not a quantrec.drift_profile",
+        ),
         (lambda d: (d / VOCAB_FILE).unlink(), VOCAB_FILE),
         (lambda d: (d / VOCAB_FILE).write_bytes(b"garbage"), VOCAB_FILE),
     ],
-)  # fmt: skip
+)
 def test_a_missing_or_corrupt_profile_names_its_path(tmp_path: Path, damage, message: str) -> None:  # noqa: ANN001
     DriftProfile.build(_bag_frame(0), BAGS).save(tmp_path)
     damage(tmp_path)
@@ -98,7 +113,9 @@ def test_a_missing_or_corrupt_profile_names_its_path(tmp_path: Path, damage, mes
 def test_a_profile_of_another_schema_is_refused_with_the_columns() -> None:
     profile = DriftProfile.build(_bag_frame(0), BAGS)
     other = BAGS.model_copy(update={"dense": ("y",)})
-    with pytest.raises(DriftError, match=r"only in the profile: \['x'\], only in the schema: \['y'\]"):
+    with pytest.raises(
+        DriftError, match=r"only in the profile: \['x'\], only in the schema: \['y'\]"
+    ):
         measure(profile, _bag_frame(1).rename(columns={"x": "y"}), other)
     with pytest.raises(DriftError, match=r"reference frame lacks schema columns \['tags'\]"):
         DriftProfile.build(_bag_frame(0).drop(columns=["tags"]), BAGS)
@@ -143,10 +160,17 @@ def test_a_stable_feed_stays_ok_on_consecutive_days(seed: int) -> None:
         assert report.table.over_threshold.sum() == 0
 
 
-def test_measure_drift_still_answers_v0_callers() -> None:
+def test_every_statistic_of_a_day_is_an_mlflow_metric() -> None:
     window, (before, _), schema = _days(seed=4, rows=2_000)
-    report = measure_drift(window, before, schema)
+    report = measure(DriftProfile.build(window, schema), before, schema)
     metrics = report.to_metrics()
     assert metrics["drift.psi.dense_3"] == report.value("dense_3", "psi")
-    assert {"drift.oov.cat_7", "drift.js.cat_7", "drift.linf.cat_7", "drift.mean_oov_rate",
-            "drift.max_dense_psi", "drift.label_rate_shift", "drift.level"} <= set(metrics)
+    assert {
+        "drift.oov.cat_7",
+        "drift.js.cat_7",
+        "drift.linf.cat_7",
+        "drift.mean_oov_rate",
+        "drift.max_dense_psi",
+        "drift.label_rate_shift",
+        "drift.level",
+    } <= set(metrics)

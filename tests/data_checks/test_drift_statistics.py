@@ -36,9 +36,11 @@ from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 
 SCHEMA = FeatureSchema(
     dense=("x",),
-    categorical=(CategoricalFeature(name="c", hash_size=10),
-                 CategoricalFeature(name="tags", hash_size=10, multi_valued=True)),
-)  # fmt: skip
+    categorical=(
+        CategoricalFeature(name="c", hash_size=10),
+        CategoricalFeature(name="tags", hash_size=10, multi_valued=True),
+    ),
+)
 REFERENCE = np.arange(100.0)
 LOWER_HALF = np.arange(50.0)
 QUARTERS, HALVES = [0.25] * 4, [0.5, 0.5, 0.0, 0.0]
@@ -56,12 +58,14 @@ def _js_by_hand(p: list[float], q: list[float]) -> float:
 
 
 def _reference(clicks: int = 4) -> pd.DataFrame:
-    return pd.DataFrame({
-        "label": np.r_[np.ones(clicks), np.zeros(100 - clicks)].astype(np.int8),
-        "x": REFERENCE,
-        "c": np.array([1] * 60 + [2] * 30 + [3] * 10, dtype=np.int64),
-        "tags": [["a", "b"]] * 50 + [["a"]] * 50,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "label": np.r_[np.ones(clicks), np.zeros(100 - clicks)].astype(np.int8),
+            "x": REFERENCE,
+            "c": np.array([1] * 60 + [2] * 30 + [3] * 10, dtype=np.int64),
+            "tags": [["a", "b"]] * 50 + [["a"]] * 50,
+        }
+    )
 
 
 def _day(clicks: int = 4) -> pd.DataFrame:
@@ -73,20 +77,23 @@ def _day(clicks: int = 4) -> pd.DataFrame:
 
 
 def _profile(frame: pd.DataFrame | None = None, **kwargs) -> DriftProfile:  # noqa: ANN003
-    return DriftProfile.build(_reference() if frame is None else frame, SCHEMA,
-                              bins=4, top_k=2, **kwargs)  # fmt: skip
+    return DriftProfile.build(
+        _reference() if frame is None else frame, SCHEMA, bins=4, top_k=2, **kwargs
+    )
 
 
 def test_dense_psi_and_js_match_the_hand_values_and_scipy() -> None:
     report = measure(_profile(), _day(), SCHEMA)
-    by_hand = _psi_by_hand(QUARTERS, HALVES)  # 2 x (.5-.25) ln(.5/.25) + 2 x (1e-4-.25) ln(1e-4/.25)
+    # 2 x (.5-.25) ln(.5/.25) + 2 x (1e-4-.25) ln(1e-4/.25)
+    by_hand = _psi_by_hand(QUARTERS, HALVES)
     assert by_hand == pytest.approx(4.2570, abs=1e-4)
     assert report.value("x", "psi") == pytest.approx(by_hand, rel=1e-12)
     assert psi(REFERENCE, LOWER_HALF, bins=4) == pytest.approx(by_hand, rel=1e-12)
     assert _js_by_hand(QUARTERS, HALVES) == pytest.approx(0.5579, abs=1e-4)
     assert report.value("x", "js") == pytest.approx(_js_by_hand(QUARTERS, HALVES), rel=1e-12)
     assert js_distance(REFERENCE, LOWER_HALF, bins=4) == pytest.approx(
-        jensenshannon(QUARTERS, HALVES, base=2), rel=1e-12)  # fmt: skip
+        jensenshannon(QUARTERS, HALVES, base=2), rel=1e-12
+    )
 
 
 def test_psi_is_zero_on_identical_samples_and_is_symmetrised_kl() -> None:
@@ -153,22 +160,56 @@ QUIET = dict(share_warn=0.5, share_severe=0.9)  # one drifted feature of three (
     ("day", "scores", "thresholds", "level", "reason"),
     [
         # x alone drifts (PSI 4.26 >= .2): share 1/3 >= share_severe .3.
-        (dict(x=np.r_[LOWER_HALF, LOWER_HALF]), None, {}, "severe", ("dataset_drift_share", 1 / 3, 0.3)),
-        (dict(x=np.r_[LOWER_HALF, LOWER_HALF]), None, dict(share_warn=0.3, share_severe=0.5),
-         "warn", ("dataset_drift_share", 1 / 3, 0.3)),
+        (
+            dict(x=np.r_[LOWER_HALF, LOWER_HALF]),
+            None,
+            {},
+            "severe",
+            ("dataset_drift_share", 1 / 3, 0.3),
+        ),
+        (
+            dict(x=np.r_[LOWER_HALF, LOWER_HALF]),
+            None,
+            dict(share_warn=0.3, share_severe=0.5),
+            "warn",
+            ("dataset_drift_share", 1 / 3, 0.3),
+        ),
         # One feature past its severe value warns by itself.
         (dict(x=np.r_[LOWER_HALF, LOWER_HALF]), None, QUIET, "warn", ("psi", 4.257, 1.0)),
-        (dict(label=np.r_[np.ones(5), np.zeros(95)]), None, {}, "warn", ("abs_label_rate_shift", 0.25, 0.25)),
-        (dict(label=np.r_[np.ones(2), np.zeros(98)]), None, {}, "severe", ("abs_label_rate_shift", 0.5, 0.5)),
-        ({}, np.r_[REFERENCE[:88], REFERENCE[:12]] / 100, {}, "warn", ("prediction_psi", 0.1255, 0.1)),
+        (
+            dict(label=np.r_[np.ones(5), np.zeros(95)]),
+            None,
+            {},
+            "warn",
+            ("abs_label_rate_shift", 0.25, 0.25),
+        ),
+        (
+            dict(label=np.r_[np.ones(2), np.zeros(98)]),
+            None,
+            {},
+            "severe",
+            ("abs_label_rate_shift", 0.5, 0.5),
+        ),
+        (
+            {},
+            np.r_[REFERENCE[:88], REFERENCE[:12]] / 100,
+            {},
+            "warn",
+            ("prediction_psi", 0.1255, 0.1),
+        ),
         ({}, np.r_[LOWER_HALF, LOWER_HALF] / 100, {}, "severe", ("prediction_psi", 4.257, 0.25)),
     ],
-)  # fmt: skip
+)
 def test_each_threshold_crossing_sets_the_documented_level_and_reason(
     day: dict, scores: np.ndarray | None, thresholds: dict, level: str, reason: tuple
 ) -> None:
-    report = measure(_profile(scores=REFERENCE / 100), _reference().assign(**day), SCHEMA,
-                     scores=scores, thresholds=DriftThresholds(**thresholds))  # fmt: skip
+    report = measure(
+        _profile(scores=REFERENCE / 100),
+        _reference().assign(**day),
+        SCHEMA,
+        scores=scores,
+        thresholds=DriftThresholds(**thresholds),
+    )
     assert report.level == level, report.summary()
     statistic, value, threshold = reason
     first = report.reasons[0]
@@ -189,7 +230,11 @@ def test_a_quiet_day_is_ok_with_no_reasons_and_the_share_counts_features() -> No
     report = measure(_profile(), _reference(), SCHEMA)
     assert (report.level, report.reasons, report.dataset_drift_share) == ("ok", (), 0.0)
     drifted = measure(_profile(), _day(), SCHEMA)  # x, c and tags all past their warn values
-    assert drifted.dataset_drift_share == 1.0 and set(drifted.drifted_features) == {"x", "c", "tags"}
+    assert drifted.dataset_drift_share == 1.0 and set(drifted.drifted_features) == {
+        "x",
+        "c",
+        "tags",
+    }
     over = drifted.table.set_index(["feature", "statistic"]).over_threshold
     assert over[("c", "oov")] and not over[("c", "psi")]  # psi is information, never decides
     assert drifted.level == "severe"
@@ -201,7 +246,8 @@ def test_oov_threshold_is_the_good_turing_rate_plus_the_margin() -> None:
     assert profile.categorical["c"].singleton_share == pytest.approx(0.1)  # 10 ids seen once
     report = measure(profile, singletons, SCHEMA)
     assert report.table.set_index(["feature", "statistic"]).threshold[("c", "oov")] == (
-        pytest.approx(0.1 + DriftThresholds().oov_warn))  # fmt: skip
+        pytest.approx(0.1 + DriftThresholds().oov_warn)
+    )
 
 
 def test_metrics_are_valid_mlflow_keys_and_the_report_is_json() -> None:
@@ -211,8 +257,15 @@ def test_metrics_are_valid_mlflow_keys_and_the_report_is_json() -> None:
     report = measure(DriftProfile.build(frame, odd, bins=4, top_k=2), day, odd)
     metrics = report.to_metrics()
     assert all(re.fullmatch(r"[A-Za-z0-9_\-./ ]+", key) for key in metrics), sorted(metrics)
-    assert {"drift.psi.price ___", "drift.js.c", "drift.linf.c", "drift.oov.tags",
-            "drift.dataset_drift_share", "drift.label_rate_shift", "drift.level"} <= set(metrics)
+    assert {
+        "drift.psi.price ___",
+        "drift.js.c",
+        "drift.linf.c",
+        "drift.oov.tags",
+        "drift.dataset_drift_share",
+        "drift.label_rate_shift",
+        "drift.level",
+    } <= set(metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metric_name("a@b c/d:e") == "a_b c/d_e"
     assert json.loads(json.dumps(report.to_dict()))["level"] == report.level

@@ -40,8 +40,9 @@ def _write_days(folder: Path, *, days: int, rows: int, row_group: int = 100) -> 
         )
         path = folder / f"day={day}" / "part-0.parquet"
         path.parent.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
-                       row_group_size=row_group)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group
+        )
         paths.append(path)
     return paths
 
@@ -51,16 +52,25 @@ def _epoch(stream, *, batch_size: int, seed: int):
 
 
 def _epoch_rows(stream: WindowStream, *, batch_size: int, seed: int) -> list[int]:
-    return [int(r) for b in _epoch(stream, batch_size=batch_size, seed=seed)
-            for r in b.dense[:, 0].tolist()]
+    return [
+        int(r)
+        for b in _epoch(stream, batch_size=batch_size, seed=seed)
+        for r in b.dense[:, 0].tolist()
+    ]
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_each_kept_row_is_streamed_exactly_once_per_epoch(tmp_path, prefetch) -> None:
     paths = _write_days(tmp_path, days=3, rows=450)
     held = holdout_mask(450, fraction=0.2, seed=7)
-    stream = WindowStream(paths, ROW_SCHEMA, exclude={paths[-1]: held}, chunk_rows=64,
-                          buffer_chunks=3, prefetch=prefetch)
+    stream = WindowStream(
+        paths,
+        ROW_SCHEMA,
+        exclude={paths[-1]: held},
+        chunk_rows=64,
+        buffer_chunks=3,
+        prefetch=prefetch,
+    )
     kept = sorted(set(range(1350)) - {900 + i for i in np.flatnonzero(held)})
     assert stream.rows == len(kept) == 1350 - 90
 
@@ -75,41 +85,36 @@ def test_each_kept_row_is_streamed_exactly_once_per_epoch(tmp_path, prefetch) ->
     assert first[:100] != sorted(first[:100])
 
 
-def _split_holdout(days: list[pd.DataFrame], *, fraction: float, seed: int):
-    """tasks.train.split_holdout's draw, restated: importing tasks (Prefect) costs ~10 s."""
-    last = days[-1]
-    held = np.zeros(len(last), dtype=bool)
-    rng = np.random.default_rng(seed)
-    held[rng.choice(len(last), size=max(1, round(fraction * len(last))), replace=False)] = True
-    training = pd.concat([*days[:-1], last[~held]], ignore_index=True)
-    return training, last[held].reset_index(drop=True)
+def test_the_held_out_rows_are_the_mask_of_the_last_day_and_never_streamed(tmp_path) -> None:
+    paths = _write_days(tmp_path, days=2, rows=333, row_group=50)
+    mask = holdout_mask(333, fraction=0.25, seed=3)
+    assert mask.sum() == round(0.25 * 333)  # 83 rows
+    assert np.array_equal(holdout_mask(333, fraction=0.25, seed=3), mask)  # seeded
+    assert not np.array_equal(holdout_mask(333, fraction=0.25, seed=4), mask)
+    held_rows = 333 + np.flatnonzero(mask)  # "row" numbers of the last day's held-out rows
 
+    read_mask, frame = read_holdout(paths[-1], fraction=0.25, seed=3)
+    assert np.array_equal(read_mask, mask)
+    assert frame.index.equals(pd.RangeIndex(len(held_rows)))
+    assert frame["row"].astype(int).tolist() == held_rows.tolist()  # in file order
+    assert frame.columns.tolist() == ["label", "row", "item"]
+    _, only_rows = read_holdout(paths[-1], fraction=0.25, seed=3, columns=["row"])
+    assert only_rows.columns.tolist() == ["row"]
 
-@pytest.mark.slow
-def test_the_restated_split_is_tasks_split_holdout() -> None:
-    from quantrec.tasks.train import split_holdout
-
-    days = [pd.DataFrame({"x": np.arange(n)}) for n in (40, 77)]
-    for ours, theirs in zip(_split_holdout(days, fraction=0.3, seed=4),
-                            split_holdout(days, fraction=0.3, seed=4)):
-        pd.testing.assert_frame_equal(ours, theirs)
-
-
-def test_holdout_helpers_reproduce_split_holdout(tmp_path) -> None:
-    split_holdout = _split_holdout
-    paths = _write_days(tmp_path, days=2, rows=333)
-    days = [pd.read_parquet(p) for p in paths]
-    training, held_frame = split_holdout(days, fraction=0.25, seed=3)
-    mask, frame = read_holdout(paths[-1], fraction=0.25, seed=3)
-    pd.testing.assert_frame_equal(frame, held_frame)
-    stream = WindowStream(paths, ROW_SCHEMA, exclude={paths[-1]: mask}, chunk_rows=50)
-    assert sorted(_epoch_rows(stream, batch_size=64, seed=0)) == sorted(training["row"].astype(int))
+    stream = WindowStream(paths, ROW_SCHEMA, exclude={paths[-1]: read_mask}, chunk_rows=50)
+    streamed = sorted(_epoch_rows(stream, batch_size=64, seed=0))
+    assert streamed == sorted(set(range(666)) - set(held_rows.tolist()))
 
 
 def _epoch_peak(folder: Path, days: int) -> tuple[int, int]:
     """(rows resident at once, traced peak bytes) over one epoch of ``days`` days."""
-    stream = WindowStream(_write_days(folder, days=days, rows=10_000, row_group=5000),
-                          ROW_SCHEMA, chunk_rows=500, buffer_chunks=2, prefetch=False)
+    stream = WindowStream(
+        _write_days(folder, days=days, rows=10_000, row_group=5000),
+        ROW_SCHEMA,
+        chunk_rows=500,
+        buffer_chunks=2,
+        prefetch=False,
+    )
     tracemalloc.start()
     try:
         for _ in _epoch(stream, batch_size=128, seed=0):
@@ -173,8 +178,7 @@ def _tiny_days(folder: Path, make_frame, days: int) -> list[Path]:
         path = folder / f"day={day}" / "part-0.parquet"
         path.parent.mkdir(parents=True)
         frame = make_frame(rows=800, seed=day)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
-                       row_group_size=256)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=256)
         paths.append(path)
     return paths
 
