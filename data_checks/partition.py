@@ -155,3 +155,24 @@ def _utc(values: pd.Series) -> pd.Series | None:
 
 def _iso(value: pd.Timestamp) -> str | None:
     return None if pd.isna(value) else value.isoformat()
+
+
+def validate_lake_day(day_lake, day: date, window: tuple[date, ...], schema: FeatureSchema
+                      ) -> tuple[ValidationReport, ReferenceProfile | None]:
+    """Validate ``day`` of ``day_lake`` (a ``feeds.lake.DayLake``) against the contract and the
+    bounds learned from the ``window`` days; (report, the window's reference profile or None
+    when the window is empty). A partition that cannot be read is a failed report."""
+    from quantrec.data_checks.reference import build_reference_suite, profile_reference
+    from quantrec.feeds.lake import LakeError
+
+    source = str(day_lake.path(day))
+    profile = suite = None
+    if window:
+        profile = profile_reference([day_lake.read(d) for d in window], schema)
+        suite = build_reference_suite(profile, schema)
+    try:
+        frame = day_lake.read(day)
+    except LakeError as err:
+        return report_from_error(err, source=source, day=day), profile
+    return validate_partition(frame, schema, source=source, day=day, profile=profile,
+                              suite=suite), profile

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.models.lifecycle import DayOutcome
+from quantrec.models.names import Outcome
 from quantrec.tasks.config import QuantrecConfig
 
 
 @flow(name="backfill", log_prints=True)
-def backfill(start: date, end: date, config: QuantrecConfig | None = None) -> list[dict]:
+def backfill(start: date, end: date, config: QuantrecConfig | None = None) -> list[DayOutcome]:
     """Run ``daily_lifecycle`` for every day from ``start`` to ``end`` inclusive, in order.
 
     Days run in order because each day's gate compares against the champion the previous
-    day left.
+    day left. A day whose run fails does not stop the backfill: its outcome says
+    ``failed`` with the error, its champion stays, and the next day goes on.
     """
     if end < start:
         raise ValueError(f"backfill end {end} is before start {start}")
-    days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
-    return [daily_lifecycle(day, config) for day in days]
+    config = config or QuantrecConfig()
+    outcomes = []
+    for day in (start + timedelta(days=k) for k in range((end - start).days + 1)):
+        state = daily_lifecycle(day, config, return_state=True)
+        if state.is_completed():
+            outcomes.append(state.result())
+            continue
+        error = _error_of(state)
+        get_run_logger().error("run date %s failed: %s", day, error)
+        outcomes.append(DayOutcome(date=day, model_name=config.registry.model_name,
+                                   mlflow_run_id="", decision=Outcome.FAILED, reason=error))
+    return outcomes
+
+
+def _error_of(state) -> str:
+    try:
+        state.result()
+    except Exception as err:  # noqa: BLE001 - the failure is what is reported
+        return f"{type(err).__name__}: {err}"
+    return state.message or "the run did not complete"

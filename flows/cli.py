@@ -1,7 +1,7 @@
-"""``quantrec``: manual runs, backfills and the demo, from the command line.
+"""``quantrec``: manual runs, backfills, review and the demo, from the command line.
 
 The only place that exits the process. Bad input ends in one paragraph on stderr (what,
-where, the value, how to fix) and exit status 2; a failed flow run exits 1.
+where, the value, how to fix); the exit status says what happened (``ExitCode``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,27 @@ import logging
 import os
 import sys
 from datetime import date, timedelta
+from enum import IntEnum
 
 from quantrec.tasks.settings import prepare_process_environment
 
 DEMO_START = date(2026, 1, 1)
 DEMO_DAYS = 10
+
+
+class ExitCode(IntEnum):
+    """What ``quantrec`` exits with."""
+
+    OK = 0
+    FAILED = 1  # a flow run failed (the traceback says why)
+    BAD_INPUT = 2  # config, data, spec or review input that cannot apply
+    STOPPED = 3  # a day stopped before training: bad or missing data, quarantined
+    RUN_IN_PROGRESS = 4  # another process runs the same model and date
+    TRACKING_UNREACHABLE = 5  # the MLflow tracking server did not answer
+
+
+EPILOG = "exit status: " + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}"
+                                     for c in ExitCode)
 
 
 def _date(text: str) -> date:
@@ -26,119 +42,198 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    parser.add_argument("--feed", choices=["synthetic", "movielens", "criteo", "table"],
-                        help="where days come from")
-    parser.add_argument("--path", help="movielens folder, criteo file or glob, table files")
-    parser.add_argument("--spec", help="table feed: the TOML mapping file")
-    parser.add_argument("--scenario", choices=["stable", "gradual", "sudden"])
-    parser.add_argument("--shift-date", type=_date, help="day the sudden scenario shifts")
-    parser.add_argument("--rows", type=int, help="rows per synthetic day")
-    parser.add_argument("--json", action="store_true", help="print one JSON record per day")
+def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(``--config`` for every command that reads the config, the run options)."""
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    runs = argparse.ArgumentParser(add_help=False, parents=[config])
+    runs.add_argument("--feed", help="where days come from: synthetic, movielens, criteo, table")
+    runs.add_argument("--path", help="movielens folder, criteo file or glob, table files")
+    runs.add_argument("--spec", help="table feed: the TOML mapping file")
+    runs.add_argument("--scenario", choices=["stable", "gradual", "sudden"])
+    runs.add_argument("--shift-date", type=_date, help="day the sudden scenario shifts")
+    runs.add_argument("--rows", type=int, help="rows per synthetic day")
+    runs.add_argument("--json", action="store_true", help="print one JSON record per day")
+    return config, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantrec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="quantrec", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the daily lifecycle for one date")
+    config, runs = _parents()
+
+    def command(name: str, handler, help: str, parents=(config,)) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, parents=list(parents), epilog=EPILOG)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", run_command, "run the daily lifecycle for one date", (runs,))
     run.add_argument("--date", type=_date, required=True)
     run.add_argument("--force", action="store_true",
                      help="train and register again although this date already ran on the "
                           "same data, config and code")
     run.add_argument("--wait", action="store_true",
                      help="queue behind a run of the same date instead of refusing")
-    _add_config_options(run)
-    search = commands.add_parser("search", help="run one date with a fresh precision search")
+    search = command("search", search_command, "run one date with a fresh precision search",
+                     (runs,))
     search.add_argument("--date", type=_date, required=True)
-    _add_config_options(search)
-    fill = commands.add_parser("backfill", help="run the lifecycle for each day in a range")
+    fill = command("backfill", backfill_command, "run the lifecycle for each day in a range",
+                   (runs,))
     fill.add_argument("--start", type=_date, required=True)
     fill.add_argument("--end", type=_date, required=True)
-    _add_config_options(fill)
-    demo = commands.add_parser("demo", help=f"backfill {DEMO_DAYS} synthetic days with a shift")
+    demo = command("demo", demo_command, f"backfill {DEMO_DAYS} synthetic days with a shift",
+                   ())
     demo.add_argument("--rows", type=int, default=100_000, help="rows per day")
     demo.add_argument("--days", type=int, default=DEMO_DAYS)
     review = commands.add_parser("review", help="registry review of challengers")
     actions = review.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="pending challengers and their decision records")
-    listing.add_argument("--config")
+    listing = actions.add_parser("list", parents=[config],
+                                 help="pending challengers and their decision records")
     listing.add_argument("--json", action="store_true")
-    approve = actions.add_parser("approve", help="make a challenger the champion")
+    listing.set_defaults(handler=review_list_command)
+    approve = actions.add_parser("approve", parents=[config],
+                                 help="make a challenger the champion")
     approve.add_argument("version")
     approve.add_argument("--reason", default="")
-    approve.add_argument("--config")
-    reject = actions.add_parser("reject", help="reject a challenger (the champion stays)")
+    approve.set_defaults(handler=review_command)
+    reject = actions.add_parser("reject", parents=[config],
+                                help="reject a challenger (the champion stays)")
     reject.add_argument("version")
     reject.add_argument("--reason", required=True)
-    reject.add_argument("--config")
-    rollback = commands.add_parser("rollback", help="point the champion back at 'previous'")
+    reject.set_defaults(handler=review_command)
+    rollback = command("rollback", review_command, "point the champion back at 'previous'")
     rollback.add_argument("--reason", default="")
-    rollback.add_argument("--config")
-    promote = commands.add_parser("promote", help="promote a version the gate did not (override)")
+    promote = command("promote", review_command,
+                      "promote a version the gate did not (override)")
     promote.add_argument("version")
     promote.add_argument("--reason", required=True)
-    promote.add_argument("--config")
-    schedule = commands.add_parser(
-        "schedule", help="serve the deployments here: daily-lifecycle on its cron, backfill "
-                         "and quantization-search on demand (Ctrl-C stops)")
+    schedule = command(
+        "schedule", schedule_command, "serve the deployments here: daily-lifecycle on its "
+        "cron, backfill and quantization-search on demand (Ctrl-C stops)")
     schedule.add_argument("--cron", default=None, help="cron of daily-lifecycle")
     schedule.add_argument("--timezone", default=None, help="IANA timezone of the cron")
-    schedule.add_argument("--config", help="TOML config the scheduled runs use")
-    report = commands.add_parser(
-        "report", help="lifecycle report: NE per day of the frozen int8 model, the daily "
-                       "fp32 model and the managed champion (PNG + HTML)")
+    report = command(
+        "report", report_command, "lifecycle report: NE per day of the frozen int8 model, "
+        "the daily fp32 model and the managed champion (PNG + HTML)")
     report.add_argument("--start", type=_date, required=True)
     report.add_argument("--end", type=_date, required=True)
     report.add_argument("--out", required=True, help="folder to write the report into")
     report.add_argument("--shift-date", type=_date,
                         help="compare the days after this date (default: the config's "
                              "feed.shift_date, else every day)")
-    report.add_argument("--config")
-    readmit = commands.add_parser("readmit", help="move a quarantined day back into the lake")
+    readmit = command("readmit", readmit_command, "move a quarantined day back into the lake",
+                      ())
     readmit.add_argument("--date", type=_date, required=True)
-    commands.add_parser("bench", add_help=False,
-                        help="inference benchmark: fp32, fp16, int8, searched side by side; "
-                             "--train: training benchmark, naive vs quantrec's trainer")
-    show = commands.add_parser("config", help="print the effective configuration")
-    show.add_argument("--config")
+    from quantrec.benchmarks.cli import HELP as BENCH_HELP
+    from quantrec.benchmarks.cli import configure as configure_bench
+
+    configure_bench(command("bench", bench_command, BENCH_HELP, ()))
+    command("config", config_command, "print the effective configuration",
+            (runs,))
     return parser
 
 
 def resolve_config(args: argparse.Namespace):
+    """The config file (or the defaults) with the command line's feed options on top."""
     from quantrec.tasks.config import load_config
 
     config = load_config(getattr(args, "config", None))
-    feed = {
-        "name": getattr(args, "feed", None),
-        "scenario": getattr(args, "scenario", None),
-        "shift_date": getattr(args, "shift_date", None),
-        "rows_per_day": getattr(args, "rows", None),
-        "path": getattr(args, "path", None),
-        "spec": getattr(args, "spec", None),
-    }
-    return config.with_overrides(feed=feed)
+    return config.with_feed(
+        getattr(args, "feed", None),
+        scenario=getattr(args, "scenario", None),
+        shift_date=getattr(args, "shift_date", None),
+        rows_per_day=getattr(args, "rows", None),
+        path=getattr(args, "path", None),
+        spec=getattr(args, "spec", None),
+    )
 
 
-def print_records(records: list[dict], *, as_json: bool) -> None:
+# --- handlers: each returns the exit status --------------------------------------------
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from quantrec.flows.daily_lifecycle import daily_lifecycle
+
+    outcome = daily_lifecycle(args.date, resolve_config(args), force=args.force,
+                              wait=args.wait)
+    return _finish([outcome], as_json=args.json)
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from quantrec.flows.search import quantization_search
+
+    return _finish([quantization_search(args.date, resolve_config(args))], as_json=args.json)
+
+
+def backfill_command(args: argparse.Namespace) -> int:
+    from quantrec.flows.backfill import backfill
+
+    return _finish(backfill(args.start, args.end, resolve_config(args)), as_json=args.json)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    home = prepare_process_environment()
+    outcomes, config = run_demo(args)
+    print_records(outcomes, as_json=False)
+    _print_demo_figures(outcomes)
+    _write_report(outcomes[0].date, outcomes[-1].date, home.root / "report", config,
+                  config.feed.shift_date)
+    _print_where_to_look(home)
+    return ExitCode.OK
+
+
+def config_command(args: argparse.Namespace) -> int:
+    print(resolve_config(args).model_dump_json(indent=2))
+    return ExitCode.OK
+
+
+def readmit_command(args: argparse.Namespace) -> int:
+    from quantrec.tasks.settings import quantrec_home
+
+    print(f"re-admitted {args.date}: {quantrec_home().day_lake().readmit(args.date)}")
+    return ExitCode.OK
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from quantrec.tasks.config import load_config
+
+    config = load_config(args.config)
+    _write_report(args.start, args.end, args.out, config,
+                  args.shift_date or config.feed.shift_date)
+    return ExitCode.OK
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from quantrec.benchmarks.cli import run
+
+    return run(args)
+
+
+def _finish(outcomes: list, *, as_json: bool) -> int:
+    print_records(outcomes, as_json=as_json)
+    return _report_stops(outcomes)
+
+
+def print_records(outcomes: list, *, as_json: bool) -> None:
+    """One line per run date (a table), or one JSON record per line with ``--json``."""
     if as_json:
-        for record in records:
-            print(json.dumps(record, sort_keys=True))
+        for outcome in outcomes:
+            print(json.dumps(outcome.to_record(), sort_keys=True))
         return
     print(f"{'date':<11} {'NE fp32':>8} {'NE int8':>8} {'int8 vs fp32':>12} "
           f"{'NE searched':>11} {'searched vs fp32':>16} {'size':>6} {'plan':>8} "
           f"{'NE champion':>11}  {'decision':<17} champion")
-    for r in records:
-        m = r["metrics"]
-        fp32 = m.get("fp32", {}).get("ne")
-        int8, searched = m.get("int8", {}).get("ne"), m.get("searched", {}).get("ne")
-        sizes = r["bytes"]
-        size = f"{sizes['searched'] / sizes['fp32']:.3f}" if "searched" in sizes else "n/a"
-        decision = r["decision"] + (f" {r['promoted_variant']}" if r["promoted_variant"] else "")
-        print(f"{r['date']:<11} {_f(fp32):>8} {_f(int8):>8} {_delta(int8, fp32):>12} "
+    for o in outcomes:
+        ne = {name: values.get("ne") for name, values in o.metrics.items()}
+        fp32, int8, searched = ne.get("fp32"), ne.get("int8"), ne.get("searched")
+        size = (f"{o.bytes['searched'] / o.bytes['fp32']:.3f}" if "searched" in o.bytes
+                else "n/a")
+        decision = o.decision + (f" {o.promoted_variant}" if o.promoted_variant else "")
+        print(f"{o.date.isoformat():<11} {_f(fp32):>8} {_f(int8):>8} {_delta(int8, fp32):>12} "
               f"{_f(searched):>11} {_delta(searched, fp32):>16} {size:>6} "
-              f"{r.get('plan_source') or 'n/a':>8} {_f(m.get('champion', {}).get('ne')):>11}  "
-              f"{decision:<17} v{r['champion_version']}")
+              f"{o.plan_source or 'n/a':>8} {_f(ne.get('champion')):>11}  "
+              f"{decision:<17} v{o.champion_version}")
 
 
 def _delta(value: float | None, reference: float | None) -> str:
@@ -149,7 +244,7 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def run_demo(args: argparse.Namespace) -> tuple[list[dict], object]:
+def run_demo(args: argparse.Namespace) -> tuple[list, object]:
     """Replay the days in order. Severe drift sends a day's winner to review instead of
     promoting it; the demo plays the reviewer and approves a challenger that passed every
     gate check (and says so), as an on-call engineer would after reading its record."""
@@ -159,39 +254,28 @@ def run_demo(args: argparse.Namespace) -> tuple[list[dict], object]:
 
     end = DEMO_START + timedelta(days=args.days - 1)
     shift = DEMO_START + timedelta(days=args.days // 2)
-    config = QuantrecConfig().with_overrides(
-        feed={"scenario": "sudden", "shift_date": shift, "rows_per_day": args.rows}
-    )
+    config = QuantrecConfig().with_feed("synthetic", scenario="sudden", shift_date=shift,
+                                        rows_per_day=args.rows)
     print(f"quantrec demo: {args.days} synthetic days from {DEMO_START} to {end}, "
           f"{args.rows} rows a day, a sudden shift on {shift}\n", flush=True)
-    records = []
+    outcomes = []
     for k in range(args.days):
-        record = daily_lifecycle(DEMO_START + timedelta(days=k), config)
-        if record.get("challenger_version"):
-            version = record["challenger_version"]
-            print(f"demo reviewer: {record['date']} drifted severely; approving challenger "
-                  f"version {version} ({record['challenger_variant']}), which passed every "
+        outcome = daily_lifecycle(DEMO_START + timedelta(days=k), config)
+        if outcome.challenger_version:
+            version = outcome.challenger_version
+            print(f"demo reviewer: {outcome.date} drifted severely; approving challenger "
+                  f"version {version} ({outcome.challenger_variant}), which passed every "
                   "gate check", flush=True)
             approve_challenger(config.registry.model_name, version,
                                "demo: scripted reviewer approves a challenger that passed "
                                "every gate check")
-            record["champion_version"] = version
-        records.append(record)
-    return records, config
+            outcome = outcome.replace(champion_version=version)
+        outcomes.append(outcome)
+    return outcomes, config
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        if "--train" in argv:
-            from quantrec.models.train_bench import main as train_bench
-
-            # naive per-table DLRM vs quantrec's trainer; its own options (--json, --rows ...)
-            return train_bench([a for a in argv[1:] if a != "--train"])
-        from quantrec.models.inference_bench import main as bench
-
-        bench(argv[1:])  # its own options: --json, --max-rows, --train-rows, --threads
-        return 0
     args = build_parser().parse_args(argv)
     home = prepare_process_environment()
     # MLflow announces every registered version on its INFO logger; the records say it.
@@ -199,65 +283,23 @@ def main(argv: list[str] | None = None) -> int:
     from quantrec.data_checks.schema import SchemaError
     from quantrec.feeds.base import FeedError
     from quantrec.feeds.lake import LakeError
+    from quantrec.models.report_render import ReportError
     from quantrec.tasks.config import ConfigError
-    from quantrec.tasks.identity import RunInProgressError
-    from quantrec.tasks.lifecycle import ReportError
     from quantrec.tasks.review import ReviewError
+    from quantrec.tasks.settings import RunInProgressError
 
     try:
-        if args.command == "config":
-            print(resolve_config(args).model_dump_json(indent=2))
-            return 0
-        if args.command == "readmit":
-            from quantrec.tasks.data import lake
-
-            print(f"re-admitted {args.date}: {lake().readmit(args.date)}")
-            return 0
-        if args.command == "demo":
-            records, config = run_demo(args)
-            print_records(records, as_json=False)
-            _print_demo_figures(records)
-            _write_report(date.fromisoformat(records[0]["date"]),
-                          date.fromisoformat(records[-1]["date"]), home.root / "report",
-                          config, config.feed.shift_date)
-            _print_where_to_look(home)
-            return 0
-        if args.command in ("review", "rollback", "promote"):
-            return review_command(args)
-        if args.command == "schedule":
-            return schedule_command(args)
-        if args.command == "report":
-            from quantrec.tasks.config import load_config
-
-            config = load_config(args.config)
-            _write_report(args.start, args.end, args.out, config,
-                          args.shift_date or config.feed.shift_date)
-            return 0
-        config = resolve_config(args)
-        if args.command == "run":
-            from quantrec.flows.daily_lifecycle import daily_lifecycle
-
-            records = [daily_lifecycle(args.date, config, force=args.force, wait=args.wait)]
-        elif args.command == "search":
-            from quantrec.flows.search import quantization_search
-
-            records = [quantization_search(args.date, config)]
-        else:
-            from quantrec.flows.backfill import backfill
-
-            records = backfill(args.start, args.end, config)
-        print_records(records, as_json=args.json)
-        return _report_stops(records)
+        return int(args.handler(args))
     except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except BrokenPipeError:
         # The reader went away (`quantrec config | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return ExitCode.OK
     except RunInProgressError as err:
         print(f"quantrec: {err}", file=sys.stderr)
-        return 4
+        return ExitCode.RUN_IN_PROGRESS
     except Exception as err:
         if _is_unreachable(err):
             print(f"quantrec: the MLflow tracking server at {home.tracking_uri} is unreachable "
@@ -265,51 +307,59 @@ def main(argv: list[str] | None = None) -> int:
                   "champion is unchanged. Start the server (or unset MLFLOW_TRACKING_URI for "
                   "the embedded store) and rerun: finished stages are resumed.",
                   file=sys.stderr)
-            return 5
+            return ExitCode.TRACKING_UNREACHABLE
         raise
 
 
 def _is_unreachable(err: BaseException) -> bool:
-    """Whether ``err`` (or its cause) is a failed connection to the tracking server."""
+    """Whether ``err``, or an exception it was raised from or while handling, is a failed
+    connection (MLflow's client raises ``MlflowException`` while handling the requests
+    error, so the type is found in the chain)."""
     import requests
+    import urllib3
 
-    seen = err
-    while seen is not None:
-        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionRefusedError,
-                             ConnectionResetError)):
-            return True
-        if "Max retries exceeded" in str(seen) or "Connection refused" in str(seen):
+    lost = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+            urllib3.exceptions.MaxRetryError, urllib3.exceptions.NewConnectionError,
+            ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)
+    seen, visited = err, set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        if isinstance(seen, lost):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
+def review_list_command(args: argparse.Namespace) -> int:
+    """``review list``: the pending challengers with their gate checks."""
+    from quantrec.tasks.config import load_config
+    from quantrec.tasks.review import pending_reviews
+
+    model_name = load_config(args.config).registry.model_name
+    pending = pending_reviews(model_name)
+    if args.json:
+        for item in pending:
+            print(json.dumps(item.__dict__, sort_keys=True, default=str))
+        return ExitCode.OK
+    if not pending:
+        print(f"no challenger of {model_name} awaits review")
+    for item in pending:
+        print(f"version {item.version} ({item.variant}, run date {item.run_date}, "
+              f"aliases {', '.join(item.aliases) or '-'}): {item.reason}")
+        decision = item.decision or {}
+        for check in decision.get("checks", {}).get(item.variant, []):
+            mark = "pass" if check.get("passed") else "FAIL"
+            print(f"    {mark}  {check.get('name')} = {check.get('value')} "
+                  f"(threshold {check.get('threshold')})")
+    return ExitCode.OK
+
+
 def review_command(args: argparse.Namespace) -> int:
-    """``review list|approve|reject``, ``rollback``, ``promote``: print what changed."""
+    """``review approve|reject``, ``rollback``, ``promote``: print what changed."""
+    from quantrec.flows import review
     from quantrec.tasks.config import load_config
 
     model_name = load_config(args.config).registry.model_name
-    if args.command == "review" and args.action == "list":
-        from quantrec.tasks.review import pending_reviews
-
-        pending = pending_reviews(model_name)
-        if args.json:
-            for item in pending:
-                print(json.dumps(item.__dict__, sort_keys=True, default=str))
-            return 0
-        if not pending:
-            print(f"no challenger of {model_name} awaits review")
-        for item in pending:
-            print(f"version {item.version} ({item.variant}, run date {item.run_date}, "
-                  f"aliases {', '.join(item.aliases) or '-'}): {item.reason}")
-            decision = item.decision or {}
-            for check in decision.get("checks", {}).get(item.variant, []):
-                mark = "pass" if check.get("passed") else "FAIL"
-                print(f"    {mark}  {check.get('name')} = {check.get('value')} "
-                      f"(threshold {check.get('limit', check.get('threshold'))})")
-        return 0
-    from quantrec.flows import review
-
     if args.command == "rollback":
         outcome = review.rollback_champion(model_name, args.reason)
     elif args.command == "promote":
@@ -319,7 +369,7 @@ def review_command(args: argparse.Namespace) -> int:
     else:
         outcome = review.reject_challenger(model_name, args.version, args.reason)
     print(json.dumps(outcome, sort_keys=True))
-    return 0
+    return ExitCode.OK
 
 
 def schedule_command(args: argparse.Namespace) -> int:
@@ -334,7 +384,7 @@ def schedule_command(args: argparse.Namespace) -> int:
     deployments = lifecycle_deployments(config=config, **options)
     print("serving " + ", ".join(d.name for d in deployments) + "; Ctrl-C stops", flush=True)
     serve(*deployments)
-    return 0
+    return ExitCode.OK
 
 
 def _write_report(start: date, end: date, out, config, shift_date) -> None:
@@ -346,28 +396,32 @@ def _write_report(start: date, end: date, out, config, shift_date) -> None:
         print("  " + sentence)
 
 
-def _report_stops(records: list[dict]) -> int:
-    """Exit status 3 when a day stopped before training (bad or missing data), 0 otherwise;
-    the reason goes to stderr so a scheduled shell run notices."""
-    stopped = [r for r in records if "run_date" in r["checks"]]
-    for record in stopped:
-        where = f" Quarantined at {record['quarantined']}." if record.get("quarantined") else ""
-        print(f"quantrec: {record['date']}: {record['reason']}.{where}", file=sys.stderr)
-    return 3 if stopped else 0
+def _report_stops(outcomes: list) -> int:
+    """``FAILED`` when a day's run failed, ``STOPPED`` when a day stopped before training
+    (bad or missing data), else ``OK``; the reasons go to stderr so a scheduled shell run
+    notices."""
+    stopped = [o for o in outcomes if o.stopped]
+    failed = [o for o in outcomes if o.decision == "failed"]
+    for outcome in (*stopped, *failed):
+        where = f" Quarantined at {outcome.quarantined}." if outcome.quarantined else ""
+        print(f"quantrec: {outcome.date}: {outcome.reason}.{where}", file=sys.stderr)
+    if failed:
+        return ExitCode.FAILED
+    return ExitCode.STOPPED if stopped else ExitCode.OK
 
 
-def _print_demo_figures(records: list[dict]) -> None:
+def _print_demo_figures(outcomes: list) -> None:
     from quantrec.tasks.tracking import stage_timings
 
-    timings = stage_timings([r["mlflow_run_id"] for r in records])
+    timings = stage_timings([o.mlflow_run_id for o in outcomes])
     print("\nWall time per stage, seconds (mean over days; max):")
     for stage, values in timings.items():
         print(f"  {stage:<10} {sum(values) / len(values):7.2f}  {max(values):7.2f}")
-    trained = [r for r in records if r["train_samples_per_s"]]
+    trained = [o for o in outcomes if o.train_samples_per_s]
     if trained:
-        rate = sum(r["train_samples_per_s"] for r in trained) / len(trained)
+        rate = sum(o.train_samples_per_s for o in trained) / len(trained)
         print(f"Training: {rate:,.0f} samples/s (mean over days)")
-        sizes = trained[-1]["bytes"]
+        sizes = trained[-1].bytes
         print("Model bytes: " + "  ".join(
             f"{name} {size:,} ({size / sizes['fp32']:.3f}x)" for name, size in sizes.items()))
 

@@ -9,7 +9,6 @@ so every later day, and every rerun of a day, compares against exactly the same 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -18,40 +17,26 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from quantrec.data_checks.drift import DriftProfile, DriftReport, measure
+from quantrec.data_checks.drift import DriftProfile, measure
 from quantrec.models.batch import batch_from_frame
+from quantrec.models.lifecycle import Champion, DriftOutcome, Partitions, Trained, drift_outcome
+from quantrec.models.names import Tag
 from quantrec.models.scorer import predict_proba
 from quantrec.models.staleness import quantization_staleness
 from quantrec.models.train import torch_threads
 from quantrec.tasks.config import QuantrecConfig
-from quantrec.tasks.data import Partitions, lake
-from quantrec.tasks.registry import Champion, load_version
-from quantrec.tasks.tracking import connect, log_metrics, stage_timer
-from quantrec.tasks.train import Trained
+from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import connect, load_version, log_metrics, mlflow_task, stage_timer
 
 PROFILE_ARTIFACT = "drift/reference_profile"
-LEVEL_TAG = "quantrec.drift_level"
-
-
-@dataclass
-class DriftOutcome:
-    """What the gate and the reports need from the drift stage."""
-
-    level: str
-    reasons: list[str]
-    summary: dict
-    table: pd.DataFrame | None = None
-    staleness: dict[str, float] = field(default_factory=dict)
-    reference: str = ""  # where the reference profile came from
 
 
 def _window_frame(partitions: Partitions) -> pd.DataFrame:
-    day_lake = lake()
+    day_lake = quantrec_home().day_lake()
     return pd.concat([day_lake.read(day) for day in partitions.window], ignore_index=True)
 
 
-@task(name="save-reference-profile", cache_policy=NO_CACHE, retries=2,
-      retry_delay_seconds=[2, 10])
+@mlflow_task("save-reference-profile")
 def save_reference_profile(trained: Trained, partitions: Partitions, config: QuantrecConfig,
                            run_id: str) -> None:
     """Profile the candidate's training window and log it with the run.
@@ -89,8 +74,8 @@ def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
     day, the training window), the champion's prediction drift and quantization
     staleness. Every score is logged, under threshold or not, with the per-feature table.
     """
-    _, client = connect()
-    day_lake = lake()
+    home, client = connect()
+    day_lake = home.day_lake()
     with stage_timer(client, run_id, "drift"), torch_threads(config.training.threads):
         day = day_lake.read(partitions.run_date)
         profile = champion_profile(champion) if champion is not None else None
@@ -110,21 +95,9 @@ def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
     log_metrics(client, run_id, {**report.to_metrics(), **staleness})
     client.log_text(run_id, report.table.to_csv(index=False), "drift/features.csv")
     client.log_dict(run_id, {**report.to_dict(), "reference": reference}, "drift/report.json")
-    client.set_tag(run_id, LEVEL_TAG, report.level)
+    client.set_tag(run_id, Tag.DRIFT_LEVEL, report.level)
     get_run_logger().info("drift %s against %s: %s", report.level, reference, report.summary())
-    return DriftOutcome(level=report.level, reasons=[str(r) for r in report.reasons],
-                        summary=_summary(report), table=report.table, staleness=staleness,
-                        reference=reference)
-
-
-def _summary(report: DriftReport) -> dict:
-    return {
-        "level": report.level,
-        "reasons": [str(r) for r in report.reasons],
-        "dataset_drift_share": report.dataset_drift_share,
-        "prediction_psi": report.prediction_psi,
-        "label_rate_shift": report.label_rate_shift,
-    }
+    return drift_outcome(report, staleness=staleness, reference=reference)
 
 
 def champion_staleness(champion: Champion, batch, config: QuantrecConfig) -> dict[str, float]:

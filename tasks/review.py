@@ -13,23 +13,17 @@ from datetime import datetime, timezone
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
-from quantrec.tasks.identity import os_user
-from quantrec.tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, move_champion
-from quantrec.tasks.tracking import connect, retry_unless
-
+from quantrec.models.names import Alias, Tag
+from quantrec.tasks.settings import os_user
+from quantrec.tasks.tracking import connect, mlflow_task, move_champion, retry_unless
 
 
 class ReviewError(ValueError):
     """A review command cannot apply: unknown model or version, nothing to roll back to."""
 
 
-_RETRY = dict(cache_policy=NO_CACHE, retries=3, retry_jitter_factor=0.5,
-              retry_delay_seconds=exponential_backoff(backoff_factor=2),
-              retry_condition_fn=retry_unless(ReviewError))
+_RETRY = dict(retry_condition_fn=retry_unless(ReviewError))
 
 
 @dataclass(frozen=True)
@@ -70,21 +64,21 @@ def pending_reviews(model_name: str) -> list[Pending]:
     _, client = connect()
     aliases = _aliases(client, model_name)
     found = client.search_model_versions(
-        f"name='{model_name}' and tags.`quantrec.review` = 'pending'"
+        f"name='{model_name}' and tags.`{Tag.REVIEW}` = 'pending'"
     )
     pending = []
     for version in sorted(found, key=lambda v: int(v.version), reverse=True):
-        run_id = version.tags.get("quantrec.mlflow_run_id")
+        run_id = version.tags.get(Tag.MLFLOW_RUN_ID)
         try:
             decision = mlflow.artifacts.load_dict(f"runs:/{run_id}/decision.json")
         except (MlflowException, OSError):
             decision = None
         pending.append(Pending(
             version=str(version.version),
-            run_date=version.tags.get("quantrec.run_date", ""),
-            variant=version.tags.get("quantrec.variant", ""),
+            run_date=version.tags.get(Tag.RUN_DATE, ""),
+            variant=version.tags.get(Tag.VARIANT, ""),
             aliases=tuple(a for a, v in aliases.items() if v == str(version.version)),
-            reason=version.tags.get("quantrec.challenger_reason", ""),
+            reason=version.tags.get(Tag.CHALLENGER_REASON, ""),
             decision=decision,
         ))
     return pending
@@ -96,19 +90,19 @@ def _tag(client, model_name: str, version: str, tags: dict[str, str]) -> None:
 
 
 def _drop_challenger(client, model_name: str, version: str) -> None:
-    if _aliases(client, model_name).get(CHALLENGER) == version:
-        client.delete_registered_model_alias(model_name, CHALLENGER)
+    if _aliases(client, model_name).get(Alias.CHALLENGER) == version:
+        client.delete_registered_model_alias(model_name, Alias.CHALLENGER)
 
 
-@task(name="approve-challenger", **_RETRY)
+@mlflow_task("approve-challenger", **_RETRY)
 def approve(model_name: str, version: str, reason: str = "") -> dict:
     """Make ``version`` the champion after review (the old one becomes ``previous``)."""
     _, client = connect()
     version = str(_version(client, model_name, version).version)
-    before = _aliases(client, model_name).get(CHAMPION)
+    before = _aliases(client, model_name).get(Alias.CHAMPION)
     _tag(client, model_name, version, {
-        "quantrec.review": "approved", "quantrec.reviewed_by": os_user(),
-        "quantrec.reviewed_at": _now(), "quantrec.review_reason": reason or "approved",
+        Tag.REVIEW: "approved", Tag.REVIEWED_BY: os_user(),
+        Tag.REVIEWED_AT: _now(), Tag.REVIEW_REASON: reason or "approved",
     })
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)
@@ -116,7 +110,7 @@ def approve(model_name: str, version: str, reason: str = "") -> dict:
             "champion": after, "by": os_user()}
 
 
-@task(name="reject-challenger", **_RETRY)
+@mlflow_task("reject-challenger", **_RETRY)
 def reject(model_name: str, version: str, reason: str) -> dict:
     """Record that ``version`` must not serve; the champion does not move."""
     if not reason.strip():
@@ -124,36 +118,36 @@ def reject(model_name: str, version: str, reason: str) -> dict:
     _, client = connect()
     version = str(_version(client, model_name, version).version)
     _tag(client, model_name, version, {
-        "quantrec.review": "rejected", "quantrec.reviewed_by": os_user(),
-        "quantrec.reviewed_at": _now(), "quantrec.review_reason": reason,
+        Tag.REVIEW: "rejected", Tag.REVIEWED_BY: os_user(),
+        Tag.REVIEWED_AT: _now(), Tag.REVIEW_REASON: reason,
     })
     _drop_challenger(client, model_name, version)
     return {"action": "reject", "version": version,
-            "champion": _aliases(client, model_name).get(CHAMPION), "by": os_user()}
+            "champion": _aliases(client, model_name).get(Alias.CHAMPION), "by": os_user()}
 
 
-@task(name="rollback-champion", **_RETRY)
+@mlflow_task("rollback-champion", **_RETRY)
 def rollback(model_name: str, reason: str = "") -> dict:
     """Point ``champion`` back at ``previous``; the demoted version is tagged as such."""
     _, client = connect()
     aliases = _aliases(client, model_name)
-    previous, current = aliases.get(PREVIOUS), aliases.get(CHAMPION)
+    previous, current = aliases.get(Alias.PREVIOUS), aliases.get(Alias.CHAMPION)
     if previous is None:
         raise ReviewError(f"model {model_name!r} has no 'previous' alias to roll back to "
                           f"(champion is {current})")
     if current is not None:
         _tag(client, model_name, current, {
-            "quantrec.rolled_back_by": os_user(), "quantrec.rolled_back_at": _now(),
-            "quantrec.rolled_back_reason": reason or "rollback",
+            Tag.ROLLED_BACK_BY: os_user(), Tag.ROLLED_BACK_AT: _now(),
+            Tag.ROLLED_BACK_REASON: reason or "rollback",
         })
-    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    client.set_registered_model_alias(model_name, Alias.CHAMPION, previous)
     # The demoted version is not a safe place to return to; previous is now ambiguous.
-    client.delete_registered_model_alias(model_name, PREVIOUS)
+    client.delete_registered_model_alias(model_name, Alias.PREVIOUS)
     return {"action": "rollback", "champion_before": current, "champion": previous,
             "by": os_user()}
 
 
-@task(name="override-gate", **_RETRY)
+@mlflow_task("override-gate", **_RETRY)
 def promote_override(model_name: str, version: str, reason: str) -> dict:
     """Promote ``version`` although the gate did not: recorded with reason and user."""
     if not reason.strip():
@@ -161,11 +155,11 @@ def promote_override(model_name: str, version: str, reason: str) -> dict:
     _, client = connect()
     found = _version(client, model_name, version)
     version = str(found.version)
-    before = _aliases(client, model_name).get(CHAMPION)
+    before = _aliases(client, model_name).get(Alias.CHAMPION)
     _tag(client, model_name, version, {
-        "quantrec.override_reason": reason, "quantrec.override_by": os_user(),
-        "quantrec.override_at": _now(),
-        "quantrec.override_of_decision": found.tags.get("quantrec.decision", "unknown"),
+        Tag.OVERRIDE_REASON: reason, Tag.OVERRIDE_BY: os_user(),
+        Tag.OVERRIDE_AT: _now(),
+        Tag.OVERRIDE_OF_DECISION: found.tags.get(Tag.DECISION, "unknown"),
     })
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)

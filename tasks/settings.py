@@ -1,4 +1,6 @@
-"""Where quantrec keeps its state: one directory, ``$QUANTREC_HOME`` (default ``./.quantrec``).
+"""Where quantrec keeps its state, and what makes two runs the same run.
+
+State: one directory, ``$QUANTREC_HOME`` (default ``./.quantrec``).
 
 Everything embedded lives there: the data lake of day partitions, the MLflow tracking store
 and model registry (SQLite) with its artifacts, and Prefect's home (its ephemeral server's
@@ -10,9 +12,23 @@ Nothing here runs at import: paths are read from the environment when asked for.
 
 from __future__ import annotations
 
+import fcntl
+import getpass
+import hashlib
+import importlib.util
+import json
 import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
+
+from quantrec.feeds.lake import DayLake
 
 DEFAULT_HOME = ".quantrec"
 
@@ -34,6 +50,9 @@ class Home:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    def day_lake(self) -> DayLake:
+        return DayLake(self.lake)
 
     @property
     def prefect(self) -> Path:
@@ -79,3 +98,150 @@ def prepare_process_environment() -> Home:
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     return home
+
+
+# --- Run identity and the run-date lock ----------------------------------------------------
+#
+# What makes two runs "the same run", and the lock that keeps them from overlapping.
+#
+# A run is identified by its run date, the content digest of the days it reads (the window
+# and the run date), the hash of its configuration and the version of the code. A rerun with
+# the same identity has nothing new to say: it reuses the finished run's record, and after a
+# crash it resumes from the stages whose results were persisted under that identity.
+#
+# Two runs of one run date (and one registered model) never overlap: the flow holds an
+# exclusive ``fcntl`` lock on ``$QUANTREC_HOME/locks/<model>-<date>.lock`` for its whole
+# length. The kernel drops the lock when the process dies, so a killed run never leaves a
+# stale lock behind.
+
+# The packages whose source decides what a run computes.
+_CODE_PACKAGES = ("models", "data_checks", "feeds", "tasks", "flows")
+
+
+class RunInProgressError(RuntimeError):
+    """Another process is running the same run date; this one was told not to wait."""
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<package version>+<12 hex of the product's source files>``.
+
+    Hashing the sources rather than asking git works from an installed wheel too, and any
+    edit to the code changes the identity of the runs it makes.
+    """
+    try:
+        version = metadata.version("quantrec")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    digest = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        folder = Path(importlib.util.find_spec(f"quantrec.{package}").origin).parent
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(folder)}".encode())
+            digest.update(path.read_bytes())
+    return f"{version}+{digest.hexdigest()[:12]}"
+
+
+def config_hash(config_json: str) -> str:
+    """16 hex of the canonical (key-sorted) JSON of a configuration."""
+    canonical = json.dumps(json.loads(config_json), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def run_key(*, run_date: date, digests: dict[date, str], config_json: str, code: str) -> str:
+    """24 hex identifying a run: run date + data digests + config hash + code version."""
+    parts = [
+        run_date.isoformat(),
+        *(f"{day.isoformat()}={digest}" for day, digest in sorted(digests.items())),
+        config_hash(config_json),
+        code,
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+# A persisted stage result serves the resume of a crashed run; a finished run's rerun reuses
+# its record instead, so after this long nothing needs it (Prefect's cache expiration).
+STAGE_RESULT_TTL = timedelta(days=2)
+
+
+def stage_cache_key(stage: str):
+    """A Prefect ``cache_key_fn`` for a resumable stage: the stage and the run's identity
+    (the task's ``run_key`` parameter), so a rerun after a crash reuses the persisted
+    result instead of computing it again."""
+
+    def key(context, parameters) -> str:
+        return f"quantrec-{stage}-{parameters['run_key']}"
+
+    return key
+
+
+def _lock_path(model_name: str, run_date: date) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+    folder = quantrec_home().root / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{safe}-{run_date.isoformat()}.lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    return (f"pid {info.get('pid')} on {info.get('host')} (user {info.get('user')}, "
+            f"since {info.get('since')})")
+
+
+@contextmanager
+def run_date_lock(model_name: str, run_date: date, *, wait: bool = False,
+                  timeout_s: float = 6 * 3600, poll_s: float = 2.0) -> Iterator[Path]:
+    """Hold the exclusive lock of (model, run date) for the block.
+
+    Raises:
+        RunInProgressError: the lock is held and ``wait`` is False, or it was still held
+            after ``timeout_s`` seconds of waiting.
+    """
+    path = _lock_path(model_name, run_date)
+    handle = open(path, "a+")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait or time.monotonic() > deadline:
+                    raise RunInProgressError(
+                        f"run date {run_date} of model {model_name!r} is already being run by "
+                        f"{_holder(path)} (lock {path}); wait for it to finish, or rerun with "
+                        "--wait to queue behind it"
+                    ) from None
+                time.sleep(poll_s)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "user": os_user(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }))
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing the descriptor releases the lock
+
+
+def os_user() -> str:
+    """The operating-system user recorded on manual decisions."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+def pause_point(stage: str) -> None:
+    """Failpoint for fault tests: with ``QUANTREC_PAUSE_AT=<stage>`` the process announces
+    that it reached ``stage`` (a file ``paused-<stage>`` in ``$QUANTREC_HOME``) and sleeps,
+    so a test can kill it, or stop a server under it, at a known point."""
+    if os.environ.get("QUANTREC_PAUSE_AT") != stage:
+        return
+    marker = quantrec_home().root / f"paused-{stage}"
+    marker.write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("QUANTREC_PAUSE_S", "600")))

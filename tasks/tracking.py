@@ -1,4 +1,6 @@
-"""MLflow plumbing shared by the tasks: connect, one run per run date, flat metric names.
+"""The tasks' shared base: the MLflow plumbing (connect, one run per run date, flat metric
+names, dataset records, the registry's alias primitives) and the one retry policy of the
+tasks that talk to MLflow.
 
 Tasks log through an explicit ``run_id`` (``MlflowClient``) rather than the fluent
 "active run", so a stage never writes into whatever run another thread left open.
@@ -6,18 +8,40 @@ Tasks log through an explicit ``run_id`` (``MlflowClient``) rather than the flue
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
-from typing import Iterator, Mapping
 
 import mlflow
+import mlflow.data
+import pandas as pd
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
+from quantrec.models.artifact import LoadedModel
+from quantrec.models.names import Alias, Tag
 from quantrec.tasks.settings import Home, quantrec_home
 
-RUN_DATE_TAG = "quantrec.run_date"
+logger = logging.getLogger(__name__)
+# Every finished lifecycle run keeps its DayOutcome here (models.lifecycle.DayOutcome).
+RECORD_ARTIFACT = "lifecycle_record.json"
+
+
+def mlflow_task(name: str, **options):
+    """A Prefect task that talks to MLflow: never cached, retried with exponential backoff
+    and jitter (a tracking server restarting, a locked SQLite file). ``options`` override,
+    e.g. ``retry_condition_fn``."""
+    policy = dict(cache_policy=NO_CACHE, retries=3, retry_jitter_factor=0.5,
+                  retry_delay_seconds=exponential_backoff(backoff_factor=2))
+    return task(name=name, **{**policy, **options})
 
 
 def connect() -> tuple[Home, MlflowClient]:
@@ -42,7 +66,7 @@ def start_run(client: MlflowClient, experiment: str, run_date: date, tags: Mappi
     run = client.create_run(
         experiment,
         run_name=f"lifecycle-{run_date.isoformat()}",
-        tags={RUN_DATE_TAG: run_date.isoformat(), **tags},
+        tags={Tag.RUN_DATE: run_date.isoformat(), **tags},
     )
     return run.info.run_id
 
@@ -114,3 +138,75 @@ def stage_timings(run_ids: list[str]) -> dict[str, list[float]]:
             if key.startswith("time.") and key.endswith("_s"):
                 timings.setdefault(key[len("time."):-len("_s")], []).append(value)
     return timings
+
+
+# --- datasets ------------------------------------------------------------------------------
+
+
+def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, digest: str, label: str,
+                   rows: int | None = None):
+    """The MLflow description of a frame (name, digest, source, schema, profile). With
+    ``rows``, ``frame`` is a sample: the schema is the sample's, the profile counts ``rows``
+    (a streamed window, a large day: never profiled whole)."""
+    import json
+
+    from mlflow.entities import Dataset
+
+    with warnings.catch_warnings():
+        # MLflow hints that integer id columns cannot hold missing values (the contract
+        # forbids them) and that a local path could be two kinds of source: noise per run.
+        warnings.simplefilter("ignore", UserWarning)
+        entity = mlflow.data.from_pandas(
+            frame, source=source, targets=label, name=name, digest=digest
+        )._to_mlflow_entity()
+    if rows is None:
+        return entity
+    return Dataset(name=entity.name, digest=entity.digest, source_type=entity.source_type,
+                   source=entity.source, schema=entity.schema,
+                   profile=json.dumps({"num_rows": rows, "num_elements": rows * frame.shape[1]}))
+
+
+def log_dataset(client, run_id: str, entity, *, context: str) -> None:
+    """Record a dataset as an input of the run (context: training or evaluation)."""
+    context_tag = InputTag(key="mlflow.data.context", value=context)
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context_tag])])
+
+
+# --- the registry's primitives -------------------------------------------------------------
+
+
+def champion_version(client, model_name: str) -> str | None:
+    """The version the ``champion`` alias points at, or None when there is none yet."""
+    return registry_aliases(client, model_name).get(Alias.CHAMPION)
+
+
+def registry_aliases(client, model_name: str) -> dict[str, str]:
+    """Alias -> version of the registered model; empty when it is not registered yet."""
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(version) for alias, version in registered.aliases.items()}
+
+
+def load_version(model_name: str, version: str) -> LoadedModel:
+    """Load one registered version back into a model (tensors plus recipe)."""
+    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").get_raw_model()
+
+
+def move_champion(client, model_name: str, version: str | None) -> str | None:
+    """The one promotion step: ``previous`` <- old champion, then ``champion`` <- version.
+
+    Setting ``previous`` first means a crash between the two calls leaves the old champion
+    serving. With ``version`` None nothing moves. Returns the champion version after the step.
+    """
+    current = champion_version(client, model_name)
+    if version is None or version == current:
+        return current
+    if current is not None:
+        client.set_registered_model_alias(model_name, Alias.PREVIOUS, current)
+    client.set_registered_model_alias(model_name, Alias.CHAMPION, version)
+    logger.info("champion of %s: version %s (was %s)", model_name, version, current)
+    return version

@@ -56,49 +56,37 @@ def _clock(into: dict[str, float]):
 
 
 def run_direct(config, run_date: date, lake_root: Path) -> tuple[dict[str, float], dict]:
-    """The flow's stages for one run date through the pure core; (seconds per stage, outcome).
-
-    Mirrors ``flows.daily_lifecycle._lifecycle`` on a fresh home: no champion (drift
-    against the window, no champion checks), no plan to reuse (the search runs). Logging,
-    registering and the HTML run report are the flow's overhead and are left out here.
+    """The flow's stages for one run date through the same core functions its tasks call;
+    (seconds per stage, outcome). On a fresh home: no champion (drift against the window,
+    no champion checks), no plan to reuse (the search runs). Logging, registering and the
+    HTML run report are the flow's overhead and are left out here.
     """
     import pandas as pd
-    import torch
 
     from quantrec.data_checks.drift import DriftProfile, measure
-    from quantrec.data_checks.partition import validate_partition
-    from quantrec.data_checks.reference import build_reference_suite, profile_reference
+    from quantrec.data_checks.partition import validate_lake_day
     from quantrec.data_checks.render import report_html
     from quantrec.feeds.lake import DayLake
+    from quantrec.models import lifecycle
     from quantrec.models.batch import batch_from_frame
-    from quantrec.models.dlrm import DLRM
+    from quantrec.models.evaluation import evaluate, run_date_slices, slice_roles
     from quantrec.models.gate import decide
-    from quantrec.models.metrics import compute_metrics
-    from quantrec.models.plan import PrecisionPlan
-    from quantrec.models.quantize import model_bytes, uniform_plan
+    from quantrec.models.names import Variant
     from quantrec.models.scorer import predict_proba
-    from quantrec.models.search import Budget, search_precision_plan
-    from quantrec.models.slices import head_ids, slice_masks
-    from quantrec.models.stream import WindowStream, read_holdout
-    from quantrec.models.train import torch_threads, train_dlrm
-    from quantrec.tasks.data import make_feed, training_window  # pure helpers of the tasks
-    from quantrec.tasks.evaluate import slice_roles
-    from quantrec.tasks.train import PARENT, SEARCHED
+    from quantrec.models.train import torch_threads
 
     times: dict[str, float] = {}
-    lake, source = DayLake(lake_root), make_feed(config.feed, run_date)
-    schema, training, threads = source.schema(), config.training, config.training.threads
-    window = training_window(run_date, training.window_days)
+    lake, threads, gate = DayLake(lake_root), config.training.threads, config.gate
     with _timed(times, "ingest"):
-        for day in (*window, run_date):
-            lake.write(day, source.day(day))
-        digests = {day: lake.digest(day) for day in (*window, run_date)}
+        partitions = lifecycle.admit_days(lake, config.feed.build(run_date), run_date,
+                                          config.training.window_days)
+    schema, window = partitions.schema, partitions.window
     with _timed(times, "validate"):
-        profile = profile_reference([lake.read(d) for d in window], schema)
-        report = validate_partition(lake.read(run_date), schema, source=str(lake.path(run_date)),
-                                    day=run_date, profile=profile,
-                                    suite=build_reference_suite(profile, schema))
+        report, _ = validate_lake_day(lake, run_date, window, schema)
         report_html(report)
+    validation = lifecycle.Validation(passed=report.passed, summary=report.summary(),
+                                      report=report.to_dict())
+    assert lifecycle.why_stop(partitions, validation, config.training.window_days) is None
     with _timed(times, "drift"), torch_threads(threads):
         window_frame = pd.concat([lake.read(d) for d in window], ignore_index=True)
         drift = measure(DriftProfile.build(window_frame, schema), lake.read(run_date), schema,
@@ -106,65 +94,42 @@ def run_direct(config, run_date: date, lake_root: Path) -> tuple[dict[str, float
         drift.to_metrics()
         drift.table.to_csv(index=False)
     with _timed(times, "train"):
-        paths = [lake.path(d) for d in window]
-        mask, held = read_holdout(paths[-1], fraction=config.search.holdout_fraction,
-                                  seed=training.seed)
-        stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
-        torch.manual_seed(training.seed)
-        model = DLRM.from_schema(schema, embedding_dim=config.model.embedding_dim,
-                                 bottom_mlp=config.model.bottom_mlp, top_mlp=config.model.top_mlp)
-        with torch_threads(threads):
-            train_dlrm(model, stream, epochs=training.epochs, batch_size=training.batch_size,
-                       learning_rate=training.learning_rate, seed=training.seed,
-                       sparse_optimizer=training.sparse_optimizer,
-                       sparse_learning_rate=training.sparse_learning_rate, fused=training.fused)
-        model.eval()
-        holdout = batch_from_frame(held, schema)
+        trained = lifecycle.train_fp32([lake.path(d) for d in window], schema,
+                                       model=config.model, training=config.training,
+                                       holdout_fraction=config.search.holdout_fraction)
     with _timed(times, "reference"), torch_threads(threads):
-        scores = predict_proba(model, holdout, batch_size=config.evaluation.batch_size)
+        scores = predict_proba(trained.model, trained.holdout,
+                               batch_size=config.evaluation.batch_size)
         DriftProfile.build(window_frame, schema, scores=scores)  # tomorrow's reference
-    with _timed(times, "search"), torch_threads(threads):
-        half = len(holdout) // 2
-        result = search_precision_plan(
-            model, holdout.slice(0, half), calibration=holdout,
-            confirmation=holdout.slice(half, len(holdout)),
-            budget=Budget(limit=config.gate.quantization_ne_budget_rel),
+    with _timed(times, "search"):
+        reason = lifecycle.why_search(None, reuse=config.search.reuse_plan, force=False,
+                                      drift_level=drift.level)
+        plan = lifecycle.search_plan(
+            trained, reason=reason, budget_rel=gate.quantization_ne_budget_rel,
             linear_candidates=config.search.linear_candidates,
             table_candidates=config.search.table_candidates,
-            batch_size=config.evaluation.batch_size,
-        )
-    with _timed(times, "quantize"), torch_threads(threads):
-        plans = {
-            PARENT: PrecisionPlan.from_model(model),
-            "fp16": PrecisionPlan.from_precisions(uniform_plan(model, "fp16")),
-            "int8": PrecisionPlan.from_precisions(uniform_plan(model, "int8")),
-            SEARCHED: result.chosen,
-        }
-        variants = {name: model if name == PARENT else plan.apply(model, calibration=holdout)
-                    for name, plan in plans.items()}
-        sizes = {name: model_bytes(m) for name, m in variants.items()}
-    with _timed(times, "evaluate"), torch_threads(threads):
+            batch_size=config.evaluation.batch_size, threads=threads)
+    with _timed(times, "quantize"):
+        candidate = lifecycle.build_variants(trained, plan.plan, threads=threads)
+    with _timed(times, "evaluate"):
         frame = lake.read(run_date)
-        batch = batch_from_frame(frame, schema)
-        labels = batch.labels.double().numpy()
-        predictions = {name: predict_proba(m, batch, batch_size=config.evaluation.batch_size)
-                       for name, m in variants.items()}
-        metrics = {name: compute_metrics(labels, p) for name, p in predictions.items()}
-        user, item = slice_roles(config)
-        user, item = (c if c in frame.columns else None for c in (user, item))
-        slices = slice_masks(
-            frame, user_column=user, item_column=item,
-            seen_users=window_frame[user].explode().dropna().unique() if user else None,
-            head_items=(head_ids(window_frame[item], config.gate.head_traffic_share)
-                        if item else None),
-            slice_columns=config.gate.slice_columns, max_values=config.gate.max_slice_values)
+        user, item = slice_roles(config.feed.kind, gate.user_column, gate.item_column)
+        slices = run_date_slices(frame, [window_frame], user=user, item=item,
+                                 head_traffic_share=gate.head_traffic_share,
+                                 slice_columns=gate.slice_columns,
+                                 max_values=gate.max_slice_values)
+        evaluation = evaluate(batch_from_frame(frame, schema), candidate.variants,
+                              slices=slices, champion=None,
+                              batch_size=config.evaluation.batch_size, threads=threads)
     with _timed(times, "gate"):
-        low_precision = sorted((n for n in predictions if n != PARENT), key=lambda n: sizes[n])
-        decision = decide(labels=labels, predictions=predictions, parent=PARENT, champion=None,
-                          preference=[*low_precision, PARENT], policy=config.gate,
-                          slices=slices, data_valid=report.passed, drift_level=drift.level)
+        decision = decide(labels=evaluation.labels, predictions=evaluation.predictions,
+                          parent=Variant.FP32, champion=None,
+                          preference=lifecycle.promotion_preference(candidate.bytes),
+                          policy=gate, slices=evaluation.slices,
+                          data_valid=validation.passed, drift_level=drift.level)
     outcome = {"decision": decision.outcome, "promoted": decision.promoted,
-               "ne": {n: round(m.ne, 6) for n, m in metrics.items()}, "digests": len(digests)}
+               "ne": {n: round(m.ne, 6) for n, m in evaluation.metrics.items()},
+               "digests": len(partitions.digests)}
     return times, outcome
 
 
@@ -192,9 +157,10 @@ def run_flow(config, run_date: date) -> tuple[dict[str, float], dict, dict[str, 
 
     clock: dict[str, float] = {}
     with _clock(clock):
-        record = daily_lifecycle(run_date, config)
-    timers = {stage: values[0] for stage, values in stage_timings([record["mlflow_run_id"]]).items()}
-    return clock, record, timers
+        outcome = daily_lifecycle(run_date, config)
+    timers = {stage: values[0]
+              for stage, values in stage_timings([outcome.mlflow_run_id]).items()}
+    return clock, outcome.to_record(), timers
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ def backfilled(tmp_path_factory):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         # A generous budget so the int8 variant is what gets promoted on tiny, noisy days.
         config = tiny_config(quantization_ne_budget_rel=0.05, champion_ne_epsilon_rel=0.05)
-        records = backfill(START, END, config)
+        records = [outcome.to_record() for outcome in backfill(START, END, config)]
         yield home, config, records
 
 

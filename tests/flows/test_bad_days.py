@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from quantrec.flows.daily_lifecycle import daily_lifecycle
-from quantrec.tasks.data import lake, make_feed
-from quantrec.tasks.registry import champion_version
+from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import champion_version
 
 
 def _set(column, value):
@@ -48,8 +48,8 @@ def test_a_bad_day_is_quarantined_and_the_champion_stays(
     name = config.registry.model_name
     # Three days apart, so no bad day falls in another's training window.
     run_date = date(2026, 3, 10) + timedelta(days=3 * offset)
-    day_lake = lake()
-    good = make_feed(config.feed, run_date).day(run_date)
+    day_lake = quantrec_home().day_lake()
+    good = config.feed.build(run_date).day(run_date)
     if bad in BAD_INPUTS:
         day_lake.write(run_date, BAD_INPUTS[bad](good))
     else:
@@ -59,7 +59,7 @@ def test_a_bad_day_is_quarantined_and_the_champion_stays(
     written = hashlib.sha256(day_lake.path(run_date).read_bytes()).hexdigest()
     before = champion_version(client, name)
 
-    record = daily_lifecycle(run_date, config)
+    record = daily_lifecycle(run_date, config).to_record()
 
     assert record["decision"] == "rejected" and record["registered_versions"] == {}
     assert champion_version(client, name) == before
@@ -76,9 +76,9 @@ def test_a_bad_day_is_quarantined_and_the_champion_stays(
 def test_rerunning_a_quarantined_day_says_why_and_how_to_readmit(backfilled, client):
     _, config, _ = backfilled
     run_date = date(2026, 3, 10)  # quarantined by the first bad-input case above
-    if not lake().is_quarantined(run_date):
+    if not quantrec_home().day_lake().is_quarantined(run_date):
         pytest.skip("runs after the bad-input cases")
-    record = daily_lifecycle(run_date, config)
+    record = daily_lifecycle(run_date, config).to_record()
     assert record["decision"] == "rejected"
     assert "quarantined" in record["reason"] and "quantrec readmit --date 2026-03-10" in record["reason"]
     assert record["checks"]["run_date"][0]["name"] == "data_available"

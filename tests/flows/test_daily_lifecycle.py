@@ -7,8 +7,8 @@ import mlflow
 
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.scorer import score
-from quantrec.tasks.data import lake
-from quantrec.tasks.registry import load_version
+from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import load_version
 
 
 def test_one_record_per_day_in_order(backfilled):
@@ -62,7 +62,7 @@ def test_champion_reloads_and_reproduces_its_logged_ne(backfilled, client):
     champion = client.get_model_version_by_alias(name, "champion")
     loaded = load_version(name, champion.version)
     run_date = date.fromisoformat(champion.tags["quantrec.run_date"])
-    frame = lake().read(run_date)
+    frame = quantrec_home().day_lake().read(run_date)
     metrics = score(loaded.model, batch_from_frame(frame, loaded.schema),
                     batch_size=config.evaluation.batch_size)
     record = next(r for r in records if r["date"] == run_date.isoformat())

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from quantrec.flows.cli import main
 from quantrec.flows.daily_lifecycle import daily_lifecycle
-from quantrec.tasks.identity import RunInProgressError, os_user, run_date_lock
+from quantrec.tasks.settings import RunInProgressError, os_user, run_date_lock
 from quantrec.tasks.settings import quantrec_home
 
 from .conftest import END
@@ -40,7 +40,7 @@ def test_rerun_of_a_finished_date_reuses_it_and_registers_nothing(copied):
     config, records, client = copied
     name = config.registry.model_name
     before = _versions(client, name)
-    record = daily_lifecycle(END, config)
+    record = daily_lifecycle(END, config).to_record()
     assert record["reused_from"] == records[-1]["mlflow_run_id"]
     assert record["registered_versions"] == records[-1]["registered_versions"]
     assert _versions(client, name).keys() == before.keys()
@@ -52,7 +52,7 @@ def test_forced_rerun_trains_and_registers_new_versions(copied):
     config, records, client = copied
     name = config.registry.model_name
     before = _versions(client, name)
-    record = daily_lifecycle(END, config, force=True)
+    record = daily_lifecycle(END, config, force=True).to_record()
     new = set(_versions(client, name)) - set(before)
     assert len(new) == 4
     assert set(record["registered_versions"].values()) == new

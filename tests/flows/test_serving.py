@@ -14,8 +14,8 @@ import numpy as np
 
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.scorer import predict_proba
-from quantrec.tasks.data import lake
-from quantrec.tasks.registry import load_version
+from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import load_version
 
 
 def free_port() -> int:
@@ -41,7 +41,7 @@ def test_mlflow_models_serve_scores_a_request(backfilled, client, tmp_path):
     home, config, _ = backfilled
     name = config.registry.model_name
     champion = client.get_model_version_by_alias(name, "champion")
-    frame = lake().read(date.fromisoformat(champion.tags["quantrec.run_date"])).head(20)
+    frame = quantrec_home().day_lake().read(date.fromisoformat(champion.tags["quantrec.run_date"])).head(20)
     features = frame.drop(columns=["label"])
     port = free_port()
     bin_dir = Path(sys.executable).parent

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from quantrec.models.dlrm import DLRM
+from quantrec.models.recipes import RowwiseEmbeddingBag
 from quantrec.models.quantize import (
     Int8DynamicLinear,
-    RowwiseInt8EmbeddingBag,
     apply_precision_plan,
     build_variant,
     model_bytes,
@@ -55,7 +55,7 @@ def test_rowwise_int8_lookup_error_is_within_row_range_over_255() -> None:
     torch.manual_seed(2)
     bag = nn.EmbeddingBag(50, 16, mode="sum")
     nn.init.normal_(bag.weight, std=0.3)
-    module = RowwiseInt8EmbeddingBag.from_float(bag)
+    module = RowwiseEmbeddingBag.from_float(bag, bits=8)
     assert module.packed_weight.dtype == torch.uint8 and module.packed_weight.shape == (50, 24)
     assert list(module.state_dict()) == ["packed_weight"]
 
@@ -71,7 +71,7 @@ def test_rowwise_int8_lookup_error_is_within_row_range_over_255() -> None:
 def test_rowwise_int8_pools_jagged_bags_like_fp32() -> None:
     torch.manual_seed(3)
     bag = nn.EmbeddingBag(20, 8, mode="sum")
-    module = RowwiseInt8EmbeddingBag.from_float(bag)
+    module = RowwiseEmbeddingBag.from_float(bag, bits=8)
     values, offsets = torch.tensor([1, 2, 3, 5, 5]), torch.tensor([0, 3, 3])
     expected = bag(values, offsets).detach()
     got = module(values, offsets)
@@ -82,7 +82,7 @@ def test_rowwise_int8_pools_jagged_bags_like_fp32() -> None:
 
 def test_rowwise_rejects_mean_bags() -> None:
     with pytest.raises(ValueError, match="mode='mean'"):
-        RowwiseInt8EmbeddingBag.from_float(nn.EmbeddingBag(4, 2, mode="mean"))
+        RowwiseEmbeddingBag.from_float(nn.EmbeddingBag(4, 2, mode="mean"), bits=8)
 
 
 def test_quantize_int8_replaces_every_unit_and_leaves_the_original(make_model, make_batch) -> None:
@@ -145,7 +145,8 @@ def test_mixed_plan_quantizes_only_the_named_units(make_model) -> None:
     plan = {**uniform_plan(model, "fp32"), "sparse_arch.embedding_bags.1": "int8"}
     mixed = apply_precision_plan(model, plan)
     assert precision_plan(mixed) == plan
-    assert isinstance(mixed.sparse_arch.embedding_bags[1], RowwiseInt8EmbeddingBag)
+    assert isinstance(mixed.sparse_arch.embedding_bags[1], RowwiseEmbeddingBag)
+    assert mixed.sparse_arch.embedding_bags[1].precision == "int8"
 
 
 def test_fp32_variant_is_an_eval_copy(make_model, make_batch) -> None:

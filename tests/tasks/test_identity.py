@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from quantrec.tasks.identity import (
+from quantrec.tasks.settings import (
     RunInProgressError,
     code_version,
     config_hash,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantrec.tasks.report_render import (
+from quantrec.models.report_render import (
     ReportError,
     calibration_bins,
     calibration_figure,

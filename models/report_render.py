@@ -418,3 +418,35 @@ def write_lifecycle_report(days: pd.DataFrame, out_dir: Path, *, budget_rel: flo
     png_path.write_bytes(png)
     html_path.write_text(_page(title, body), encoding="utf-8")
     return png_path, html_path
+
+
+def pareto_figure(result):
+    """Size against NE delta of every plan a search scored; the two finalists labelled
+    with their latency. ``result`` is a ``models.search.SearchResult``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    fp32 = result.fp32_bytes or 1
+    axes.scatter([c.bytes / fp32 for c in result.evaluated],
+                 [100 * c.ne_delta_rel for c in result.evaluated],
+                 s=12, alpha=0.5, label="scored plans")
+    finalists = {"ranked": result.ranked, "greedy": result.greedy}
+    if result.chosen_by not in finalists:  # e.g. "confirmed": repaired on fresh rows
+        finalists[result.chosen_by] = result.chosen
+    for name, plan in finalists.items():
+        chosen = name == result.chosen_by
+        latency = f"{plan.latency_ms:.2f} ms / {plan.latency_batch} rows" if plan.latency_ms else ""
+        axes.scatter([plan.bytes / fp32], [100 * (plan.ne_delta_rel or 0.0)], s=140,
+                     marker="*" if chosen else "o",
+                     label=f"{name}: {latency}" + (" (chosen)" if chosen else ""))
+    axes.axhline(100 * result.budget.relative_limit(result.ne_fp32), color="red",
+                 linestyle="--", linewidth=1, label="NE budget")
+    axes.set_xlabel("bytes / fp32 bytes")
+    axes.set_ylabel("NE change vs fp32 (%)")
+    axes.set_title("Precision search: size against NE")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
