@@ -114,7 +114,6 @@ def test_the_import_parser_resolves_relative_and_from_imports(tmp_path: Path) ->
     }
 
 
-@pytest.mark.xfail(strict=False, reason="tasks are being thinned")
 def test_a_task_imports_no_other_task() -> None:
     modules = _task_modules()
     tasks = set(modules) - {"quantrec.tasks"}

@@ -32,9 +32,12 @@ def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client
     assert len(versions) == 4 * len(records)
     for version in versions:
         assert version.tags["quantrec.decision"] in {"promoted", "passed", "rejected"}
-    if len(promoted) > 1:
-        previous = client.get_model_version_by_alias(name, "previous")
-        assert str(previous.version) == promoted[-2]["champion_version"]
+    # "previous" is the champion the last switch replaced (none when no switch replaced one).
+    switches = [r for r in records if r["champion_version_before"]
+                and r["champion_version"] != r["champion_version_before"]]
+    expected = switches[-1]["champion_version_before"] if switches else None
+    previous = client.get_registered_model(name).aliases.get("previous")
+    assert (None if previous is None else str(previous)) == expected
 
 
 def test_each_run_logs_metrics_datasets_and_decision(backfilled, client):
