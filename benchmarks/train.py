@@ -1,11 +1,12 @@
 """Training benchmark: a naive per-table DLRM trainer and quantrec's, side by side.
 
-    python tests/benchmarks/bench_train.py [--rows 400000] [--threads 1] [--json]
+    quantrec bench --train [--rows 400000] [--threads 1] [--json]
+    (or python -m quantrec.benchmarks.train, or tests/benchmarks/bench_train.py)
 
 Every implementation trains a copy of the same initial model (13 dense features, --tables
 tables of --table-rows x --dim, bottom MLP 512-256-64-D, top 512-256-1) for one epoch on
-the same synthetic Criteo-shaped rows, in the same order, in this one process, then
-scores the same held-out rows:
+the same rows of the synthetic feed (``benchmarks.criteo``), in the same order, in this
+one process, then scores the same held-out rows (the feed's next day):
 
 * ``naive``: the reference, kept here on purpose: one ``nn.EmbeddingBag(sparse=True)`` per
   table, SparseAdam for the tables and Adam for the MLPs, a plain per-batch loop.
@@ -27,11 +28,11 @@ without /proc it falls back to getrusage's whole-process peak (``peak_rss_method
 
 from __future__ import annotations
 
-import argparse
 import copy
 import ctypes
 import gc
 import json
+import os
 import resource
 import sys
 import time
@@ -41,67 +42,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.benchmarks.criteo import criteo_batch, criteo_model
+from quantrec.benchmarks.options import IMPLS, TrainOptions
+from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
 from quantrec.models.fused import fuse_lookups
 from quantrec.models.metrics import normalized_entropy
 from quantrec.models.stream import InMemorySource
-from quantrec.models.train import DEFAULT_ROWWISE_ADAGRAD_LR, train_dlrm
-
-NUM_DENSE = 13
-_HOT_IDS = 5000  # ranks per table that carry a click effect
-_SIGNAL_TABLES = 10  # the first tables with an effect; the others are noise
-_ZIPF_POWER = 5.0  # rank = rows * u^5: frequency ~ rank^-0.8, a Zipf-like head
+from quantrec.models.train import DEFAULT_ROWWISE_ADAGRAD_LR, torch_threads, train_dlrm
 
 
-def synthetic_clicks(*, rows: int, tables: int, table_rows: int, seed: int) -> Batch:
-    """``rows`` labelled samples, one id per bag, drawn with numpy in well under a second
-    per 100k rows.
-
-    Ids are Zipf-like ranks scattered over each table by a fixed multiplicative hash;
-    clicks follow a fixed logistic model (the same for every seed) of three dense
-    features and the ids of the first ten tables, at a click rate near Criteo's 25 %.
-    """
-    rng = np.random.default_rng(seed)
-    truth = np.random.default_rng(20190101)
-    dense = np.log1p(rng.exponential(1.0, (rows, NUM_DENSE)) ** 2 * 10).astype(np.float32)
-    logit = 0.5 * (dense[:, 0] - dense[:, 1] + 0.5 * dense[:, 2]) - 1.6
-    ids = np.empty((tables, rows), dtype=np.int64)
-    for table in range(tables):
-        rank = (rng.random(rows) ** _ZIPF_POWER * table_rows).astype(np.int64)
-        effect = truth.normal(0.0, 0.8 if table < _SIGNAL_TABLES else 0.0, _HOT_IDS)
-        logit += np.where(rank < _HOT_IDS, effect[np.minimum(rank, _HOT_IDS - 1)], 0.0)
-        ids[table] = (rank * 2654435761 + table) % table_rows
-    labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-    offsets = torch.arange(rows, dtype=torch.int64)
-    sparse = KeyedJaggedIds(
-        keys=tuple(f"C{i}" for i in range(1, tables + 1)),
-        values=tuple(torch.from_numpy(ids[t]) for t in range(tables)),
-        offsets=tuple(offsets for _ in range(tables)),
-    )
-    return Batch(dense=torch.from_numpy(dense), sparse=sparse, labels=torch.from_numpy(labels))
-
-
-def criteo_like_model(*, tables: int, table_rows: int, dim: int, seed: int) -> DLRM:
-    torch.manual_seed(seed)
-    return DLRM(
-        num_dense=NUM_DENSE,
-        table_sizes=[table_rows] * tables,
-        embedding_dim=dim,
-        bottom_mlp=[512, 256, 64, dim],
-        top_mlp=[512, 256, 1],
-        feature_names=[f"C{i}" for i in range(1, tables + 1)],
-    )
-
-
-def train_naive(model: DLRM, batch: Batch, *, batch_size: int, learning_rate: float,
-                seed: int) -> float:
+def train_naive(
+    model: DLRM, batch: Batch, *, batch_size: int, learning_rate: float, seed: int
+) -> float:
     """The reference loop: per-table sparse gradients, SparseAdam + Adam. Returns seconds."""
     sparse = [p for m in model.modules() if isinstance(m, nn.EmbeddingBag) for p in m.parameters()]
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimizers = [torch.optim.SparseAdam(sparse, lr=learning_rate),
-                  torch.optim.Adam(dense, lr=learning_rate)]
+    optimizers = [
+        torch.optim.SparseAdam(sparse, lr=learning_rate),
+        torch.optim.Adam(dense, lr=learning_rate),
+    ]
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
     started = time.perf_counter()
@@ -193,11 +154,15 @@ class TbeDLRM(nn.Module):
 
         bags = list(model.sparse_arch.embedding_bags)
         self.model, self.dim = model, bags[0].embedding_dim
-        specs = [(b.num_embeddings, self.dim, EmbeddingLocation.HOST, ComputeDevice.CPU)
-                 for b in bags]
+        specs = [
+            (b.num_embeddings, self.dim, EmbeddingLocation.HOST, ComputeDevice.CPU) for b in bags
+        ]
         self.tbe = SplitTableBatchedEmbeddingBagsCodegen(
-            specs, optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=learning_rate,
-            eps=1e-8, pooling_mode=PoolingMode.SUM,
+            specs,
+            optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+            learning_rate=learning_rate,
+            eps=1e-8,
+            pooling_mode=PoolingMode.SUM,
         )
         with torch.no_grad():
             for weight, bag in zip(self.tbe.split_embedding_weights(), bags):
@@ -208,16 +173,24 @@ class TbeDLRM(nn.Module):
         ids = batch.sparse
         starts = np.cumsum([0] + [v.shape[0] for v in ids.values]).tolist()
         # Table-major bags; TBE shifts each table's ids itself.
-        offsets = torch.cat([o + s for o, s in zip(ids.offsets, starts)]
-                            + [torch.tensor([starts[-1]])])
+        offsets = torch.cat(
+            [o + s for o, s in zip(ids.offsets, starts)] + [torch.tensor([starts[-1]])]
+        )
         pooled = self.tbe(torch.cat(ids.values), offsets).view(len(batch), -1, self.dim)
         dense = self.model.dense_arch(batch.dense)
         combined = torch.cat((dense.unsqueeze(1), pooled), dim=1)
         return self.model.over_arch(self.model.inter_arch.interact(combined)).squeeze(1)
 
 
-def train_tbe(model: DLRM, batch: Batch, *, batch_size: int, learning_rate: float,
-              sparse_learning_rate: float, seed: int) -> tuple[float, TbeDLRM]:
+def train_tbe(
+    model: DLRM,
+    batch: Batch,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    sparse_learning_rate: float,
+    seed: int,
+) -> tuple[float, TbeDLRM]:
     """quantrec's loop with FBGEMM's TBE for the tables. Returns (seconds, trained model)."""
     tbe_model = TbeDLRM(model, learning_rate=sparse_learning_rate)
     tables = {id(p) for p in model.sparse_arch.parameters()}
@@ -244,29 +217,44 @@ def tbe_available() -> bool:
     return True
 
 
-def run_impl(name: str, model: DLRM, train: Batch, held_out: Batch,
-             args: argparse.Namespace) -> dict:
+def run_impl(name: str, model: DLRM, train: Batch, held_out: Batch, options: TrainOptions) -> dict:
     """Train ``model`` (a copy per implementation) with ``name``'s trainer, then score it."""
-    sparse_lr = args.sparse_lr if args.sparse_lr is not None else DEFAULT_ROWWISE_ADAGRAD_LR
+    sparse_lr = DEFAULT_ROWWISE_ADAGRAD_LR if options.sparse_lr is None else options.sparse_lr
     with PeakRss() as rss:
         cpu_started = time.process_time()
         if name == "naive":
-            seconds = train_naive(model, train, batch_size=args.batch_size,
-                                  learning_rate=args.lr, seed=args.seed)
+            seconds = train_naive(
+                model,
+                train,
+                batch_size=options.batch_size,
+                learning_rate=options.lr,
+                seed=options.seed,
+            )
             served: nn.Module = model
         elif name in ("quantrec", "quantrec_adam"):
             adam = name == "quantrec_adam"
-            report = train_dlrm(model, train, epochs=1, batch_size=args.batch_size,
-                                learning_rate=args.lr, seed=args.seed,
-                                sparse_optimizer="sparse_adam" if adam else "rowwise_adagrad",
-                                sparse_learning_rate=args.lr if adam else sparse_lr)
+            report = train_dlrm(
+                model,
+                train,
+                epochs=1,
+                batch_size=options.batch_size,
+                learning_rate=options.lr,
+                seed=options.seed,
+                sparse_optimizer="sparse_adam" if adam else "rowwise_adagrad",
+                sparse_learning_rate=options.lr if adam else sparse_lr,
+            )
             seconds, served = report.seconds, fuse_lookups(model)
         else:
-            seconds, served = train_tbe(model, train, batch_size=args.batch_size,
-                                        learning_rate=args.lr, sparse_learning_rate=sparse_lr,
-                                        seed=args.seed)
+            seconds, served = train_tbe(
+                model,
+                train,
+                batch_size=options.batch_size,
+                learning_rate=options.lr,
+                sparse_learning_rate=sparse_lr,
+                seed=options.seed,
+            )
         cpu_seconds = time.process_time() - cpu_started
-        infer_per_s, ne = inference(served, held_out, batch_size=args.batch_size)
+        infer_per_s, ne = inference(served, held_out, batch_size=options.batch_size)
     return {
         "impl": name,
         "train_samples_per_s": len(train) / seconds,
@@ -283,20 +271,19 @@ def run_impl(name: str, model: DLRM, train: Batch, held_out: Batch,
     }
 
 
-# "torchrec": torchrec's CPU embedding kernel (FBGEMM TBE) without torchrec's module
-# wrappers, which need tensordict and more; listed only when fbgemm_gpu imports.
-IMPLS = ("naive", "quantrec", "quantrec_adam", "torchrec")
-
-
 def format_rows(rows: list[dict]) -> str:
     """A readable table and, when both ran, the quantrec / naive ratios."""
-    lines = [f"{'impl':<15}{'train/s':>10}{'train/cpu-s':>12}{'infer/s':>11}{'peak MB':>9}"
-             f"{'start MB':>9}{'NE':>9}"]
+    lines = [
+        f"{'impl':<15}{'train/s':>10}{'train/cpu-s':>12}{'infer/s':>11}{'peak MB':>9}"
+        f"{'start MB':>9}{'NE':>9}"
+    ]
     for r in rows:
-        lines.append(f"{r['impl']:<15}{r['train_samples_per_s']:>10.0f}"
-                     f"{r['train_samples_per_cpu_s']:>12.0f}"
-                     f"{r['infer_samples_per_s']:>11.0f}{r['peak_rss_mb']:>9.0f}"
-                     f"{r['start_rss_mb']:>9.0f}{r['ne']:>9.4f}")
+        lines.append(
+            f"{r['impl']:<15}{r['train_samples_per_s']:>10.0f}"
+            f"{r['train_samples_per_cpu_s']:>12.0f}"
+            f"{r['infer_samples_per_s']:>11.0f}{r['peak_rss_mb']:>9.0f}"
+            f"{r['start_rss_mb']:>9.0f}{r['ne']:>9.4f}"
+        )
     by = {r["impl"]: r for r in rows}
     for other in IMPLS[1:]:
         if not {"naive", other} <= by.keys():
@@ -312,58 +299,47 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """tests/benchmarks/bench_train.py: generate, train each implementation, score."""
-    parser = argparse.ArgumentParser(prog="bench_train", description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=400_000, help="training rows (1 epoch)")
-    parser.add_argument("--holdout-rows", type=int, default=65_536)
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--tables", type=int, default=26)
-    parser.add_argument("--table-rows", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=16, help="embedding dimension D")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam (both) and SparseAdam")
-    parser.add_argument("--sparse-lr", type=float, default=None,
-                        help="quantrec's row-wise Adagrad step (default: train_dlrm's)")
-    parser.add_argument("--impls", default=",".join(IMPLS),
-                        help="comma-separated, run in this order; torchrec needs fbgemm_gpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
-    impls = [name.strip() for name in args.impls.split(",") if name.strip()]
-    unknown = [name for name in impls if name not in IMPLS]
-    if unknown:
-        parser.error(f"unknown --impls {unknown}; choose from {list(IMPLS)}")
+def run_training(options: TrainOptions) -> int:
+    """Draw the rows, train each implementation on a copy of one model, print. Returns 0."""
+    impls = list(options.impls)
     if "torchrec" in impls and not tbe_available():
-        print("skipping torchrec: fbgemm_gpu does not import (pip install fbgemm-gpu-cpu)",
-              file=sys.stderr)
+        print(
+            "skipping torchrec: fbgemm_gpu does not import (pip install fbgemm-gpu-cpu)",
+            file=sys.stderr,
+        )
         impls.remove("torchrec")
-    if args.rows < args.batch_size or args.holdout_rows < args.batch_size:
-        parser.error(f"--rows ({args.rows}) and --holdout-rows ({args.holdout_rows}) must be "
-                     f"at least --batch-size ({args.batch_size})")
-    torch.set_num_threads(args.threads)
-    shape = dict(tables=args.tables, table_rows=args.table_rows)
-    train = synthetic_clicks(rows=args.rows, seed=args.seed, **shape)
-    held_out = synthetic_clicks(rows=args.holdout_rows, seed=args.seed + 1, **shape)
-    initial = criteo_like_model(dim=args.dim, seed=args.seed, **shape)
+    sizes = [options.table_rows] * options.tables
+    # The next day of the same world: held-out rows, the same ground truth.
+    train = criteo_batch(sizes, options.rows, seed=options.seed)
+    held_out = criteo_batch(sizes, options.holdout_rows, seed=options.seed + 1)
+    initial = criteo_model(
+        sizes, embedding_dim=options.dim, bottom_mlp=[512, 256, 64, options.dim], seed=options.seed
+    )
     rows = []
-    for name in impls:
-        row = run_impl(name, copy.deepcopy(initial), train, held_out, args)
-        rows.append(row)
-        if args.json:
-            print(json.dumps(row), flush=True)
-    if not args.json:
-        print(f"threads={args.threads}  rows={args.rows}  batch={args.batch_size}  "
-              f"{args.tables} tables x {args.table_rows} x {args.dim}  "
-              f"load average {' '.join(f'{x:.2f}' for x in _load_average())}")
+    with torch_threads(options.threads):
+        for name in impls:
+            row = run_impl(name, copy.deepcopy(initial), train, held_out, options)
+            rows.append(row)
+            if options.json:
+                print(json.dumps(row), flush=True)
+    if not options.json:
+        print(
+            f"threads={options.threads}  rows={options.rows}  batch={options.batch_size}  "
+            f"{options.tables} tables x {options.table_rows} x {options.dim}  "
+            f"load average {' '.join(f'{x:.2f}' for x in _load_average())}"
+        )
         print(format_rows(rows))
     return 0
 
 
 def _load_average() -> tuple[float, ...]:
     try:
-        import os
-
         return os.getloadavg()
     except OSError:
         return ()
+
+
+if __name__ == "__main__":
+    from quantrec.benchmarks.cli import main
+
+    sys.exit(main(["--train", *sys.argv[1:]], prog="python -m quantrec.benchmarks.train"))

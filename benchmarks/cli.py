@@ -1,0 +1,141 @@
+"""``quantrec bench``: the inference benchmark, or with ``--train`` the training benchmark.
+
+    quantrec bench [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
+    quantrec bench --train [--rows 400000] [--tables 26] [--impls naive,quantrec] [--json]
+
+``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and
+``run`` runs the benchmark they choose; ``main`` does both for ``python -m
+quantrec.benchmarks.inference`` (or ``.train``) and the scripts in tests/benchmarks/.
+Each default lives once, in ``benchmarks.options``. Torch is imported by ``run`` only, so
+building ``quantrec``'s parser for another command stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+from quantrec.benchmarks.options import (
+    BenchmarkOptionsError,
+    InferenceOptions,
+    TrainOptions,
+    option_names,
+)
+
+HELP = (
+    "inference benchmark: fp32, fp16, int8, searched side by side; "
+    "--train: training benchmark, naive vs quantrec's trainer"
+)
+
+# (setting, argument type, help) per group of ``quantrec bench -h``; defaults come from
+# the options classes. A type of None is a switch (store_true).
+_BOTH = (
+    ("threads", int, "torch intra-op threads"),
+    ("json", None, "one JSON object per line instead of a table"),
+)
+_INFERENCE = (
+    ("max_rows", int, "cap on each of the 26 Criteo Kaggle table sizes"),
+    ("train_rows", int, "rows of the brief fp32 training before the search"),
+    ("budget", float, "relative NE budget of the precision search"),
+)
+_TRAINING = (
+    ("rows", int, "training rows (one epoch)"),
+    ("holdout_rows", int, "rows scored after training"),
+    ("batch_size", int, "rows per training step and per forward call"),
+    ("tables", int, "embedding tables (at most 26, the feed's id columns)"),
+    ("table_rows", int, "rows of each table"),
+    ("dim", int, "embedding dimension D"),
+    ("lr", float, "Adam's step (MLPs) and SparseAdam's (tables)"),
+    ("sparse_lr", float, "quantrec's row-wise Adagrad step (default: train_dlrm's)"),
+    ("impls", "names", "comma-separated, run in this order; torchrec needs fbgemm_gpu"),
+    ("seed", int, "initial model and training order"),
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add every ``bench`` option to ``parser`` (``quantrec``'s sub-parser, or its own).
+
+    An option left out stays off the namespace (``argparse.SUPPRESS``): ``run`` then takes
+    its default from ``benchmarks.options`` and can tell an option of the other benchmark,
+    which it refuses, from one nobody gave.
+    """
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="run the training benchmark (a naive per-table trainer vs quantrec's) instead "
+        "of the inference benchmark (fp32, fp16, int8 and the searched plan)",
+    )
+    for title, options, settings in (
+        ("both benchmarks", InferenceOptions, _BOTH),
+        ("inference benchmark only (without --train)", InferenceOptions, _INFERENCE),
+        ("training benchmark only (with --train)", TrainOptions, _TRAINING),
+    ):
+        group = parser.add_argument_group(title)
+        defaults = {f.name: f.default for f in fields(options)}
+        for name, kind, help in settings:
+            _add(group, name, kind, help, defaults[name])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark ``args`` chose (``configure``'s options; other attributes are
+    ignored). Returns 0 when it ran, 2 for a bad option, said in one line on stderr."""
+    train = bool(getattr(args, "train", False))
+    chosen, other = (TrainOptions, InferenceOptions) if train else (InferenceOptions, TrainOptions)
+    names = option_names(chosen)
+    foreign = [n for n in option_names(other) if n not in names and hasattr(args, n)]
+    try:
+        if foreign:
+            flags = ", ".join(_flag(n) for n in foreign)
+            raise BenchmarkOptionsError(
+                f"{flags}: only the {'inference' if train else 'training'} benchmark takes "
+                f"{'them' if len(foreign) > 1 else 'it'}; "
+                f"{'drop --train' if train else 'add --train'} or drop {flags}"
+            )
+        options = chosen(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    except BenchmarkOptionsError as err:
+        print(f"quantrec bench: {err}", file=sys.stderr)
+        return 2
+    if train:
+        from quantrec.benchmarks.train import run_training
+
+        return run_training(options)
+    from quantrec.benchmarks.inference import run_inference
+
+    return run_inference(options)
+
+
+def main(argv: list[str] | None = None, *, prog: str = "quantrec bench") -> int:
+    """Parse ``argv`` with ``configure``'s options and ``run``; the exit status."""
+    parser = argparse.ArgumentParser(prog=prog, description=HELP)
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+def _add(group: Any, name: str, kind: Any, help: str, default: Any) -> None:
+    """``--name``, absent from the namespace unless given; help ends with the default."""
+    if kind is None:
+        group.add_argument(
+            _flag(name), dest=name, action="store_true", default=argparse.SUPPRESS, help=help
+        )
+        return
+    if default is not None:
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help = f"{help} (default: {shown})"
+    group.add_argument(
+        _flag(name),
+        dest=name,
+        type=_names if kind == "names" else kind,
+        default=argparse.SUPPRESS,
+        metavar=name.upper(),
+        help=help,
+    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
