@@ -1,4 +1,4 @@
-"""What every feed offers, and the factory the orchestration builds feeds with.
+"""What every feed offers, and what every feed's config section shares.
 
 A feed turns some source of impressions into day partitions that honour one
 ``FeatureSchema``:
@@ -13,10 +13,14 @@ A feed turns some source of impressions into day partitions that honour one
 ``min_rows`` (zero included): the caller skips the day and says so; any other unusable
 input raises ``FeedError`` naming the file, the value and the fix.
 
+Each feed module defines its config section (``SyntheticFeedConfig`` ...), a
+``BaseFeedConfig`` holding only the options that feed takes; ``build(run_date)`` is the one
+way to make the feed. ``quantrec.feeds.FeedConfig`` is their union, chosen by ``kind``.
+
 Usage::
 
-    feed = make_feed("movielens", min_rows=50)
-    frame = feed.day(date(1997, 10, 1))
+    run_date = date(1997, 10, 1)
+    frame = MovieLensFeedConfig(min_rows=50).build(run_date).day(run_date)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from quantrec.data_checks.schema import FeatureSchema
 
@@ -58,45 +63,29 @@ class Feed(Protocol):
     def available_days(self) -> list[date] | None: ...
 
 
-# Keyword options each feed accepts, for the CLI and the config to validate against.
-FEED_OPTIONS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("seed", "rows_per_day", "scenario", "shift_date", "period_days", "click_rate"),
-    "movielens": ("path", "min_rows"),
-    "criteo": ("path", "date", "start_date", "rows_per_day", "chunk_bytes", "min_rows"),
-    "table": ("spec", "path", "min_rows"),
-}
+class BaseFeedConfig(BaseModel):
+    """The ``[feed]`` section of one feed: its ``kind`` and the options it takes, no other.
 
-
-def make_feed(name: str, **options: Any) -> Feed:
-    """The feed called ``name``, built from keyword options; ``None`` values are dropped.
-
-    Raises:
-        FeedError: an unknown feed name, or an option the feed does not take.
+    Frozen, and an unknown option is refused, so a misspelt or misplaced option is an
+    error naming the field instead of a setting silently dropped.
     """
-    if name not in FEED_OPTIONS:
-        raise FeedError(f"unknown feed {name!r}; choose one of {sorted(FEED_OPTIONS)}")
-    given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - set(FEED_OPTIONS[name]))
-    if unknown:
-        raise FeedError(
-            f"feed {name!r} does not take option(s) {unknown}; it takes "
-            f"{list(FEED_OPTIONS[name])}"
-        )
-    if name == "synthetic":
-        from quantrec.feeds.synthetic import SyntheticFeed
 
-        return SyntheticFeed(**given)
-    if name == "movielens":
-        from quantrec.feeds.movielens import MovieLensFeed
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-        return MovieLensFeed(**given)
-    if name == "criteo":
-        from quantrec.feeds.criteo import CriteoFeed
+    kind: str
 
-        return CriteoFeed(**given)
-    from quantrec.feeds.table import TableFeed
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options of this feed, in declaration order (``kind`` is not one)."""
+        return tuple(name for name in cls.model_fields if name != "kind")
 
-    return TableFeed(**given)
+    def options(self) -> dict[str, Any]:
+        """The option values, as the feed's constructor takes them."""
+        return self.model_dump(exclude={"kind"})
+
+    def build(self, run_date: date) -> Feed:
+        """The feed these options describe, for a run of ``run_date``."""
+        raise NotImplementedError
 
 
 def check_day(run_date: Any, *, feed: str) -> date:

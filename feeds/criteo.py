@@ -3,7 +3,7 @@
 Format: one impression per line, tab-separated: the label (0/1), 13 integer count features,
 26 categorical features as 8-digit hexadecimal strings; an empty field is a missing value.
 
-Mapping to the data contract (the synthetic feed's schema, so models compare):
+Mapping to the data contract (``criteo_schema``, the synthetic feed's too, so models compare):
 
 - ``label``: int8; ``dense_0`` .. ``dense_12``: float32, a missing count is 0 (the DLRM
   reference does the same; log1p then maps it to 0); the schema's ``dense_transform`` is
@@ -13,7 +13,8 @@ Mapping to the data contract (the synthetic feed's schema, so models compare):
   ``batch_from_frame`` hashes the strings into each table.
 
 Which day a file holds: ``date=D`` assigns every matched file to D (``--date D``);
-``start_date=S`` maps Terabyte ``day_N`` files to S + N days.
+``start_date=S`` maps Terabyte ``day_N`` files to S + N days. ``CriteoFeedConfig`` (``[feed]
+kind = "criteo"``) passes ``start_date`` when it is set, else the run date as ``date``.
 
 Files are streamed in blocks of ``chunk_bytes`` (pyarrow's streaming CSV reader; it reads
 about 40 blocks ahead, ~40 MiB at the default 1 MiB), so reading holds a bounded number of
@@ -29,21 +30,26 @@ import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from pydantic import Field
 
 from quantrec.data_checks.schema import FeatureSchema
-from quantrec.feeds.base import FeedError, check_day, require_rows
-from quantrec.feeds.synthetic import feed_schema
+from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_rows
+from quantrec.feeds.criteo_schema import (
+    CATEGORICAL,
+    DENSE,
+    LABEL,
+    N_CATEGORICAL,
+    N_DENSE,
+    criteo_schema,
+)
 
-N_DENSE, N_CATEGORICAL = 13, 26
-LABEL = "label"
-DENSE = tuple(f"dense_{j}" for j in range(N_DENSE))
-CATEGORICAL = tuple(f"cat_{f}" for f in range(N_CATEGORICAL))
 COLUMNS = (LABEL, *DENSE, *CATEGORICAL)
 MISSING_ID = "missing"  # not 8 hex digits, so it never collides with a real value
 CHUNK_BYTES = 1 << 20  # ~5k Kaggle lines per block; arrow reads ~40 blocks ahead
@@ -84,7 +90,7 @@ class CriteoFeed:
         return f"CriteoFeed(path={self.path!r}, days={len(self.available_days())})"
 
     def schema(self) -> FeatureSchema:
-        return feed_schema()
+        return criteo_schema()
 
     def available_days(self) -> list[date]:
         return sorted(self._files)
@@ -117,6 +123,33 @@ class CriteoFeed:
         frame = pd.concat(parts, ignore_index=True) if parts else _empty()
         require_rows(frame, run_date, min_rows=self.min_rows, source=self.path)
         return frame
+
+
+class CriteoFeedConfig(BaseFeedConfig):
+    """``[feed] kind = "criteo"``: settings of ``CriteoFeed``."""
+
+    kind: Literal["criteo"] = "criteo"
+    path: str = Field(description="A Criteo day file or a glob such as 'data/day_*.gz'.")
+    start_date: date | None = Field(
+        None,
+        description="The date of Terabyte file day_0 (day_N is N days later); unset: every "
+        "matched file holds the run date.",
+    )
+    rows_per_day: int | None = Field(
+        100_000, gt=0, description="A row cap for Criteo days (the first rows of the day)."
+    )
+    chunk_bytes: int = Field(
+        CHUNK_BYTES,
+        ge=1,
+        description="Bytes of text parsed at a time; bounds the reader's "
+        "memory (it reads about 40 blocks ahead).",
+    )
+    min_rows: int = Field(1, ge=1, description="Days with fewer rows are skipped.")
+
+    def build(self, run_date: date) -> CriteoFeed:
+        """The feed; without ``start_date`` every matched file holds ``run_date``."""
+        day = run_date if self.start_date is None else None
+        return CriteoFeed(**self.options(), date=day)
 
 
 def read_chunks(path: Path, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pd.DataFrame]:

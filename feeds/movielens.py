@@ -27,12 +27,14 @@ from datetime import date, timedelta
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
-from quantrec.feeds.base import FeedError, check_day, require_rows
+from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_rows
 
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k"
 GROUPLENS_GENRES = (
@@ -97,6 +99,26 @@ class MovieLensFeed:
         return build_rows(ratings, users, items)
 
 
+class MovieLensFeedConfig(BaseFeedConfig):
+    """``[feed] kind = "movielens"``: settings of ``MovieLensFeed``."""
+
+    kind: Literal["movielens"] = "movielens"
+    path: str | None = Field(
+        None,
+        description="A GroupLens ml-100k folder (u.data, u.user, u.item); unset: the copy "
+        "inside the recbole wheel.",
+    )
+    min_rows: int = Field(
+        50,
+        ge=1,
+        description="Days with fewer ratings are skipped (12 of the 215 days hold fewer than 50).",
+    )
+
+    def build(self, run_date: date) -> MovieLensFeed:
+        """The feed; it replays fixed days, whatever ``run_date``."""
+        return MovieLensFeed(**self.options())
+
+
 def movielens_schema() -> FeatureSchema:
     return FeatureSchema(
         dense=DENSE,
@@ -127,8 +149,10 @@ def build_rows(ratings: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) 
     rows = rows.merge(_user_columns(users), on="user_id", how="left", validate="many_to_one")
     rows = rows.merge(_item_columns(items), on="item_id", how="left", validate="many_to_one")
     if rows["gender"].isna().any() or rows["genres"].isna().any():
-        raise FeedError("movielens: some ratings name users or items missing from the user "
-                        "or item file; the three files come from different releases")
+        raise FeedError(
+            "movielens: some ratings name users or items missing from the user "
+            "or item file; the three files come from different releases"
+        )
     release = pd.to_datetime(rows["release_year"].fillna(1970).astype(int).astype(str), utc=True)
     since = (when - release).dt.days.clip(lower=0)
     rows["days_since_release"] = since.where(rows["release_year"].notna(), 0)

@@ -31,21 +31,16 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
-from quantrec.feeds.base import FeedError
+from quantrec.data_checks.schema import FeatureSchema
+from quantrec.feeds.base import BaseFeedConfig, FeedError
+from quantrec.feeds.criteo_schema import CATEGORICAL, DENSE, HASH_SIZES, N_DENSE, criteo_schema
 
 Scenario = Literal["stable", "gradual", "sudden"]
 SCENARIOS: tuple[str, ...] = ("stable", "gradual", "sudden")
-
-# Criteo Kaggle cardinalities, the large ones capped (2k..50k) so a demo trains on 2 cores.
-HASH_SIZES: tuple[int, ...] = (
-    1460, 583, 50_000, 40_000, 305, 24, 12_517, 633, 3, 20_000, 5683, 45_000, 3194,
-    27, 14_992, 35_000, 10, 5652, 2173, 4, 30_000, 18, 15, 25_000, 105, 22_000,
-)  # fmt: skip
-N_DENSE = 13
 
 # Std of the per-id logit effect; features not listed are near-noise (0.05). Small and
 # medium vocabularies carry much of the signal, as in Criteo, so a few days teach a model
@@ -224,7 +219,7 @@ class SyntheticFeed:
 
     def schema(self) -> FeatureSchema:
         """The data contract of this feed (the same for every seed and scenario)."""
-        return feed_schema()
+        return criteo_schema()
 
     def available_days(self) -> None:
         """None: any day can be drawn."""
@@ -262,8 +257,8 @@ class SyntheticFeed:
         prob = _calibrate(logit, self.click_rate)
         labels = np.random.default_rng([*key, 2]).random(n) < prob
         frame = {"label": labels.astype(np.int8)}
-        frame.update({f"dense_{j}": dense[:, j].astype(np.float32) for j in range(N_DENSE)})
-        frame.update({f"cat_{f}": ids[f] for f in range(len(HASH_SIZES))})
+        frame.update({name: dense[:, j].astype(np.float32) for j, name in enumerate(DENSE)})
+        frame.update({name: ids[f] for f, name in enumerate(CATEGORICAL)})
         return pd.DataFrame(frame), prob
 
     def _categorical(
@@ -289,6 +284,38 @@ class SyntheticFeed:
         for a, b, weight in _INTERACTIONS:
             logit += weight * np.einsum("nd,nd->n", latents[a], latents[b])
         return ids, logit
+
+
+class SyntheticFeedConfig(BaseFeedConfig):
+    """``[feed] kind = "synthetic"`` (the default feed): settings of ``SyntheticFeed``."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    scenario: Scenario = Field(
+        "stable", description="Drift: none, interest rotating slowly, or a sudden shift."
+    )
+    shift_date: date | None = Field(
+        None, description="Day the sudden scenario shifts (required for scenario 'sudden')."
+    )
+    seed: int = Field(0, ge=0, description="Synthetic days are a pure function of (seed, day).")
+    rows_per_day: int = Field(100_000, gt=0, description="Rows of each synthetic day.")
+    period_days: int = Field(
+        56, ge=2, description="Days of one full rotation of the gradual scenario."
+    )
+    click_rate: float = Field(
+        0.03, gt=0, lt=1, description="Click rate of every day (Criteo's is about 3 %)."
+    )
+
+    @model_validator(mode="after")
+    def _sudden_has_a_shift_date(self) -> SyntheticFeedConfig:
+        if self.scenario == "sudden" and self.shift_date is None:
+            raise ValueError(
+                "scenario 'sudden' needs shift_date, the first day of the new world (YYYY-MM-DD)"
+            )
+        return self
+
+    def build(self, run_date: date) -> SyntheticFeed:
+        """The feed; ``run_date`` is not needed, any day can be drawn."""
+        return SyntheticFeed(**self.options())
 
 
 def _check_settings(
@@ -378,14 +405,3 @@ def _calibrate(logit: np.ndarray, click_rate: float) -> np.ndarray:
     """Probabilities ``sigmoid(logit + b)`` with b solved so their mean is ``click_rate``."""
     intercept = brentq(lambda b: expit(logit + b).mean() - click_rate, -40.0, 40.0, xtol=1e-5)
     return expit(logit + intercept)
-
-
-def feed_schema() -> FeatureSchema:
-    """The contract of the synthetic feed: 13 dense count columns, 26 hashed id columns."""
-    return FeatureSchema(
-        dense=tuple(f"dense_{j}" for j in range(N_DENSE)),
-        categorical=tuple(
-            CategoricalFeature(name=f"cat_{f}", hash_size=size)
-            for f, size in enumerate(HASH_SIZES)
-        ),
-    )

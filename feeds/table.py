@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
-from quantrec.feeds.base import FeedError, check_day, require_rows
+from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_rows
 
 LABEL = "label"
 _OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -83,7 +83,7 @@ class LabelSpec(_Strict):
     rule: str | None = Field(None, description="'<column> <op> <number>', e.g. 'rating >= 4'.")
 
     @model_validator(mode="after")
-    def _one_of(self) -> "LabelSpec":
+    def _one_of(self) -> LabelSpec:
         if (self.column is None) == (self.rule is None):
             raise ValueError("give exactly one of label.column or label.rule")
         if self.rule is not None:
@@ -211,6 +211,21 @@ class TableFeed:
         raw = pd.concat([_read(f, self.spec.source_columns()) for f in self.files],
                         ignore_index=True)  # fmt: skip
         return to_contract(raw, self.spec, source=str(self.spec_path))
+
+
+class TableFeedConfig(BaseFeedConfig):
+    """``[feed] kind = "table"``: settings of ``TableFeed``."""
+
+    kind: Literal["table"] = "table"
+    spec: str = Field(description="The TOML mapping file (feeds/table_example.py writes one).")
+    path: str | None = Field(
+        None, description="A file or glob replacing the spec's files (relative to the cwd)."
+    )
+    min_rows: int = Field(1, ge=1, description="Days with fewer rows are skipped.")
+
+    def build(self, run_date: date) -> TableFeed:
+        """The feed; its days are the timestamps the tables hold, whatever ``run_date``."""
+        return TableFeed(**self.options())
 
 
 def to_contract(raw: pd.DataFrame, spec: TableSpec, *, source: str) -> pd.DataFrame:

@@ -1,20 +1,22 @@
 """The one typed configuration of quantrec, loaded from one TOML file.
 
-Every default lives here, documented once, and ``quantrec config`` prints the effective
-values. A file only lists what it changes; unknown keys are refused so a typo cannot pass
-silently, and errors name the file, the field and the value.
+Every default is documented once, here or beside the code that applies it (each feed's
+options in its module in ``feeds/``, the gate's policy, the drift thresholds), and
+``quantrec config`` prints the effective values. A file only lists what it changes;
+unknown keys are refused so a typo cannot pass silently (a feed option another feed takes
+included), and errors name the file, the field and the value.
 """
 
 from __future__ import annotations
 
 import tomllib
-from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantrec.data_checks.drift import DriftThresholds
+from quantrec.feeds import FEED_CONFIGS, FEED_KINDS, FeedConfig, SyntheticFeedConfig
 from quantrec.models.gate import GatePolicy
 
 
@@ -26,47 +28,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FeedConfig(_Section):
-    name: Literal["synthetic", "movielens", "criteo", "table"] = Field(
-        "synthetic",
-        description="Where days come from: the synthetic Criteo-shaped feed, a MovieLens-100K "
-        "daily replay, Criteo day files, or your own tables with a mapping spec.",
-    )
-    scenario: Literal["stable", "gradual", "sudden"] = Field(
-        "stable", description="Synthetic drift: none, interest rotating slowly, or a shift."
-    )
-    shift_date: date | None = Field(
-        None, description="Day the sudden scenario shifts (required for scenario 'sudden')."
-    )
-    seed: int = Field(0, description="Synthetic days are a pure function of (seed, day).")
-    rows_per_day: int | None = Field(
-        100_000, gt=0, description="Rows of each synthetic day; a row cap for Criteo days."
-    )
-    path: str | None = Field(
-        None,
-        description="movielens: a GroupLens folder (u.data, u.user, u.item; default: the "
-        "copy inside the recbole wheel); criteo: a day file or glob; table: files overriding "
-        "the spec's.",
-    )
-    spec: str | None = Field(None, description="table: the TOML mapping file.")
-    start_date: date | None = Field(
-        None, description="criteo: the date of Terabyte file day_0 (day_N is N days later)."
-    )
-    min_rows: int | None = Field(
-        None, ge=0, description="Days with fewer rows are skipped (feed default when unset)."
-    )
-
-    @model_validator(mode="after")
-    def _feed_has_what_it_needs(self) -> "FeedConfig":
-        if self.name == "synthetic" and self.scenario == "sudden" and self.shift_date is None:
-            raise ValueError("feed.scenario = 'sudden' needs feed.shift_date (YYYY-MM-DD)")
-        if self.name == "table" and not self.spec:
-            raise ValueError("feed.name = 'table' needs feed.spec (the TOML mapping file)")
-        if self.name == "criteo" and not self.path:
-            raise ValueError("feed.name = 'criteo' needs feed.path (a day file or a glob)")
-        return self
-
-
 class ModelConfig(_Section):
     embedding_dim: int = Field(16, gt=0, description="Width of every embedding row.")
     bottom_mlp: tuple[int, ...] = Field(
@@ -75,7 +36,7 @@ class ModelConfig(_Section):
     top_mlp: tuple[int, ...] = Field((64, 32, 1), description="MLP over the interactions.")
 
     @model_validator(mode="after")
-    def _bottom_ends_at_embedding_dim(self) -> "ModelConfig":
+    def _bottom_ends_at_embedding_dim(self) -> ModelConfig:
         if not self.bottom_mlp or self.bottom_mlp[-1] != self.embedding_dim:
             raise ValueError(
                 f"model.bottom_mlp must end with embedding_dim={self.embedding_dim}, "
@@ -89,8 +50,11 @@ class TrainingConfig(_Section):
     epochs: int = Field(1, gt=0, description="Passes over the window.")
     batch_size: int = Field(1024, gt=0, description="Samples per optimizer step.")
     learning_rate: float = Field(
-        1e-3, gt=0, description="Adam for the MLPs, and for the tables when the sparse "
-        "optimizer is sparse_adam.")
+        1e-3,
+        gt=0,
+        description="Adam for the MLPs, and for the tables when the sparse "
+        "optimizer is sparse_adam.",
+    )
     sparse_optimizer: Literal["rowwise_adagrad", "sparse_adam"] = Field(
         "rowwise_adagrad",
         description="Optimizer of the fused embedding table, updating only the rows a step "
@@ -100,10 +64,14 @@ class TrainingConfig(_Section):
         "trailed sparse_adam by 1.3 % NE after one epoch.",
     )
     sparse_learning_rate: float | None = Field(
-        None, gt=0, description="Table learning rate; None: learning_rate for sparse_adam, "
-        "0.02 for rowwise_adagrad (best of a sweep).")
+        None,
+        gt=0,
+        description="Table learning rate; None: learning_rate for sparse_adam, "
+        "0.02 for rowwise_adagrad (best of a sweep).",
+    )
     fused: bool = Field(
-        True, description="Train all tables as one storage with one lookup per batch.")
+        True, description="Train all tables as one storage with one lookup per batch."
+    )
     seed: int = Field(0, description="Seeds initialisation and shuffling: same seed, same weights.")
     threads: int = Field(
         1,
@@ -130,8 +98,15 @@ class SearchConfig(_Section):
         "variant failed the gate, or when forced (quantrec search).",
     )
     linear_candidates: tuple[str, ...] = Field(
-        ("fp16", "int8", "int8_tensor", "int8_static_minmax", "int8_static_histogram",
-         "int8_static_percentile", "int8_static_smooth"),
+        (
+            "fp16",
+            "int8",
+            "int8_tensor",
+            "int8_static_minmax",
+            "int8_static_histogram",
+            "int8_static_percentile",
+            "int8_static_smooth",
+        ),
         description="Precisions tried for each MLP layer.",
     )
     table_candidates: tuple[str, ...] = Field(
@@ -146,18 +121,15 @@ class EvaluationConfig(_Section):
     )
 
 
-# The gate's policy and the drift thresholds are defined (and documented field by field)
-# beside the code that applies them; the config embeds them as its [gate] and [drift].
-GateConfig = GatePolicy
-
-
 class RegistryConfig(_Section):
     model_name: str = Field("quantrec-ctr", min_length=1, description="Registered model.")
     experiment: str = Field("quantrec", min_length=1, description="MLflow experiment.")
 
 
+# The feed, the gate's policy and the drift thresholds are defined (and documented field by
+# field) beside the code that applies them; the config embeds them as [feed], [gate], [drift].
 class QuantrecConfig(_Section):
-    feed: FeedConfig = FeedConfig()
+    feed: FeedConfig = SyntheticFeedConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
@@ -166,12 +138,34 @@ class QuantrecConfig(_Section):
     gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()
 
-    def with_overrides(self, **sections: dict) -> "QuantrecConfig":
-        """A copy with some fields of some sections replaced, validated again."""
-        data = self.model_dump()
+    def with_overrides(self, **sections: dict) -> QuantrecConfig:
+        """A copy with some fields of some sections replaced, validated again.
+
+        ``None`` values are ignored; ``feed`` follows ``with_feed`` (its ``kind`` included).
+        """
+        config = self.with_feed(**sections.pop("feed")) if "feed" in sections else self
+        data = config.model_dump()
         for section, values in sections.items():
             data[section].update({k: v for k, v in values.items() if v is not None})
         return _validate(data, source="command-line overrides")
+
+    def with_feed(self, kind: str | None = None, **options: Any) -> QuantrecConfig:
+        """A copy reading days from the ``kind`` feed (None: this one) with ``options`` set.
+
+        Switching kind starts from that kind's defaults plus ``options``: the current
+        feed's options are not carried over, another feed may not take them. Options set
+        to None are ignored (a flag not given on the command line).
+
+        Raises:
+            ConfigError: an unknown kind, an option the kind does not take (naming the
+                field, the kind and the value), or a value the option refuses.
+        """
+        given = {name: value for name, value in options.items() if value is not None}
+        if kind is None or kind == self.feed.kind:
+            feed = {**self.feed.model_dump(), **given}
+        else:
+            feed = {"kind": kind, **given}
+        return _validate({**self.model_dump(), "feed": feed}, source="command-line overrides")
 
 
 def load_config(path: Path | str | None = None) -> QuantrecConfig:
@@ -192,9 +186,36 @@ def _validate(data: dict, *, source: str) -> QuantrecConfig:
     try:
         return QuantrecConfig.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            f" (got {e.get('input')!r})"
-            for e in err.errors()
-        )
+        problems = "; ".join(_problem(e) for e in err.errors())
         raise ConfigError(f"{source}: {problems}") from err
+
+
+def _problem(error: dict) -> str:
+    """One validation error as ``field: what is wrong (got value)``.
+
+    A feed option's location carries the feed's kind as pydantic's union tag
+    (``feed.movielens.scenario``); the field is named as the file spells it
+    (``feed.scenario``) and the kind said in words.
+    """
+    loc = [str(part) for part in error["loc"]]
+    kind = loc.pop(1) if loc[:1] == ["feed"] and len(loc) > 1 and loc[1] in FEED_KINDS else None
+    field, error_type = ".".join(loc) or "(top level)", error["type"]
+    if error_type == "extra_forbidden" and kind is not None:
+        options = ", ".join(FEED_CONFIGS[kind].option_names())
+        return (
+            f"{field} is not an option of the {kind} feed (got {error['input']!r}); "
+            f"options: {options}"
+        )
+    if error_type == "union_tag_invalid" and field == "feed":
+        return (
+            f"feed.kind: {error['ctx']['tag']!r} is not a feed; choose one of "
+            f"{', '.join(FEED_KINDS)}"
+        )
+    if error_type == "union_tag_not_found" and field == "feed":
+        return (
+            f"feed: expected a [feed] table with kind = one of {', '.join(FEED_KINDS)} "
+            f"(got {error['input']!r})"
+        )
+    if error_type == "missing":
+        return f"{field}: required{f' by the {kind} feed' if kind else ''}, but not set"
+    return f"{field}: {error['msg']} (got {error.get('input')!r})"

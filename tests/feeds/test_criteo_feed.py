@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from quantrec.feeds.base import FeedError, make_feed
-from quantrec.feeds.criteo import MISSING_ID, CriteoFeed, read_chunks
+from quantrec.feeds.base import FeedError
+from quantrec.feeds.criteo import MISSING_ID, CriteoFeed, CriteoFeedConfig, read_chunks
 from quantrec.models.batch import batch_from_frame
 
 DAY = date(2024, 3, 1)
@@ -38,7 +38,7 @@ def write_criteo(path: Path, rows: int, *, seed: int = 0, missing: float = 0.2) 
 
 def test_a_day_file_maps_to_the_contract(tmp_path: Path) -> None:
     path = write_criteo(tmp_path / "train.txt", 300)
-    feed = make_feed("criteo", path=path, date=DAY)
+    feed = CriteoFeedConfig(path=str(path)).build(DAY)  # without start_date: the run date
     frame = feed.day(DAY)
     raw = [line.split("\t") for line in path.read_text().splitlines()]
     assert list(frame.columns) == feed.schema().columns and len(frame) == 300

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantrec.feeds.base import FeedError, SmallDayError, make_feed
-from quantrec.feeds.movielens import GROUPLENS_GENRES, MovieLensFeed
+from quantrec.feeds.base import FeedError, SmallDayError
+from quantrec.feeds.movielens import GROUPLENS_GENRES, MovieLensFeed, MovieLensFeedConfig
 from quantrec.models.batch import batch_from_frame
 
 START = date(1997, 9, 20)
 
 
 def _epoch(day: date, hour: int) -> int:
-    return int(datetime(day.year, day.month, day.day, hour, tzinfo=timezone.utc).timestamp())
+    return int(datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp())
 
 
 def write_grouplens(folder: Path, *, days: int = 6, per_day: int = 30, seed: int = 0) -> Path:
@@ -49,7 +49,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_a_day_honours_the_schema_and_builds_a_batch(folder: Path) -> None:
-    feed = make_feed("movielens", path=folder, min_rows=5)
+    feed = MovieLensFeedConfig(path=str(folder), min_rows=5).build(START)
     frame = feed.day(START)
     schema = feed.schema()
     assert list(frame.columns) == schema.partition_columns

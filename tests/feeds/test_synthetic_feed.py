@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantrec.feeds.synthetic import HASH_SIZES, FeedError, SyntheticFeed
+from quantrec.feeds.criteo_schema import HASH_SIZES
+from quantrec.feeds.synthetic import FeedError, SyntheticFeed
 
 DAY = date(2024, 3, 1)
 ROWS = 4000

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from quantrec.feeds.base import FeedError, SmallDayError, make_feed
-from quantrec.feeds.table import TableFeed, parse_label_rule
+from quantrec.feeds.base import FeedError, SmallDayError
+from quantrec.feeds.table import TableFeed, TableFeedConfig, parse_label_rule
 from quantrec.feeds.table_example import EXAMPLE_SPEC, example_frame, write_example
 from quantrec.models.batch import batch_from_frame
 
@@ -31,7 +31,7 @@ multi_valued = ["tags"]
 
 
 def test_the_worked_example_gives_ten_days_that_build_batches(tmp_path: Path) -> None:
-    feed = make_feed("table", spec=write_example(tmp_path))
+    feed = TableFeedConfig(spec=str(write_example(tmp_path))).build(date(2024, 1, 8))
     assert feed.available_days() == [date(2024, 1, k) for k in range(1, 11)]
     frame = feed.day(date(2024, 1, 8))
     schema = feed.schema()

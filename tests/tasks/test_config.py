@@ -1,8 +1,12 @@
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from quantrec.feeds import MovieLensFeedConfig, SyntheticFeedConfig
 from quantrec.tasks.config import ConfigError, QuantrecConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_without_a_file():
@@ -13,9 +17,12 @@ def test_defaults_without_a_file():
 
 def test_file_overrides_only_what_it_lists(tmp_path):
     path = tmp_path / "q.toml"
-    path.write_text('[training]\nwindow_days = 5\n[feed]\nscenario = "sudden"\nshift_date = 2026-01-05\n')
+    path.write_text(
+        '[training]\nwindow_days = 5\n[feed]\nscenario = "sudden"\nshift_date = 2026-01-05\n'
+    )
     config = load_config(path)
     assert config.training.window_days == 5
+    assert config.feed.kind == "synthetic"  # a [feed] without kind is the synthetic feed
     assert config.feed.shift_date == date(2026, 1, 5)
     assert config.training.epochs == QuantrecConfig().training.epochs
 
@@ -47,3 +54,85 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("[training\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def _load(tmp_path, text: str) -> QuantrecConfig:
+    path = tmp_path / "q.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_a_misspelt_feed_option_names_the_field_and_the_feed(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, '[feed]\nkind = "synthetic"\nrows_per_dya = 5\n')
+    message = str(err.value)
+    assert str(tmp_path / "q.toml") in message
+    assert "feed.rows_per_dya is not an option of the synthetic feed (got 5)" in message
+    assert "rows_per_day" in message  # the options it does take
+
+
+def test_an_option_of_another_feed_names_the_field_the_kind_and_the_value(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, '[feed]\nkind = "movielens"\nscenario = "sudden"\n')
+    assert (
+        "feed.scenario is not an option of the movielens feed (got 'sudden'); "
+        "options: path, min_rows"
+    ) in str(err.value)
+
+
+def test_an_unknown_kind_and_a_missing_required_option_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"feed\.kind: 'movielense' is not a feed.*movielens"):
+        _load(tmp_path, '[feed]\nkind = "movielense"\n')
+    with pytest.raises(ConfigError, match=r"feed\.spec: required by the table feed"):
+        _load(tmp_path, '[feed]\nkind = "table"\n')
+    with pytest.raises(ConfigError, match=r"feed\.path: required by the criteo feed"):
+        _load(tmp_path, '[feed]\nkind = "criteo"\n')
+
+
+def test_a_bad_feed_value_names_the_field_as_the_file_spells_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"feed\.rows_per_day: .*greater than 0.*\(got 0\)"):
+        _load(tmp_path, "[feed]\nrows_per_day = 0\n")
+
+
+def test_the_default_feed_is_the_synthetic_one_with_its_documented_defaults():
+    feed = QuantrecConfig().feed
+    assert isinstance(feed, SyntheticFeedConfig)
+    assert (feed.rows_per_day, feed.scenario, feed.seed) == (100_000, "stable", 0)
+
+
+def test_the_movielens_deployment_config_loads():
+    config = load_config(REPO / "deploy" / "movielens.toml")
+    assert config.feed == MovieLensFeedConfig()
+
+
+def test_with_feed_keeps_the_kind_and_sets_options_ignoring_none():
+    config = QuantrecConfig().with_feed(seed=7, rows_per_day=None)
+    assert config.feed == SyntheticFeedConfig(seed=7)
+    again = config.with_feed("synthetic", scenario="gradual")
+    assert again.feed == SyntheticFeedConfig(seed=7, scenario="gradual")
+
+
+def test_with_feed_switching_kind_starts_from_that_kinds_defaults():
+    synthetic = QuantrecConfig().with_feed(seed=7)
+    movielens = synthetic.with_feed("movielens", path="/data/ml-100k", scenario=None)
+    assert movielens.feed == MovieLensFeedConfig(path="/data/ml-100k")
+    assert movielens.with_feed("synthetic").feed == SyntheticFeedConfig()  # seed 7 is gone
+
+
+def test_with_feed_refuses_an_option_the_kind_does_not_take():
+    with pytest.raises(ConfigError) as err:
+        QuantrecConfig().with_feed("movielens", scenario="sudden")
+    assert (
+        "feed.scenario is not an option of the movielens feed (got 'sudden'); "
+        "options: path, min_rows"
+    ) in str(err.value)
+    with pytest.raises(ConfigError, match=r"feed\.kind: 'tabel' is not a feed"):
+        QuantrecConfig().with_feed("tabel")
+
+
+def test_with_overrides_routes_the_feed_through_with_feed():
+    config = QuantrecConfig().with_overrides(
+        feed={"kind": "movielens", "min_rows": 20}, training={"window_days": 9}
+    )
+    assert config.feed == MovieLensFeedConfig(min_rows=20)
+    assert config.training.window_days == 9
