@@ -10,13 +10,13 @@ list position, a country and a bag of tags; a rating of 4 or more is a click.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, tzinfo=UTC)
 TAGS = ("new", "sale", "eco", "local", "gift", "bulk")
 COUNTRIES = ("fr", "de", "it", "es", "nl", "pl")
 
