@@ -200,7 +200,7 @@ def report_command(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _write_report(args.start, args.end, args.out, config,
-                  args.shift_date or config.feed.shift_date)
+                  args.shift_date or getattr(config.feed, "shift_date", None))
     return ExitCode.OK
 
 
