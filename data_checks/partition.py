@@ -157,18 +157,21 @@ def _iso(value: pd.Timestamp) -> str | None:
     return None if pd.isna(value) else value.isoformat()
 
 
-def validate_lake_day(day_lake, day: date, window: tuple[date, ...], schema: FeatureSchema
+def validate_lake_day(day_lake, day: date, window: tuple[date, ...], schema: FeatureSchema,
+                      *, tolerances: Tolerances | None = None,
                       ) -> tuple[ValidationReport, ReferenceProfile | None]:
     """Validate ``day`` of ``day_lake`` (a ``feeds.lake.DayLake``) against the contract and the
-    bounds learned from the ``window`` days; (report, the window's reference profile or None
-    when the window is empty). A partition that cannot be read is a failed report."""
+    bounds learned from the ``window`` days within ``tolerances``; (report, the window's
+    reference profile or None when the window is empty). A partition that cannot be read is
+    a failed report."""
     from quantrec.data_checks.reference import build_reference_suite, profile_reference
     from quantrec.feeds.lake import LakeError
 
     source = str(day_lake.path(day))
     profile = suite = None
     if window:
-        profile = profile_reference([day_lake.read(d) for d in window], schema)
+        profile = profile_reference([day_lake.read(d) for d in window], schema,
+                                    tolerances=tolerances)
         suite = build_reference_suite(profile, schema)
     try:
         frame = day_lake.read(day)

@@ -56,6 +56,12 @@ class FeatureSchema(BaseModel):
         description="Event-time column (epoch seconds or datetime, UTC); not a model input. "
         "None: partitions carry no event time and the day checks on it are skipped.",
     )
+    user: str | None = Field(
+        None, description="The categorical column that names the user (slices: new vs "
+        "returning users); None: the feed has no user column.")
+    item: str | None = Field(
+        None, description="The categorical column that names the item (slices: head vs "
+        "tail items); None: the feed has no item column.")
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> "FeatureSchema":
@@ -65,6 +71,11 @@ class FeatureSchema(BaseModel):
             raise SchemaError(f"schema column names must be unique; repeated: {duplicates}")
         if not self.categorical:
             raise SchemaError("schema needs at least one categorical feature (got 0)")
+        for role in ("user", "item"):
+            column = getattr(self, role)
+            if column is not None and column not in self.categorical_names:
+                raise SchemaError(f"schema {role} column {column!r} is not a categorical "
+                                  f"feature; categorical: {self.categorical_names}")
         return self
 
     @property

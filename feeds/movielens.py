@@ -127,6 +127,8 @@ def movielens_schema() -> FeatureSchema:
             for n, s in HASH_SIZES.items()
         ),
         timestamp="timestamp",
+        user="user_id",
+        item="item_id",
     )
 
 

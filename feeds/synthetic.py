@@ -219,7 +219,8 @@ class SyntheticFeed:
 
     def schema(self) -> FeatureSchema:
         """The data contract of this feed (the same for every seed and scenario)."""
-        return criteo_schema()
+        # No ids are users or items by construction; two stand in for them in the slices.
+        return criteo_schema().model_copy(update={"user": "cat_3", "item": "cat_2"})
 
     def available_days(self) -> None:
         """None: any day can be drawn."""

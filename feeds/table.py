@@ -105,6 +105,17 @@ class FeaturesSpec(_Strict):
     hash_sizes: dict[str, int] = Field(default_factory=dict)
     dense_transform: Literal["log1p", "none"] = "none"
     dense_fill: float | None = Field(None, description="Fill missing dense values; None: keep.")
+    user: str | None = Field(None, description="The categorical column naming the user.")
+    item: str | None = Field(None, description="The categorical column naming the item.")
+
+    @model_validator(mode="after")
+    def _roles_are_categorical(self) -> FeaturesSpec:
+        for role in ("user", "item"):
+            column = getattr(self, role)
+            if column is not None and column not in self.categorical:
+                raise ValueError(f"features.{role} column {column!r} is not a categorical "
+                                 f"feature; categorical: {list(self.categorical)}")
+        return self
 
 
 class TableSpec(_Strict):
@@ -127,6 +138,7 @@ class TableSpec(_Strict):
         return FeatureSchema(
             label=LABEL, dense=f.dense, categorical=tuple(categorical),
             dense_transform=f.dense_transform, timestamp=self.timestamp.column,
+            user=f.user, item=f.item,
         )  # fmt: skip
 
     def source_columns(self) -> list[str]:

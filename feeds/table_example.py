@@ -34,6 +34,8 @@ unit = "s"                         # s | ms | us | ns | iso (datetime text)
 [features]
 dense = ["price", "position"]
 categorical = ["user_id", "item_id", "country"]
+user = "user_id"                   # slices: new vs returning users
+item = "item_id"                   # slices: head vs tail items
 multi_valued = ["tags"]            # a bag of ids per row: "sale|eco" in the CSV
 separator = "|"
 default_hash_size = 10000

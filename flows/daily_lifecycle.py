@@ -68,7 +68,7 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         done = finished_outcome(config.registry.experiment, key, run_id)
         if done is not None and not force:
             return publish_reused(done, run_id)
-        validation = None if partitions.problem else validate_run_date(partitions, run_id)
+        validation = None if partitions.problem else validate_run_date(partitions, config, run_id)
         stop = why_stop(partitions, validation, config.training.window_days)
         if stop is not None:
             decision = record_stop(stop, validation, run_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.batch import Batch
 from quantrec.models.metrics import MetricError, Metrics, compute_metrics, normalized_entropy
 from quantrec.models.names import CHAMPION_KEY
@@ -21,8 +22,6 @@ from quantrec.models.scorer import predict_proba
 from quantrec.models.slices import head_ids, slice_masks
 from quantrec.models.train import torch_threads
 
-# Which raw columns are users and items when the gate policy does not say: per feed.
-SLICE_ROLES = {"synthetic": ("cat_3", "cat_2"), "movielens": ("user_id", "item_id")}
 
 
 @dataclass
@@ -53,11 +52,10 @@ class Evaluation:
         return pd.DataFrame(rows, columns=["slice", "variant", "rows", "ne"])
 
 
-def slice_roles(feed_kind: str, user_column: str | None,
+def slice_roles(schema: FeatureSchema, user_column: str | None,
                 item_column: str | None) -> tuple[str | None, str | None]:
-    """(user column, item column): the policy's, else the feed's known ones."""
-    default = SLICE_ROLES.get(feed_kind, (None, None))
-    return user_column or default[0], item_column or default[1]
+    """(user column, item column): the gate policy's, else the feed's schema's."""
+    return user_column or schema.user, item_column or schema.item
 
 
 def run_date_slices(frame: pd.DataFrame, window: Iterable[pd.DataFrame], *, user: str | None,

@@ -121,6 +121,38 @@ class EvaluationConfig(_Section):
     )
 
 
+class ValidationConfig(_Section):
+    """How far the run date may stray from its training window before validation fails
+    (``data_checks.reference.Tolerances``; each bound is relative to the window)."""
+
+    margin: float = Field(
+        0.5, ge=0, description="Share of a dense column's reference range added above its "
+        "max (and below its min when it goes negative).")
+    range_mostly: float = Field(
+        0.99, gt=0, le=1, description="Share of a dense column's rows that must lie in range "
+        "(heavy-tailed counts set a few new extremes; a unit change moves most rows).")
+    label_rate_factors: tuple[float, float] = Field(
+        (0.5, 2.0), description="The click rate must lie in [low, high] x the window's. A "
+        "real log with few clicks varies more from day to day: widen it, e.g. [0.2, 5.0].")
+    row_factors: tuple[float, float] = Field(
+        (0.2, 5.0), description="Rows of the day within [low x smallest, high x largest] "
+        "window day.")
+    cardinality_factor: float = Field(
+        5.0, gt=0, description="Distinct ids of a day at most this times the window's most.")
+    max_duplicate_share: float = Field(
+        0.05, ge=0, le=1, description="Share of fully duplicated rows allowed (or twice the "
+        "window's, if larger).")
+
+    @model_validator(mode="after")
+    def _ordered_factors(self) -> ValidationConfig:
+        for name in ("label_rate_factors", "row_factors"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= 1 <= high:
+                raise ValueError(f"validation.{name} needs 0 <= low <= 1 <= high; got "
+                                 f"[{low}, {high}]")
+        return self
+
+
 class RegistryConfig(_Section):
     model_name: str = Field("quantrec-ctr", min_length=1, description="Registered model.")
     experiment: str = Field("quantrec", min_length=1, description="MLflow experiment.")
@@ -134,6 +166,7 @@ class QuantrecConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    validation: ValidationConfig = ValidationConfig()
     drift: DriftThresholds = DriftThresholds()
     gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()

@@ -12,9 +12,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from quantrec.data_checks.partition import validate_lake_day
+from quantrec.data_checks.reference import Tolerances
 from quantrec.data_checks.render import report_html
 from quantrec.models.lifecycle import Partitions, Validation, admit_days
 from quantrec.models.names import Tag
+from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.tracking import connect, log_metrics, stage_timer
 
 
@@ -46,7 +48,7 @@ def ingest_days(run_date: date, window_days: int, feed, run_id: str) -> Partitio
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_run_date(partitions: Partitions, run_id: str) -> Validation:
+def validate_run_date(partitions: Partitions, config: QuantrecConfig, run_id: str) -> Validation:
     """Validate the run date against the contract and the training window's profile.
 
     A failing day is moved to quarantine with its report; raw data is never deleted.
@@ -54,7 +56,9 @@ def validate_run_date(partitions: Partitions, run_id: str) -> Validation:
     home, client = connect()
     day_lake, day = home.day_lake(), partitions.run_date
     with stage_timer(client, run_id, "validate"):
-        report, profile = validate_lake_day(day_lake, day, partitions.window, partitions.schema)
+        report, profile = validate_lake_day(
+            day_lake, day, partitions.window, partitions.schema,
+            tolerances=Tolerances(**config.validation.model_dump()))
     if profile is not None:
         client.log_text(run_id, profile.to_json(), "validation/reference_profile.json")
     client.log_dict(run_id, report.to_dict(), "validation/report.json")

@@ -41,7 +41,7 @@ def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Ch
             frame.head(DATASET_SAMPLE_ROWS), rows=len(frame), name=f"day {day}",
             source=str(day_lake.path(day)), digest=partitions.digests[day][:16],
             label=partitions.schema.label), context="evaluation")
-        user, item = slice_roles(config.feed.kind, gate.user_column, gate.item_column)
+        user, item = slice_roles(partitions.schema, gate.user_column, gate.item_column)
         columns = [c for c in (user, item) if c and c in frame.columns]
         slices = run_date_slices(
             frame, (pd.read_parquet(day_lake.path(d), columns=columns) for d in partitions.window),

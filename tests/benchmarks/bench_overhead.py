@@ -113,7 +113,7 @@ def run_direct(config, run_date: date, lake_root: Path) -> tuple[dict[str, float
         candidate = lifecycle.build_variants(trained, plan.plan, threads=threads)
     with _timed(times, "evaluate"):
         frame = lake.read(run_date)
-        user, item = slice_roles(config.feed.kind, gate.user_column, gate.item_column)
+        user, item = slice_roles(schema, gate.user_column, gate.item_column)
         slices = run_date_slices(frame, [window_frame], user=user, item=item,
                                  head_traffic_share=gate.head_traffic_share,
                                  slice_columns=gate.slice_columns,

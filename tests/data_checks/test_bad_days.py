@@ -3,6 +3,7 @@ summary names the file, the failed check, the observed value and the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -222,3 +223,17 @@ def test_a_non_negative_column_may_reach_zero_outside_a_short_window(schema) -> 
     }
     assert expectations["dense_0"].min_value == 0.0 and expectations["dense_0"].max_value == 9.0
     assert expectations["dense_1"].min_value == -4.0
+
+
+def test_the_label_rate_tolerance_is_the_users_to_widen(good_day, schema, profile, suite) -> None:
+    """A real low-click day: a fifth of the window's click rate fails the default [0.5, 2]
+    band, and passes once the user widens it (``[validation] label_rate_factors``)."""
+    rng = np.random.default_rng(0)
+    clicks = np.flatnonzero(good_day["label"].to_numpy() == 1)
+    quiet = good_day.copy()
+    quiet.loc[rng.choice(clicks, size=int(len(clicks) * 0.8), replace=False), "label"] = 0
+    strict = _validate(quiet, schema, profile, suite)
+    assert not next(c for c in strict.checks if c.name == "label_rate").passed
+    wide = dataclasses.replace(profile, tolerances=Tolerances(label_rate_factors=(0.1, 10.0)))
+    relaxed = _validate(quiet, schema, wide, build_reference_suite(wide, schema))
+    assert next(c for c in relaxed.checks if c.name == "label_rate").passed

@@ -127,3 +127,16 @@ def test_unparseable_timestamps_are_quoted(tmp_path: Path) -> None:
     )
     with pytest.raises(FeedError, match=r"'when' holds 2 missing or unparseable.*soon"):
         TableFeed(spec=tmp_path / "spec.toml").available_days()
+
+
+def test_the_spec_names_its_users_and_items_for_the_slices(tmp_path: Path) -> None:
+    from quantrec.models.evaluation import slice_roles
+
+    schema = TableFeedConfig(spec=str(write_example(tmp_path))).build(date(2024, 1, 8)).schema()
+    assert (schema.user, schema.item) == ("user_id", "item_id")
+    assert slice_roles(schema, None, None) == ("user_id", "item_id")
+    assert slice_roles(schema, "country", None) == ("country", "item_id")  # the gate's wins
+    spec = tmp_path / "ratings.toml"
+    spec.write_text(EXAMPLE_SPEC.replace('user = "user_id"', 'user = "price"'))
+    with pytest.raises(FeedError, match=r"ratings.toml.*features.user column 'price' is not a categorical feature"):
+        TableFeedConfig(spec=str(spec)).build(date(2024, 1, 8)).schema()

@@ -136,3 +136,12 @@ def test_with_overrides_routes_the_feed_through_with_feed():
     )
     assert config.feed == MovieLensFeedConfig(min_rows=20)
     assert config.training.window_days == 9
+
+
+def test_validation_tolerances_are_config_and_checked(tmp_path):
+    path = tmp_path / "wide.toml"
+    path.write_text("[validation]\nlabel_rate_factors = [0.2, 5.0]\n")
+    assert load_config(path).validation.label_rate_factors == (0.2, 5.0)
+    path.write_text("[validation]\nlabel_rate_factors = [2.0, 5.0]\n")
+    with pytest.raises(ConfigError, match=r"validation.*label_rate_factors.*\[2.0, 5.0\]"):
+        load_config(path)
