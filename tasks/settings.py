@@ -61,11 +61,17 @@ class Home:
     @property
     def tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
+
+    @property
+    def embedded_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
 
     @property
     def uses_embedded_tracking(self) -> bool:
-        return not os.environ.get("MLFLOW_TRACKING_URI")
+        # Compared by value: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, so
+        # after the first connection the variable is set even for the embedded store.
+        return self.tracking_uri == self.embedded_tracking_uri
 
 
 def quantrec_home() -> Home:

@@ -99,3 +99,16 @@ def test_searched_version_reloads_with_its_plan(backfilled, client):
     assert loaded.recipe["precision_plan"] == {
         unit: spec["precision"] for unit, spec in json.loads(plan_text)["units"].items()
     }
+
+
+def test_every_artifact_of_the_embedded_store_lives_in_the_home(backfilled, client):
+    home, config, records = backfilled
+    experiment = client.get_experiment_by_name(config.registry.experiment)
+    assert experiment.artifact_location == (home / "mlartifacts").resolve().as_uri()
+    for record in records:
+        assert client.get_run(record["mlflow_run_id"]).info.artifact_uri.startswith(
+            experiment.artifact_location)
+    models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert len(models) == 4 * len(records)
+    for model in models:
+        assert model.artifact_location.startswith(experiment.artifact_location)
