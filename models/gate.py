@@ -1,26 +1,29 @@
 """Promotion gate v1: which candidate variant, if any, may become the champion.
 
 Candidates are scored on the run date's rows, the freshest day none of them trained on.
-Every variant is held to every ``ThresholdRule`` of the ``GatePolicy``, overall and on each
-slice of rows (``models.slices``); the first variant in order of preference (low precision
-first: it is what serving wants) that passes every check is promoted. Every check is
-recorded with its value, limit, confidence interval and verdict, pass or fail, so a decision
-can be read back and argued with.
+Every variant is held to every ``ThresholdRule`` of the ``GatePolicy`` (``models.gate_policy``),
+overall and on each slice of rows (``models.slices``); the first variant in order of
+preference (low precision first: it is what serving wants) that passes every check is
+promoted. Every check is recorded with its value, limit, interval and verdict, so a decision
+can be read back and argued with. A rule bounds a metric (ne | auc | log_loss | calibration)
+as a value, or as its change against the fp32 parent, the champion or a baseline
+(``models.baselines``) on the same rows.
 
-A rule bounds a metric (ne | auc | log_loss | calibration) either as a value
-(``against="none"``, e.g. calibration <= 1.25) or as its change, absolute or relative,
-against the fp32 parent or the current champion on the same rows (e.g. NE of int8 vs fp32,
-relative, <= 0.0005). Rules and policy live in ``models.gate_policy``.
+Absolute quality. By default a candidate must beat the base rate (NE below 1, the upper end
+of its interval too) and must not trail the logistic baseline by more than
+``baseline_ne_margin_rel``. When every candidate fails one of these, the decision is a normal
+rejection whose reason opens with "no model beats the baseline" and names both NEs. Without
+the baselines' predictions (``decide(baselines=None)``) rules against them are recorded as
+not gated, as champion rules are on the first day.
 
-Noise rule. Every compared check (against parent or champion) gets a ``confidence``
-interval of its change on these rows, paired (both models scored on the same resampled
-rows). A check FAILS when its observed change is beyond the limit AND that interval excludes
-0; when the interval contains 0 (``ci_low <= 0 <= ci_high``: on these rows the two models
-cannot be told apart) the check is *within noise* and passes. ``within_noise`` is recorded
-on every compared check, passing ones too; value thresholds are never noise-adjusted.
-
-Intervals (how they are computed: ``models.noise``): a paired Poisson(1) bootstrap percentile
-interval for ne, log_loss and calibration; DeLong's paired normal interval for auc.
+Noise rule. Every compared check gets a ``confidence`` interval of its change on these rows,
+paired (both models scored on the same resampled rows). It FAILS when the change is beyond
+the limit AND the interval excludes 0; when the interval contains 0 the two models cannot be
+told apart here: *within noise*, it passes (``within_noise`` is recorded on every compared
+check). Value rules are never noise-adjusted in the candidate's favour; a ``strict`` one must
+hold for its whole interval. Intervals (``models.noise``): a paired Poisson(1) bootstrap for
+ne, log_loss and calibration (single-class resamples dropped), DeLong for auc. A metric
+undefined on a slice (single-class labels) is reported, not gated; on the whole day it fails.
 
 Drift: "warn" tightens every rule whose limit is ``quantization_ne_budget_rel`` to
 ``warn_quantization_ne_budget_rel``; "severe" promotes nothing: the first passing candidate
@@ -37,19 +40,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import norm
 
 from quantrec.models.gate_policy import (  # noqa: F401  (re-exported: the gate's public API)
-    DEFAULT_RULES, LEGACY_RULES, DriftLevel, GateError, GatePolicy, ThresholdRule,
+    DEFAULT_RULES,
+    DriftLevel,
+    GateError,
+    GatePolicy,
+    ThresholdRule,
 )
-from quantrec.models.metrics import Metrics, MetricError, calibration, log_loss, normalized_entropy
+from quantrec.models.metrics import MetricError, calibration, log_loss, normalized_entropy
+from quantrec.models.names import CHAMPION_KEY
 from quantrec.models.noise import (  # noqa: F401  (re-exported: the gate's public API)
-    auc_components, bootstrap_changes, bootstrap_sums, paired_auc_delta,
+    PairedIntervals,
+    auc_components,
+    bootstrap_changes,
+    bootstrap_sums,
+    bootstrap_values,
+    paired_auc_delta,
     paired_bootstrap_sums,
+    percentile_interval,
 )
 
 OVERALL = "overall"
-_CHAMPION = "champion"  # the champion's key among the scored models
+NO_MODEL_BEATS_THE_BASELINE = "no model beats the baseline"  # the reason's opening words
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,11 @@ class Check:
 
     ``passed`` is ``value <= threshold`` ("max") or ``>= threshold`` ("min"), or the change is
     within noise (the interval [ci_low, ci_high] contains 0), or the check is not gated (a
-    slice under ``min_slice_rows`` or an undefined metric); ``detail`` says which.
+    slice under ``min_slice_rows``, an undefined metric on a slice, a reference not given);
+    ``detail`` says which. A ``strict`` value check also needs its interval within the bound.
+    ``metric_value`` is the variant's metric on these rows and ``reference_value`` the
+    reference model's, so a change reads as two values; ``versus_baseline`` marks the checks
+    that hold the variant to a baseline (the base rate, the logistic regression).
     """
 
     name: str
@@ -76,15 +93,18 @@ class Check:
     ci_low: float | None = None
     ci_high: float | None = None
     gated: bool = True
-
-    @property
-    def limit(self) -> float | None:
-        return self.threshold
+    metric_value: float | None = None
+    reference_value: float | None = None
+    versus_baseline: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The gate's verdict on one run date; ``outcome`` is promoted | challenger | rejected."""
+    """The gate's verdict on one run date; ``outcome`` is promoted | challenger | rejected.
+
+    ``baselines``: NE of each baseline given to ``decide`` on all of the day's rows (None
+    when undefined there).
+    """
 
     promoted: str | None
     checks: dict[str, list[Check]]
@@ -93,6 +113,7 @@ class Decision:
     challenger: str | None = None
     drift_level: DriftLevel = "ok"
     quantization_ne_budget_rel: float | None = None  # the budget in force (after drift)
+    baselines: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -110,12 +131,12 @@ class Decision:
             "outcome": self.outcome, "promoted": self.promoted, "challenger": self.challenger,
             "reason": self.reason, "drift_level": self.drift_level,
             "quantization_ne_budget_rel": self.quantization_ne_budget_rel,
-            "preference": list(self.preference),
+            "preference": list(self.preference), "baselines": dict(self.baselines),
             "checks": {v: [asdict(c) for c in cs] for v, cs in self.checks.items()},
         }
 
     def to_text(self) -> str:
-        """A plain-text table of every check, then the outcome and the reason."""
+        """A plain-text table of every check, then the baselines, the outcome and the reason."""
         head = ("variant", "check", "slice", "rows", "value", "threshold", "interval", "noise",
                 "result")
         rows = [head] + [
@@ -127,7 +148,10 @@ class Decision:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join([*lines, "", f"outcome: {self.outcome}", f"reason: {self.reason}"])
+        baselines = ["baselines: " + ", ".join(f"{name} NE {_fmt(ne)}" for name, ne in
+                                                self.baselines.items())] if self.baselines else []
+        return "\n".join([*lines, "", *baselines, f"outcome: {self.outcome}",
+                          f"reason: {self.reason}"])
 
 
 def _result(check: Check) -> str:
@@ -146,18 +170,16 @@ def relative_change(value: float, reference: float) -> float:
 
 def decide(
     *,
-    labels: np.ndarray | None = None,
-    predictions: Mapping[str, np.ndarray] | None = None,
+    labels: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
     parent: str,
-    champion: np.ndarray | Metrics | None = None,
     preference: Sequence[str],
+    champion: np.ndarray | None = None,
+    baselines: Mapping[str, np.ndarray] | None = None,
     policy: GatePolicy | None = None,
     slices: Mapping[str, np.ndarray] | None = None,
     data_valid: bool = True,
     drift_level: DriftLevel = "ok",
-    candidates: Mapping[str, Metrics] | None = None,
-    quantization_ne_budget_rel: float | None = None,
-    champion_ne_epsilon_rel: float | None = None,
 ) -> Decision:
     """Hold every candidate to ``policy`` and pick the first passing one in ``preference``.
 
@@ -165,35 +187,31 @@ def decide(
         labels: float/int (B,) 0/1 clicks of the run date.
         predictions: variant name -> click probabilities (B,); must include ``parent``.
         parent: the fp32 variant the low-precision ones were quantized from.
-        champion: the current champion's probabilities (B,) on the same rows, or None on
-            the first day (champion checks then pass, recorded as not gated).
         preference: variants eligible for promotion, most wanted first; ``parent`` is
             dropped when ``policy.allow_fp32_fallback`` is False.
+        champion: the current champion's probabilities (B,) on the same rows, or None on
+            the first day (champion checks then pass, recorded as not gated).
+        baselines: baseline name (``models.names.Baseline``) -> its probabilities (B,) on
+            the same rows (``models.baselines.Baselines.predict``), or None: rules against a
+            baseline that is not given pass, recorded as not gated.
         policy: rules, budgets and noise settings (default ``GatePolicy()``).
         slices: slice name -> bool mask (B,), e.g. from ``models.slices.slice_masks``.
         data_valid: whether the run date's data passed validation.
         drift_level: "ok"; "warn" (stricter quantization budget); "severe" (no promotion,
             the first passing candidate becomes the challenger).
-        candidates, quantization_ne_budget_rel, champion_ne_epsilon_rel: the v0 call, with
-            ``champion`` as ``Metrics``: the two overall NE rules, values only, no noise.
+
+    Raises:
+        GateError: unknown variants, mismatched shapes, labels not 0/1, a candidate named
+            like the champion or a baseline.
     """
     if drift_level not in ("ok", "warn", "severe"):
         raise GateError(f"drift_level must be 'ok', 'warn' or 'severe', got {drift_level!r}")
-    if candidates is not None:  # gate v0 call (tasks/evaluate.py until it passes predictions)
-        policy = GatePolicy(
-            quantization_ne_budget_rel=quantization_ne_budget_rel,
-            warn_quantization_ne_budget_rel=quantization_ne_budget_rel,
-            champion_ne_epsilon_rel=champion_ne_epsilon_rel, rules=LEGACY_RULES)
-        scores: _Scores = _MetricScores(candidates, champion, parent)
-        names = list(candidates)
-    else:
-        policy = policy or GatePolicy()
-        if labels is None or predictions is None:
-            raise GateError("decide needs labels and predictions (or the v0 candidates=...)")
-        scores = _RowScores(labels, predictions, champion, parent, slices or {}, policy)
-        names = list(predictions)
-        if not policy.allow_fp32_fallback:
-            preference = [v for v in preference if v != parent]
+    policy = policy or GatePolicy()
+    scores = _Scores(labels, predictions, champion, baselines or {}, parent, slices or {},
+                     policy)
+    names = list(predictions)
+    if not policy.allow_fp32_fallback:
+        preference = [v for v in preference if v != parent]
     if parent not in names:
         raise GateError(f"parent variant {parent!r} is not among candidates {names}")
     unknown = [v for v in preference if v not in names]
@@ -211,98 +229,31 @@ def decide(
     }
     first = next((v for v in preference if all(c.passed for c in checks[v])), None)
     severe = drift_level == "severe"
-    budget = policy.limit(LEGACY_RULES[0], drift_level)
+    budget = policy.quantization_budget(drift_level)
     return Decision(
         promoted=None if severe else first, challenger=first if severe else None,
         checks=checks, reason=_reason(first, checks, preference, drift_level, budget),
         preference=tuple(preference), drift_level=drift_level,
         quantization_ne_budget_rel=budget,
+        baselines={b: scores.metric("ne", b, OVERALL) for b in scores.baselines},
     )
 
 
 class _Scores:
-    """Values and intervals of the rules' quantities; subclasses say where they come from.
+    """Per-row scores of the candidates, the champion and the baselines: metrics on any
+    slice, bootstrap and DeLong intervals of values and changes."""
 
-    Subclasses set ``parent``, ``has_champion``, ``slice_rows`` (slice -> rows) and
-    ``min_rows`` (slices with fewer rows are not gated).
-    """
-
-    parent: str
-    has_champion: bool
-    slice_rows: dict[str, int]
-    min_rows: int
-
-    def metric(self, metric: str, model: str, group: str) -> float | None:
-        raise NotImplementedError
-
-    def interval(self, rule: ThresholdRule, variant: str, ref: str, group: str
-                 ) -> tuple[float, float] | None:
-        return None
-
-    def checks(self, rule: ThresholdRule, variant: str, limit: float) -> list[Check]:
-        ref = {"none": None, "parent": self.parent, "champion": _CHAMPION}[rule.against]
-        if ref == variant:
-            return []
-        groups = ([OVERALL] if rule.scope != "slices" else []) + (
-            list(self.slice_rows) if rule.scope != "overall" else [])
-        common = dict(threshold=limit, metric=rule.metric, against=rule.against,
-                      change=None if ref is None else rule.change, direction=rule.direction)
-        if rule.against == "champion" and not self.has_champion:
-            return [Check(rule.name, None, passed=True, gated=False, slice=rule.scope, **common,
-                          detail="no champion yet: the first passing candidate starts the lineage")]
-        return [self._check(rule, variant, ref, group, common) for group in groups]
-
-    def _check(self, rule, variant, ref, group, common) -> Check:
-        rows = self.slice_rows.get(group)
-        name = rule.name if group == OVERALL else f"{rule.name}.{_key(group)}"
-        value = self.metric(rule.metric, variant, group)
-        if ref is not None and value is not None:
-            reference = self.metric(rule.metric, ref, group)
-            value = None if not reference else (
-                value - reference if rule.change == "abs" else relative_change(value, reference))
-        if value is None:  # a slice may be single-class; the whole day must not be
-            gated = group == OVERALL
-            return Check(name, None, passed=not gated, gated=gated, slice=group, rows=rows,
-                         detail="undefined on these rows (single-class labels)", **common)
-        ci = None if ref is None else self.interval(rule, variant, ref, group)
-        noise = None if ci is None else bool(ci[0] <= 0.0 <= ci[1])
-        limit = common["threshold"]
-        ok = value <= limit if rule.direction == "max" else value >= limit
-        gated = group == OVERALL or rows >= self.min_rows
-        detail = "" if ok else (
-            "beyond the limit but within noise: the interval of the change contains 0" if noise
-            else "beyond the limit; the interval of the change excludes 0" if noise is False
-            else "beyond the limit")
-        if not gated:
-            detail = f"{rows} rows < min_slice_rows={self.min_rows}: reported, not gated"
-        return Check(name, float(value), passed=bool(ok or noise or not gated), detail=detail,
-                     slice=group, rows=rows, within_noise=noise, gated=gated,
-                     ci_low=None if ci is None else float(ci[0]),
-                     ci_high=None if ci is None else float(ci[1]), **common)
-
-
-class _MetricScores(_Scores):
-    """Gate v0: whole-day ``Metrics`` only, so no slices and no intervals."""
-
-    def __init__(self, candidates: Mapping[str, Metrics], champion, parent: str) -> None:
-        self.models = {**candidates, **({_CHAMPION: champion} if champion is not None else {})}
-        self.parent, self.has_champion = parent, champion is not None
-        self.slice_rows, self.min_rows = {}, 1
-
-    def metric(self, metric: str, model: str, group: str) -> float | None:
-        return getattr(self.models[model], metric)
-
-
-class _RowScores(_Scores):
-    """Per-row scores: metrics on any slice, bootstrap and DeLong intervals of changes."""
-
-    def __init__(self, labels, predictions, champion, parent, slices, policy) -> None:
+    def __init__(self, labels, predictions, champion, baselines, parent, slices, policy) -> None:
         self.labels = np.asarray(labels, dtype=np.float64).reshape(-1)
-        self.probs = {n: np.asarray(p, dtype=np.float64).reshape(-1)
-                      for n, p in {**predictions, **(
-                          {_CHAMPION: champion} if champion is not None else {})}.items()}
-        if champion is not None and _CHAMPION in predictions:
-            raise GateError(f"a candidate may not be called {_CHAMPION!r}: it names the champion")
+        if champion is not None and CHAMPION_KEY in predictions:
+            raise GateError(f"a candidate may not be called {CHAMPION_KEY!r}: it names the "
+                            "champion")
+        clash = sorted(set(baselines) & {*predictions, CHAMPION_KEY})
+        if clash:
+            raise GateError(f"baselines {clash} are named like a candidate or the champion")
+        given = {**predictions, **({CHAMPION_KEY: champion} if champion is not None else {}),
+                 **baselines}
+        self.probs = {n: np.asarray(p, dtype=np.float64).reshape(-1) for n, p in given.items()}
         if not np.isin(self.labels, (0.0, 1.0)).all():
             raise GateError(f"labels must be 0/1, found {np.unique(self.labels)[:5].tolist()}")
         outside = [n for n, p in self.probs.items() if not ((p >= 0) & (p <= 1)).all()]
@@ -314,59 +265,104 @@ class _RowScores(_Scores):
         if bad:
             raise GateError(f"predictions and slice masks must be shape ({self.labels.size},) "
                             f"(masks bool); these are not: {bad}")
-        self.masks = {OVERALL: None, **{s: np.asarray(m) for s, m in slices.items()}}
-        self.slice_rows = {s: int(m.sum()) for s, m in slices.items()}
-        self.parent, self.has_champion, self.policy = parent, champion is not None, policy
-        self.min_rows = policy.min_slice_rows
+        self.slice_rows = {s: int(np.sum(m)) for s, m in slices.items()}
+        self.parent, self.min_rows = parent, policy.min_slice_rows
+        self.baselines = list(baselines)
         self._metrics: dict[tuple, float | None] = {}
-        self._sums: tuple[np.ndarray, dict] | None = None
+        refs = [r for r in dict.fromkeys(map(self.reference, policy.rules)) if r in self.probs]
+        groups = {OVERALL: None, **{s: np.asarray(m) for s, m in slices.items()}}
+        self.intervals = PairedIntervals(  # one bootstrap for every rule, model and group
+            self.labels, self.probs, groups, refs=refs, skip=[CHAMPION_KEY, *self.baselines],
+            samples=policy.bootstrap_samples, seed=policy.bootstrap_seed,
+            confidence=policy.confidence)
 
-    def _rows(self, model: str, group: str) -> tuple[np.ndarray, np.ndarray]:
-        mask = self.masks[group]
-        probs = self.probs[model]
-        return (self.labels, probs) if mask is None else (self.labels[mask], probs[mask])
+    def reference(self, rule: ThresholdRule) -> str | None:
+        """The model a rule compares against (None for a value rule)."""
+        return {"none": None, "parent": self.parent, "champion": CHAMPION_KEY}.get(
+            rule.against, str(rule.against))
+
+    def checks(self, rule: ThresholdRule, variant: str, limit: float) -> list[Check]:
+        ref = self.reference(rule)
+        if ref == variant:
+            return []
+        groups = ([OVERALL] if rule.scope != "slices" else []) + (
+            list(self.slice_rows) if rule.scope != "overall" else [])
+        common = dict(threshold=limit, metric=rule.metric, against=str(rule.against),
+                      change=None if ref is None else rule.change, direction=rule.direction,
+                      versus_baseline=rule.versus_baseline)
+        if ref is not None and ref not in self.probs:
+            detail = ("no champion yet: the first passing candidate starts the lineage"
+                      if ref == CHAMPION_KEY else f"no {ref} predictions given: not gated")
+            return [Check(rule.name, None, passed=True, gated=False, slice=rule.scope,
+                          detail=detail, **common)]
+        return [self._check(rule, variant, ref, group, common) for group in groups]
+
+    def _check(self, rule, variant, ref, group, common) -> Check:
+        rows = self.slice_rows.get(group)
+        name = rule.name if group == OVERALL else f"{rule.name}.{_key(group)}"
+        own = self.metric(rule.metric, variant, group)
+        reference = None if ref is None else self.metric(rule.metric, ref, group)
+        value = own
+        if ref is not None and own is not None:
+            value = None if not reference else (
+                own - reference if rule.change == "abs" else relative_change(own, reference))
+        recorded = dict(slice=group, rows=rows, metric_value=own, reference_value=reference,
+                        **common)
+        if value is None:  # a slice may be single-class; the whole day must not be
+            gated = group == OVERALL
+            return Check(name, None, passed=not gated, gated=gated,
+                         detail="undefined on these rows (single-class labels)", **recorded)
+        limit = common["threshold"]
+        ok = value <= limit if rule.direction == "max" else value >= limit
+        noise = None
+        if ref is None:
+            ci = self.intervals.value(rule.metric, variant, group) if rule.strict else None
+            ok, detail = _strict(ok, ci, limit, rule.direction) if rule.strict else (
+                ok, "" if ok else "beyond the limit")
+        else:
+            ci = self.intervals.change(rule.metric, rule.change, variant, ref, group)
+            noise = None if ci is None else bool(ci[0] <= 0.0 <= ci[1])
+            detail = "" if ok else (
+                "beyond the limit but within noise: the interval of the change contains 0"
+                if noise else "beyond the limit; the interval of the change excludes 0"
+                if noise is False else "beyond the limit")
+        gated = group == OVERALL or rows >= self.min_rows
+        if not gated:
+            detail = f"{rows} rows < min_slice_rows={self.min_rows}: reported, not gated"
+        return Check(name, float(value), passed=bool(ok or noise or not gated), detail=detail,
+                     within_noise=noise, gated=gated,
+                     ci_low=None if ci is None else float(ci[0]),
+                     ci_high=None if ci is None else float(ci[1]), **recorded)
 
     def metric(self, metric: str, model: str, group: str) -> float | None:
+        """The metric of ``model`` on the group's rows; None where it is undefined."""
         key = (metric, model, group)
         if key not in self._metrics:
             if metric == "auc":
-                found = self._metrics[("auc_components", model, group)] = auc_components(
-                    *self._rows(model, group))
+                found = self.intervals.auc(model, group)
                 self._metrics[key] = None if found is None else found[0]
                 return self._metrics[key]
             function = {"ne": normalized_entropy, "log_loss": log_loss,
                         "calibration": calibration}[metric]
             try:
-                self._metrics[key] = function(*self._rows(model, group))
-            except MetricError:
+                self._metrics[key] = function(*self.intervals.rows(model, group))
+            except MetricError:  # no rows, or single-class labels
                 self._metrics[key] = None
         return self._metrics[key]
 
-    def interval(self, rule, variant, ref, group) -> tuple[float, float] | None:
-        alpha = 1.0 - self.policy.confidence
-        if rule.metric == "auc":  # values were computed first, so components are cached
-            a, b = (self._metrics[("auc_components", m, group)] for m in (variant, ref))
-            if a is None or b is None:
-                return None
-            delta, se = paired_auc_delta(a, b)
-            scale = 1.0 if rule.change == "abs" else 1.0 / b[0]
-            z = float(norm.ppf(1.0 - alpha / 2))
-            return (delta - z * se) * scale, (delta + z * se) * scale
-        if self._sums is None:
-            refs = [r for r in (self.parent, _CHAMPION) if r in self.probs]
-            groups = np.stack([np.ones(self.labels.size, bool) if m is None else m
-                               for m in self.masks.values()])
-            self._sums = paired_bootstrap_sums(
-                self.labels, self.probs, groups, refs=refs, skip=_CHAMPION,
-                samples=self.policy.bootstrap_samples, seed=self.policy.bootstrap_seed)
-        sums, column = self._sums
-        deltas = bootstrap_changes(sums[:, list(self.masks).index(group), :], column,
-                                   metric=rule.metric, change=rule.change,
-                                   variant=variant, ref=ref)
-        if np.isfinite(deltas).mean() < 0.5:  # most resamples single-class: no interval
-            return None
-        low, high = np.nanquantile(deltas, [alpha / 2, 1.0 - alpha / 2])
-        return float(low), float(high)
+
+def _strict(ok: bool, ci: tuple[float, float] | None, limit: float, direction: str
+            ) -> tuple[bool, str]:
+    """A strict value check's verdict and detail: the value and its interval within the bound."""
+    if not ok:
+        return False, "beyond the limit"
+    if ci is None:
+        return False, "no interval on these rows (too few clicks or non-clicks): not shown " \
+                      "within the limit"
+    inside = ci[1] < limit if direction == "max" else ci[0] > limit
+    return inside, "" if inside else (
+        f"the interval [{_fmt(ci[0])}, {_fmt(ci[1])}] reaches the limit {_fmt(limit)}: "
+        "not shown within it on these rows")
 
 
 def _key(slice_name: str) -> str:
@@ -381,11 +377,40 @@ def _reason(first, checks, preference, drift_level, budget) -> str:
     warn = f"drift is 'warn', so the quantization budget is {budget:.6g}; " if (
         drift_level == "warn") else ""
     if first is None:
+        lost = {v: [c for c in checks[v] if _lost_to_baseline(c)] for v in preference}
+        if preference and all(lost.values()):
+            others = [_failure(v, c) for v in preference for c in checks[v]
+                      if not c.passed and not _lost_to_baseline(c)]
+            also = f" (also: {'; '.join(others)})" if others else ""
+            return (f"{warn}{NO_MODEL_BEATS_THE_BASELINE}: "
+                    + "; ".join(_baseline_failure(v, c) for v, cs in lost.items() for c in cs)
+                    + also)
         return f"{warn}no candidate passed the gate: " + "; ".join(failures or ["none eligible"])
     if drift_level == "severe":
         return (f"drift is 'severe', so nothing is promoted automatically: {first} passed "
                 f"every check and is registered as the challenger for human review{skipped}")
     return f"{warn}{first} passed every check and is promoted{skipped}"
+
+
+def _lost_to_baseline(check: Check) -> bool:
+    return check.versus_baseline and not check.passed and check.value is not None
+
+
+def _baseline_failure(variant: str, check: Check) -> str:
+    """Both NEs (or values) of a failed baseline check, e.g. ``fp32 NE 0.873 vs
+    baseline.logistic NE 0.861 (+1.39 % relative, margin 0 %, interval [...])``."""
+    where = "" if check.slice == OVERALL else f" on {check.slice}"
+    interval = ("" if check.ci_low is None
+                else f", interval [{_fmt(check.ci_low)}, {_fmt(check.ci_high)}]")
+    metric = (check.metric or "").upper() if check.metric in ("ne", "auc") else check.metric
+    if check.against == "none":
+        return (f"{variant} {metric} {_fmt(check.metric_value)}{where} is not shown below "
+                f"{_fmt(check.threshold)}, the {metric} of predicting the click rate "
+                f"(the base rate){interval}")
+    change = (f"{check.value:+.3%} relative, margin {check.threshold:.3%}"
+              if check.change == "rel" else f"{check.value:+.6g}, margin {_fmt(check.threshold)}")
+    return (f"{variant} {metric} {_fmt(check.metric_value)}{where} vs {check.against} {metric} "
+            f"{_fmt(check.reference_value)} ({change}{interval})")
 
 
 def _failure(variant: str, check: Check) -> str:

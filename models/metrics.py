@@ -6,7 +6,9 @@ probabilities in [0, 1]) and compute in float64.
 Single-class labels: NE, AUC and calibration are undefined when every label is the same
 (the click-rate entropy and the observed click rate can be 0, and no positive/negative pair
 exists). They raise ``MetricError`` instead of returning NaN, because a NaN would compare
-False against any gate threshold and silently pass or fail a promotion.
+False against any gate threshold and silently pass or fail a promotion. A caller that must
+not stop on such a set (a small slice, a day or a held-out half without clicks) asks
+``undefined_reason`` first and records the measurement as skipped, with that reason.
 """
 
 from __future__ import annotations
@@ -41,13 +43,23 @@ def _checked(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndar
     return labels, probs
 
 
-def _require_both_classes(labels: np.ndarray, what: str) -> None:
+def undefined_reason(labels: np.ndarray) -> str | None:
+    """None when NE, AUC and calibration are defined on ``labels`` (shape (B,), 0/1), else
+    why not: no rows, or a single class (every label 0, or every label 1)."""
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if labels.size == 0:
+        return "there are no rows"
     clicks = int(labels.sum())
     if clicks == 0 or clicks == labels.size:
-        raise MetricError(
-            f"{what} is undefined when every label is {int(labels[0])} "
-            f"({labels.size} rows, {clicks} clicks); score a set with clicks and non-clicks"
-        )
+        return (f"every label is {int(labels[0])} ({labels.size} rows, {clicks} clicks); "
+                "they need clicks and non-clicks")
+    return None
+
+
+def _require_both_classes(labels: np.ndarray, what: str) -> None:
+    reason = undefined_reason(labels)
+    if reason is not None:
+        raise MetricError(f"{what} is undefined: {reason}")
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -72,6 +72,10 @@ class Tag(StrEnum):
     PLAN_SOURCE = "quantrec.plan_source"
     PLAN_REASON = "quantrec.plan_reason"
     SEARCHED_VERDICT = "quantrec.searched_verdict"
+    TRAINING_MODE = "quantrec.training_mode"
+    TRAINING_REASON = "quantrec.training_reason"
+    TRAINED_THROUGH = "quantrec.trained_through"
+    FULL_RETRAIN_DATE = "quantrec.full_retrain_date"
     # model versions
     VARIANT = "quantrec.variant"
     NE = "quantrec.ne"
@@ -88,3 +92,14 @@ class Tag(StrEnum):
     ROLLED_BACK_BY = "quantrec.rolled_back_by"
     ROLLED_BACK_AT = "quantrec.rolled_back_at"
     ROLLED_BACK_REASON = "quantrec.rolled_back_reason"
+
+
+class Baseline(StrEnum):
+    """Reference models scored beside the DLRM on the run date (``models.baselines``)."""
+
+    CONSTANT = "baseline.constant"  # the training window's click rate for every row
+    LOGISTIC = "baseline.logistic"  # logistic regression on one-hot ids and dense features
+
+
+# The key of the ground truth's scores (the synthetic feed's true click probabilities).
+GROUND_TRUTH_KEY = "ground_truth"

@@ -15,6 +15,11 @@
    passing finalist; if both fail, the chosen one's most sensitive units step up until the
    fresh rows are within budget ("confirmed").
 
+Rows that cannot be scored stop the search, not the run: when NE is undefined on the
+held-out rows (none, or no click, or no non-click: a small or sparse day) nothing can be
+measured, so the result keeps the fp32 parent's plan, ``chosen_by="skipped"``, and says why
+in ``reason``; confirmation rows without both classes skip the confirmation only.
+
 Every scored plan is kept in ``SearchResult.evaluated``. Quantized units are built once
 per (unit, precision) and shared between candidates; static units calibrate on the fp32
 parent's activations, so a unit's module does not depend on the rest of the plan.
@@ -29,6 +34,7 @@ from torch import nn
 
 from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
+from quantrec.models.metrics import undefined_reason
 from quantrec.models.plan import PrecisionPlan, UnitPlan
 from quantrec.models.quantize import model_bytes
 from quantrec.models.recipes import RECIPES
@@ -52,12 +58,14 @@ class SearchResult:
 
     Attributes:
         chosen: the plan to deploy, with per-unit sensitivities and bytes.
-        chosen_by: "ranked", "greedy", or "confirmed" (the chosen finalist with units
-            reverted until fresh ``confirmation`` rows are within budget); ``reason`` says why.
-        ranked, greedy: the two searches' final plans.
+        chosen_by: "ranked", "greedy", "confirmed" (the chosen finalist with units
+            reverted until fresh ``confirmation`` rows are within budget), or "skipped" (the
+            held-out rows cannot be scored: ``chosen`` is the fp32 parent's plan, nothing was
+            measured); ``reason`` says why.
+        ranked, greedy: the two searches' final plans (the fp32 plan when skipped).
         sensitivity: one row per (unit, precision): unit, precision, ne_delta_rel, bytes.
         evaluated: every scored plan, in order.
-        ne_fp32: NE of the fp32 parent on the held-out rows.
+        ne_fp32: NE of the fp32 parent on the held-out rows (None when skipped).
     """
 
     chosen: PrecisionPlan
@@ -67,10 +75,15 @@ class SearchResult:
     greedy: PrecisionPlan
     sensitivity: list[dict]
     evaluated: list[Candidate]
-    ne_fp32: float
+    ne_fp32: float | None
     budget: Budget
     fp32_bytes: int = 0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the search measured nothing (see ``reason``); its plan is not worth reusing."""
+        return self.chosen_by == "skipped"
 
     def to_dict(self) -> dict:
         """JSON-ready: plans as their JSON bodies, candidates as dicts."""
@@ -115,6 +128,11 @@ def search_precision_plan(
             loses to one that passes; if both fail, the reason says so.
     """
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
+    undefined = undefined_reason(held_out.labels.numpy())
+    if undefined is not None:
+        return _skipped(model, budget, f"search skipped: NE is undefined on the held-out rows "
+                                       f"({undefined}), so no plan can be measured; kept the "
+                                       "fp32 plan")
     evaluator = Evaluator(model, held_out, calibration or held_out, budget, batch_size)
     options = {
         name: [
@@ -135,7 +153,11 @@ def search_precision_plan(
         c.label: _as_plan(evaluator, sensitivity, c, latency[c.label], len(timing))
         for c in (ranked, greedy)
     }
-    if confirmation is not None:
+    unconfirmable = None if confirmation is None else undefined_reason(
+        confirmation.labels.numpy())
+    if unconfirmable is not None:
+        reason += f"; confirmation skipped: NE is undefined on its rows ({unconfirmable})"
+    elif confirmation is not None:
         chosen, reason = _confirm(
             evaluator, confirmation, plans, chosen, (ranked, greedy), reason,
             lambda c: _revert_until_confirmed(evaluator, confirmation, sensitivity, ladders, c),
@@ -162,6 +184,16 @@ def search_precision_plan(
         budget=budget,
         fp32_bytes=model_bytes(model),
     )
+
+
+def _skipped(model: DLRM, budget: Budget, reason: str) -> SearchResult:
+    """The result of a search that could measure nothing: the parent's plan, and why."""
+    fp32_bytes = model_bytes(model)
+    plan = PrecisionPlan(units=PrecisionPlan.from_model(model).units, ne_delta_rel=0.0,
+                         bytes=fp32_bytes, notes=reason)
+    return SearchResult(chosen=plan, chosen_by="skipped", reason=reason, ranked=plan,
+                        greedy=plan, sensitivity=[], evaluated=[], ne_fp32=None,
+                        budget=budget, fp32_bytes=fp32_bytes)
 
 
 def _sensitivity(

@@ -17,7 +17,12 @@ from torch import nn
 
 from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
-from quantrec.models.quantize import assemble_variant, calibrate_input_ranges, model_bytes, quantizable_units
+from quantrec.models.quantize import (
+    assemble_variant,
+    calibrate_input_ranges,
+    model_bytes,
+    quantizable_units,
+)
 from quantrec.models.recipes import RECIPES
 from quantrec.models.scorer import score
 
@@ -55,9 +60,6 @@ class Candidate:
     ne_delta_rel: float
     bytes: int
     within_budget: bool
-
-
-@dataclass
 
 
 class Evaluator:

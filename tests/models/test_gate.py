@@ -1,4 +1,4 @@
-"""Promotion gate: threshold rules, the noise rule, slices, drift levels, the v0 call."""
+"""Promotion gate: threshold rules, the noise rule, slices, drift levels, baselines."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from quantrec.models.gate import (
-    GateError, GatePolicy, ThresholdRule, auc_components, bootstrap_sums, decide,
-    reject_invalid_data, relative_change,
+    GateError,
+    GatePolicy,
+    ThresholdRule,
+    auc_components,
+    bootstrap_sums,
+    bootstrap_values,
+    decide,
+    paired_bootstrap_sums,
+    percentile_interval,
+    reject_invalid_data,
+    relative_change,
 )
-from quantrec.models.metrics import Metrics, log_loss, normalized_entropy
+from quantrec.models.metrics import log_loss, normalized_entropy
 
 
 def day(rows: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,12 +43,12 @@ def rule(**fields) -> ThresholdRule:
     return ThresholdRule(**{"metric": "ne", "limit": 0.0, **fields})
 
 
-def gate(labels, predictions, *rules, champion=None, slices=None, drift="ok",
+def gate(labels, predictions, *rules, champion=None, baselines=None, slices=None, drift="ok",
          preference=("int8", "fp32"), **policy):
     chosen = GatePolicy(rules=rules, **policy) if rules else GatePolicy(**policy)
     return decide(labels=labels, predictions=predictions, parent="fp32", champion=champion,
-                  preference=list(preference), policy=chosen, slices=slices,
-                  drift_level=drift)
+                  baselines=baselines, preference=list(preference), policy=chosen,
+                  slices=slices, drift_level=drift)
 
 
 def only(decision, variant: str, name: str):
@@ -292,6 +301,27 @@ def test_policy_defaults_and_validation_name_the_field():
     assert loaded.rules[0].name == "ne_vs_champion_rel" and loaded.limit(loaded.rules[0]) == 0.005
 
 
+def test_the_absolute_quality_rules_are_on_by_default_and_load_from_a_config():
+    policy = GatePolicy()
+    rules = {r.name: r for r in policy.rules}
+    base_rate, logistic = rules["ne_beats_base_rate"], rules["ne_vs_logistic_baseline_rel"]
+    assert base_rate.strict and base_rate.limit == 1.0 and base_rate.versus_baseline
+    assert logistic.against == "baseline.logistic" and logistic.versus_baseline
+    assert policy.baseline_ne_margin_rel == 0.0 and policy.limit(logistic) == 0.0
+    assert not rules["quantization_ne_loss_rel"].versus_baseline
+    assert GatePolicy.model_validate_json(policy.model_dump_json()) == policy
+    loaded = GatePolicy.model_validate({"baseline_ne_margin_rel": 0.01, "rules": [
+        {"metric": "ne", "against": "baseline.constant", "limit": "baseline_ne_margin_rel"}]})
+    assert loaded.rules[0].name == "ne_vs_baseline.constant_rel"
+    assert loaded.limit(loaded.rules[0]) == 0.01
+    with pytest.raises(ValidationError, match="strict applies to value rules"):
+        rule(name="s", against="parent", strict=True)
+    with pytest.raises(ValidationError, match="against"):
+        rule(name="b", against="baseline.forest")
+    with pytest.raises(ValidationError, match="baseline_ne_margin_rel"):
+        GatePolicy(baseline_ne_margin_rel=-0.1)
+
+
 def test_bad_inputs_raise_gate_errors():
     labels, probs = day(1_000)
     with pytest.raises(GateError, match="int4"):
@@ -302,35 +332,179 @@ def test_bad_inputs_raise_gate_errors():
         gate(labels, {"fp32": probs, "int8": probs}, drift="high")
 
 
-# --- the v0 call (tasks/evaluate.py until it passes predictions) ----------------------
+# --- budgets vs the parent and the champion --------------------------------------------
 
-def metrics(ne: float) -> Metrics:
-    return Metrics(ne=ne, auc=0.7, log_loss=0.1, calibration=1.0, rows=1000, click_rate=0.03)
-
-
-def gate_v0(candidates, champion=None, data_valid=True, preference=("int8", "fp32")):
-    return decide(data_valid=data_valid, candidates=candidates, parent="fp32", champion=champion,
-                  quantization_ne_budget_rel=0.0005, champion_ne_epsilon_rel=0.005,
-                  preference=list(preference))
-
-
-def test_v0_int8_within_budget_is_promoted_and_over_budget_falls_back():
-    decision = gate_v0({"fp32": metrics(0.9000), "int8": metrics(0.90040)})
-    assert decision.promoted == "int8" and decision.verdict("fp32") == "passed"
-    loss = only(decision, "int8", "quantization_ne_loss_rel")
-    assert loss.value == pytest.approx(0.0004 / 0.9) and loss.passed and loss.within_noise is None
-    over = gate_v0({"fp32": metrics(0.9000), "int8": metrics(0.9009)})
+def test_int8_within_the_quantization_budget_is_promoted_and_over_it_falls_back():
+    labels, probs = day(40_000)
+    variant, loss = quantized(labels, probs)
+    within = gate(labels, {"fp32": probs, "int8": variant}, quantization_ne_budget_rel=2 * loss,
+                  warn_quantization_ne_budget_rel=loss)
+    assert within.promoted == "int8" and within.verdict("fp32") == "passed"
+    check = only(within, "int8", "quantization_ne_loss_rel")
+    assert check.value == pytest.approx(loss) and check.passed and check.within_noise is False
+    assert check.metric_value == pytest.approx(normalized_entropy(labels, variant))
+    assert check.reference_value == pytest.approx(normalized_entropy(labels, probs))
+    over = gate(labels, {"fp32": probs, "int8": variant}, quantization_ne_budget_rel=loss / 2,
+                warn_quantization_ne_budget_rel=loss / 4)
     assert over.promoted == "fp32" and "quantization_ne_loss_rel" in over.reason
 
 
-def test_v0_champion_epsilon_and_invalid_data():
-    behind = gate_v0({"fp32": metrics(0.91), "int8": metrics(0.91)}, champion=metrics(0.9))
-    assert behind.promoted is None
-    assert only(behind, "int8", "champion_ne_regression_rel").value == pytest.approx(0.01 / 0.9)
-    close = gate_v0({"fp32": metrics(0.904), "int8": metrics(0.904)}, champion=metrics(0.9))
+def test_champion_epsilon_bounds_how_far_a_candidate_may_trail_the_champion():
+    labels, probs = day(40_000)
+    behind = worse(probs, 0.3)
+    regression = relative_change(normalized_entropy(labels, behind),
+                                 normalized_entropy(labels, probs))
+    assert regression > 0.005  # more than the default epsilon, clear of noise on 40k rows
+    trailing = gate(labels, {"fp32": behind, "int8": behind}, champion=probs)
+    assert trailing.promoted is None
+    check = only(trailing, "int8", "champion_ne_regression_rel")
+    assert check.value == pytest.approx(regression) and check.within_noise is False
+    close = gate(labels, {"fp32": behind, "int8": behind}, champion=probs,
+                 champion_ne_epsilon_rel=2 * regression)
     assert close.promoted == "int8"
-    invalid = gate_v0({"fp32": metrics(0.9), "int8": metrics(0.9)}, data_valid=False)
+    invalid = decide(labels=labels, predictions={"fp32": probs, "int8": probs}, parent="fp32",
+                     champion=probs, preference=["int8", "fp32"], data_valid=False)
     assert invalid.promoted is None
+
+
+# --- absolute quality: the base rate and the logistic baseline ----------------------------
+
+def shuffled(probs: np.ndarray, seed: int = 5) -> np.ndarray:
+    """Probabilities of other rows: the click rate is right, the ranking is noise (NE > 1)."""
+    return np.random.default_rng(seed).permutation(probs)
+
+
+def test_a_model_worse_than_the_base_rate_is_refused_and_the_reason_names_its_ne():
+    labels, probs = day(5_000)
+    noise = shuffled(probs)
+    decision = gate(labels, {"fp32": noise, "int8": noise})
+    check = only(decision, "int8", "ne_beats_base_rate")
+    assert check.value == pytest.approx(normalized_entropy(labels, noise)) and check.value > 1
+    assert not check.passed and check.versus_baseline and check.ci_high > 1
+    assert decision.outcome == "rejected" and decision.promoted is None
+    assert decision.reason.startswith("no model beats the baseline")
+    assert f"NE {check.value:.6g}" in decision.reason and "base rate" in decision.reason
+
+
+def test_an_ne_below_one_whose_interval_reaches_one_is_not_shown_to_beat_the_base_rate():
+    rng = np.random.default_rng(0)
+    weak = 1.0 / (1.0 + np.exp(-rng.normal(-1.6, 0.3, 400)))  # a weak signal on 400 rows
+    labels = (rng.random(400) < weak).astype(float)
+    decision = gate(labels, {"fp32": weak, "int8": weak})
+    check = only(decision, "int8", "ne_beats_base_rate")
+    assert check.value < 1 <= check.ci_high and not check.passed
+    assert "reaches the limit" in check.detail
+    labels, probs = day(5_000)
+    clear = only(gate(labels, {"fp32": probs, "int8": probs}), "int8", "ne_beats_base_rate")
+    assert clear.passed and clear.ci_high < 1 and clear.within_noise is None
+
+
+def test_a_model_worse_than_the_logistic_baseline_is_refused_naming_both_nes():
+    labels, probs = day(20_000)
+    model = worse(probs, 0.6)
+    decision = gate(labels, {"fp32": model, "int8": model},
+                    baselines={"baseline.logistic": probs})
+    check = only(decision, "fp32", "ne_vs_logistic_baseline_rel")
+    ne_model, ne_logistic = (normalized_entropy(labels, p) for p in (model, probs))
+    assert check.value == pytest.approx(relative_change(ne_model, ne_logistic))
+    assert not check.passed and check.within_noise is False and check.versus_baseline
+    assert (check.metric_value, check.reference_value) == pytest.approx((ne_model, ne_logistic))
+    assert decision.outcome == "rejected"
+    assert decision.reason.startswith("no model beats the baseline")
+    assert f"NE {ne_model:.6g}" in decision.reason
+    assert f"baseline.logistic NE {ne_logistic:.6g}" in decision.reason
+    assert decision.baselines == {"baseline.logistic": pytest.approx(ne_logistic)}
+    assert "baselines: baseline.logistic NE" in decision.to_text()
+
+
+def test_a_model_better_than_the_baselines_passes_and_a_margin_forgives_a_small_loss():
+    labels, probs = day(20_000)
+    baselines = {"baseline.logistic": worse(probs, 0.6),
+                 "baseline.constant": np.full(labels.size, labels.mean())}
+    better = gate(labels, {"fp32": probs, "int8": probs}, baselines=baselines)
+    check = only(better, "int8", "ne_vs_logistic_baseline_rel")
+    assert check.passed and check.value < 0 and better.promoted == "int8"
+    assert better.baselines["baseline.constant"] == pytest.approx(1.0)
+    behind = worse(probs, 0.3)
+    loss = relative_change(normalized_entropy(labels, behind), normalized_entropy(labels, probs))
+    strict = gate(labels, {"fp32": behind, "int8": behind},
+                  baselines={"baseline.logistic": probs})
+    forgiving = gate(labels, {"fp32": behind, "int8": behind},
+                     baselines={"baseline.logistic": probs}, baseline_ne_margin_rel=2 * loss)
+    assert strict.promoted is None and forgiving.promoted == "int8"
+
+
+def test_missing_baselines_are_recorded_as_not_gated():
+    labels, probs = day(5_000)
+    decision = gate(labels, {"fp32": probs, "int8": probs})
+    check = only(decision, "int8", "ne_vs_logistic_baseline_rel")
+    assert check.passed and not check.gated and check.value is None
+    assert "no baseline.logistic predictions" in check.detail
+    assert decision.promoted == "int8" and decision.baselines == {}
+    other = gate(labels, {"fp32": probs, "int8": probs},
+                 baselines={"baseline.constant": np.full(labels.size, 0.2)})
+    assert not only(other, "int8", "ne_vs_logistic_baseline_rel").gated
+
+
+def test_other_failures_do_not_blame_the_baseline():
+    labels, probs = day(40_000)
+    variant, loss = quantized(labels, probs)
+    decision = gate(labels, {"fp32": probs, "int8": variant}, allow_fp32_fallback=False,
+                    quantization_ne_budget_rel=loss / 2, warn_quantization_ne_budget_rel=0.0,
+                    baselines={"baseline.logistic": worse(probs, 0.6)})
+    assert decision.promoted is None
+    assert decision.reason.startswith("no candidate passed the gate")
+
+
+def test_baselines_may_not_be_named_like_a_candidate():
+    labels, probs = day(1_000)
+    with pytest.raises(GateError, match="baselines"):
+        gate(labels, {"fp32": probs, "int8": probs}, baselines={"int8": probs})
+
+
+# --- small and one-class rows ------------------------------------------------------------
+
+def test_a_one_class_slice_is_reported_not_gated_and_nothing_raises():
+    labels, probs = day(20_000)
+    no_click = labels == 0
+    few = np.zeros(labels.size, bool)
+    few[np.flatnonzero(labels == 1)[:2]] = True
+    few[np.flatnonzero(labels == 0)[:3_000]] = True  # 2 clicks in 3 002 rows
+    rules = [rule(name=m, metric=m, against="parent", scope="both", limit=0.01)
+             for m in ("ne", "log_loss", "calibration", "auc")]
+    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.05)}, *rules,
+                    rule(name="strict_ne", metric="ne", limit=100.0, strict=True, scope="both"),
+                    slices={"clicks=none": no_click, "clicks=few": few}, min_slice_rows=100)
+    for name in ("ne", "calibration", "auc", "strict_ne"):
+        check = only(decision, "int8", f"{name}.clicks_none")
+        assert check.value is None and check.passed and not check.gated
+        assert "single-class" in check.detail
+    assert only(decision, "int8", "log_loss.clicks_none").value is not None
+    for name in ("ne", "calibration", "strict_ne"):
+        check = only(decision, "int8", f"{name}.clicks_few")
+        assert check.ci_low is None or np.isfinite([check.ci_low, check.ci_high]).all()
+    assert decision.promoted == "int8"
+
+
+def test_a_one_class_day_is_a_rejection_not_an_error():
+    labels, probs = day(2_000)
+    decision = gate(np.zeros_like(labels), {"fp32": probs, "int8": probs})
+    assert decision.outcome == "rejected"
+    assert "single-class" in decision.reason
+
+
+def test_bootstrap_resamples_without_a_click_are_dropped():
+    labels = np.r_[1.0, np.zeros(49)]
+    probs = {"a": np.full(50, 0.02), "b": np.full(50, 0.03)}
+    sums, column = paired_bootstrap_sums(labels, probs, np.ones((1, 50), bool), refs=["a"],
+                                         skip=[], samples=400, seed=0)
+    values = bootstrap_values(sums[:, 0], column, metric="ne", model="b")
+    no_click = sums[:, 0, column["y"]] == 0
+    assert 0.2 < no_click.mean() < 0.5  # P(the one click draws weight 0) = 1/e
+    assert np.isnan(values[no_click]).all() and np.isfinite(values[~no_click]).all()
+    low, high = percentile_interval(values, 0.95)
+    assert np.isfinite([low, high]).all() and low <= high
+    assert percentile_interval(np.full(10, np.nan), 0.95) is None
 
 
 def test_reject_invalid_data_and_relative_change():

@@ -18,6 +18,7 @@ from quantrec.models.metrics import (
     log_loss,
     normalized_entropy,
     roc_auc,
+    undefined_reason,
 )
 
 LABELS = np.array([1, 0, 0, 1])
@@ -46,7 +47,8 @@ def test_log_loss_and_auc_match_sklearn() -> None:
 
 def test_probabilities_are_clipped_at_1e7() -> None:
     labels = np.array([1, 0])
-    assert log_loss(labels, np.array([0.0, 0.5])) == pytest.approx((-math.log(1e-7) - math.log(0.5)) / 2)
+    expected = (-math.log(1e-7) - math.log(0.5)) / 2
+    assert log_loss(labels, np.array([0.0, 0.5])) == pytest.approx(expected)
 
 
 def test_calibration_is_mean_prediction_over_click_rate() -> None:
@@ -83,3 +85,16 @@ def test_unscorable_input_raises_metric_error(labels, probs, message) -> None:
 
 def test_log_loss_is_defined_for_single_class_labels() -> None:
     assert log_loss(np.array([0, 0]), np.array([0.5, 0.5])) == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [([], "no rows"), ([0, 0, 0], "every label is 0 (3 rows, 0 clicks)"),
+     ([1, 1], "every label is 1 (2 rows, 2 clicks)"), ([0, 1], None)],
+)
+def test_undefined_reason_says_why_a_set_cannot_be_scored(labels, reason) -> None:
+    found = undefined_reason(np.array(labels))
+    assert found == reason if reason is None else reason in found
+    if reason is not None and labels:  # the error of scoring it anyway says the same
+        with pytest.raises(MetricError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            normalized_entropy(np.array(labels), np.full(len(labels), 0.5))

@@ -1,9 +1,12 @@
-"""Precision search on a small trained model: it respects its budget and prefers small plans."""
+"""Precision search on a small trained model: it respects its budget, prefers small plans, and
+skips (with a reason) held-out rows it cannot score."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from quantrec.models.batch import Batch
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import apply_precision_plan, model_bytes, quantizable_units
 from quantrec.models.scorer import score
@@ -98,3 +101,43 @@ def test_confirmation_rows_rescore_the_finalists_and_revert_when_both_fail(
     assert result.chosen.bytes >= min(result.ranked.bytes, result.greedy.bytes)
     _check_within(result, trained, confirmation, make_batch(rows=512, seed=6), 0.0005)
     assert PrecisionPlan.from_json(result.chosen.to_json()) == result.chosen
+
+
+def _one_class(batch, label: float):
+    """``batch`` with every label set to ``label``: a held-out half of a sparse day."""
+    return Batch(dense=batch.dense, sparse=batch.sparse,
+                 labels=torch.full_like(batch.labels, label))
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_held_out_rows_of_one_class_skip_the_search_and_keep_the_fp32_plan(
+    trained, make_batch, label
+) -> None:
+    held_out = _one_class(make_batch(rows=512, seed=11), label)
+    result = search_precision_plan(trained, held_out, confirmation=make_batch(rows=256, seed=12))
+    assert result.skipped and result.chosen_by == "skipped"
+    assert f"every label is {int(label)}" in result.reason and "search skipped" in result.reason
+    assert set(result.chosen.precisions().values()) == {"fp32"}
+    assert result.chosen.bytes == result.fp32_bytes == model_bytes(trained)
+    assert result.evaluated == [] and result.sensitivity == [] and result.ne_fp32 is None
+    record = result.to_dict()
+    assert record["chosen_by"] == "skipped" and record["ne_fp32"] is None
+    assert PrecisionPlan.from_json(result.chosen.to_json()) == result.chosen
+
+
+def test_no_held_out_rows_skip_the_search(trained, make_batch) -> None:
+    result = search_precision_plan(trained, make_batch(rows=64, seed=13).slice(0, 0))
+    assert result.skipped and "no rows" in result.reason
+
+
+def test_confirmation_rows_without_a_click_skip_only_the_confirmation(
+    trained, make_batch
+) -> None:
+    result = search_precision_plan(
+        trained, make_batch(rows=1024, seed=14), calibration=make_batch(rows=512, seed=15),
+        table_candidates=PLAIN_TABLES, linear_candidates=("int8",),
+        confirmation=_one_class(make_batch(rows=256, seed=16), 0.0),
+    )
+    assert not result.skipped and result.chosen_by in ("ranked", "greedy")
+    assert "confirmation skipped" in result.reason and "every label is 0" in result.reason
+    assert "confirmation_ne_delta_rel" not in result.chosen.extra

@@ -77,3 +77,17 @@ def test_missing_columns_and_references_are_named() -> None:
         slice_masks(frame(), item_column="item")
     assert slice_masks(frame()) == {}
     assert isinstance(head_ids(np.array([3, 3, 1]), 0.5), np.ndarray)
+
+
+def test_a_day_without_rows_or_ids_gives_masks_not_errors() -> None:
+    empty = pd.DataFrame({"user": pd.Series([], dtype="int64"),
+                          "item": pd.Series([], dtype=object)})
+    masks = slice_masks(empty, user_column="user", item_column="item", seen_users=[],
+                        head_items=head_ids([], 0.8), slice_columns=["item"])
+    assert set(masks) == {"users=new", "users=returning", "items=head", "items=tail"}
+    assert all(m.shape == (0,) and m.dtype == bool for m in masks.values())
+    missing = pd.DataFrame({"user": [None, None], "item": [None, None]})
+    masks = slice_masks(missing, user_column="user", item_column="item", seen_users=[1],
+                        head_items=head_ids(pd.Series([None]), 0.8), slice_columns=["item"])
+    assert masks["users=new"].all() and masks["items=head"].all()  # nothing known: new, head
+    assert not any(k.startswith("item=") for k in masks)
