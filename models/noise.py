@@ -125,7 +125,7 @@ def paired_bootstrap_sums(labels: np.ndarray, probs: Mapping[str, np.ndarray],
         "one", "y", per model m ("l", m) its row loss and ("p", m) its probabilities, and per
         compared model v and reference r ("dl", v, r) / ("dp", v, r) the row differences.
     """
-    skip = set(skip)
+    skip = {skip} if isinstance(skip, str) else set(skip)  # one name, or several
     loss = {n: _row_loss(labels, p) for n, p in probs.items()}
     columns = {"one": np.ones_like(labels), "y": labels}
     for n in probs:
