@@ -221,16 +221,18 @@ def print_records(outcomes: list, *, as_json: bool) -> None:
         for outcome in outcomes:
             print(json.dumps(outcome.to_record(), sort_keys=True))
         return
-    print(f"{'date':<11} {'NE fp32':>8} {'NE int8':>8} {'int8 vs fp32':>12} "
-          f"{'NE searched':>11} {'searched vs fp32':>16} {'size':>6} {'plan':>8} "
-          f"{'NE champion':>11}  {'decision':<17} champion")
+    print(f"{'date':<11} {'train':<9} {'NE fp32':>8} {'NE LR':>7} {'NE truth':>8} "
+          f"{'NE int8':>8} {'int8 vs fp32':>12} {'NE searched':>11} {'searched vs fp32':>16} "
+          f"{'size':>6} {'plan':>8} {'NE champion':>11}  {'decision':<17} champion")
     for o in outcomes:
         ne = {name: values.get("ne") for name, values in o.metrics.items()}
         fp32, int8, searched = ne.get("fp32"), ne.get("int8"), ne.get("searched")
         size = (f"{o.bytes['searched'] / o.bytes['fp32']:.3f}" if "searched" in o.bytes
                 else "n/a")
         decision = o.decision + (f" {o.promoted_variant}" if o.promoted_variant else "")
-        print(f"{o.date.isoformat():<11} {_f(fp32):>8} {_f(int8):>8} {_delta(int8, fp32):>12} "
+        print(f"{o.date.isoformat():<11} {o.training_mode or 'n/a':<9} {_f(fp32):>8} "
+              f"{_f(ne.get('baseline.logistic')):>7} {_f(ne.get('ground_truth')):>8} "
+              f"{_f(int8):>8} {_delta(int8, fp32):>12} "
               f"{_f(searched):>11} {_delta(searched, fp32):>16} {size:>6} "
               f"{o.plan_source or 'n/a':>8} {_f(ne.get('champion')):>11}  "
               f"{decision:<17} v{o.champion_version}")

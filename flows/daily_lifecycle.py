@@ -28,7 +28,10 @@ from quantrec.tasks.report import (
 )
 from quantrec.tasks.search import choose_precision_plan, record_plan
 from quantrec.tasks.settings import code_version, run_date_lock, run_key
-from quantrec.tasks.train import quantize_variants, record_training, train_candidate
+from quantrec.tasks.train import (
+    fit_run_baselines, plan_candidate_training, quantize_variants, record_training,
+    train_candidate,
+)
 
 
 def last_complete_day() -> date:
@@ -79,8 +82,9 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         drift = measure_run_date_drift(partitions, champion, config, run_id)
         # Resumable stages: their results persist under the run's identity (refreshed when
         # forced), so a rerun after a crash does not train or search again.
+        training = plan_candidate_training(partitions, champion, config, drift.level)
         trained = train_candidate.with_options(refresh_cache=force or None)(
-            partitions, config, key, run_id)
+            partitions, training, config, key, run_id)
         record_training(trained, partitions, config, run_id)
         save_reference_profile(trained, partitions, config, run_id)
         plan = choose_precision_plan.with_options(refresh_cache=force or None)(
@@ -88,7 +92,9 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
             force_search, drift.level)
         record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id, config.training.threads)
-        evaluation = evaluate_variants(partitions, candidate, champion, config, run_id)
+        baselines = fit_run_baselines(trained, partitions, config, run_id)
+        evaluation = evaluate_variants(partitions, candidate, champion, baselines, config,
+                                       run_id)
         decision = decide_promotion(validation, evaluation, candidate.bytes, config,
                                     drift.level, run_id)
         outcome = DayOutcome.of_decision(
@@ -97,7 +103,10 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
             bytes=candidate.bytes,
             precisions={n: p.precisions() for n, p in candidate.plans.items()},
             window=partitions.window, window_digest=partitions.window_digest(),
-            train_samples_per_s=candidate.train_samples_per_s, plan_source=plan.source,
+            train_samples_per_s=candidate.train_samples_per_s,
+            training_mode=training.mode, training_reason=training.reason,
+            trained_through=training.days[-1].isoformat(),
+            full_retrain_date=training.full_retrain_date.isoformat(), plan_source=plan.source,
             plan_reason=plan.reason, drift=drift.summary,
         )
         outcome = register_variants(outcome, candidate.variants, candidate.plans,

@@ -9,15 +9,18 @@ tail items, and one slice per value of each configured column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.batch import Batch
-from quantrec.models.metrics import MetricError, Metrics, compute_metrics, normalized_entropy
-from quantrec.models.names import CHAMPION_KEY
+from quantrec.models.metrics import (
+    MetricError, Metrics, compute_metrics, normalized_entropy, undefined_reason,
+)
+from quantrec.models.baselines import Baselines
+from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY
 from quantrec.models.scorer import predict_proba
 from quantrec.models.slices import head_ids, slice_masks
 from quantrec.models.train import torch_threads
@@ -32,6 +35,8 @@ class Evaluation:
     predictions: dict[str, np.ndarray]  # name -> click probabilities, float64 (B,)
     labels: np.ndarray  # float64 (B,) 0/1
     slices: dict[str, np.ndarray]  # slice name -> bool (B,)
+    # baseline name -> click probabilities (B,): the yardsticks, never candidates
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def candidates(self) -> list[str]:
@@ -75,10 +80,14 @@ def run_date_slices(frame: pd.DataFrame, window: Iterable[pd.DataFrame], *, user
 
 
 def evaluate(batch: Batch, variants: Mapping[str, object], *, slices: dict[str, np.ndarray],
-             champion: tuple[object, Batch] | None, batch_size: int,
-             threads: int) -> Evaluation:
+             champion: tuple[object, Batch] | None, batch_size: int, threads: int,
+             baselines: Baselines | None = None,
+             truth: np.ndarray | None = None) -> Evaluation:
     """NE, AUC, log loss and calibration of each variant and of the champion (its model and
-    the run date as its own schema reads it) on the same rows."""
+    the run date as its own schema reads it) on the same rows, beside the baselines' and,
+    when the feed knows them (synthetic), the true click probabilities' (``ground_truth``:
+    the best any model can reach). A metric undefined on these rows (one class) leaves
+    that model out of ``metrics``."""
     labels = batch.labels.double().numpy()
     with torch_threads(threads):
         predictions = {name: predict_proba(model, batch, batch_size=batch_size)
@@ -87,5 +96,15 @@ def evaluate(batch: Batch, variants: Mapping[str, object], *, slices: dict[str, 
             model, champion_batch = champion
             predictions[CHAMPION_KEY] = predict_proba(model, champion_batch,
                                                       batch_size=batch_size)
-    return Evaluation(metrics={n: compute_metrics(labels, p) for n, p in predictions.items()},
-                      predictions=predictions, labels=labels, slices=slices)
+    yardsticks = baselines.predict(batch) if baselines is not None else {}
+    scored = {**predictions, **yardsticks}
+    if truth is not None:
+        if len(truth) != len(labels):
+            raise ValueError(f"ground truth has {len(truth)} probabilities for "
+                             f"{len(labels)} rows")
+        scored[GROUND_TRUTH_KEY] = np.asarray(truth, dtype=np.float64)
+    defined = undefined_reason(labels) is None
+    return Evaluation(metrics={n: compute_metrics(labels, p) for n, p in scored.items()}
+                      if defined else {},
+                      predictions=predictions, labels=labels, slices=slices,
+                      baselines=yardsticks)

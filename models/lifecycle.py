@@ -37,6 +37,7 @@ from quantrec.data_checks.schema import FeatureSchema
 from quantrec.feeds.base import FeedError, SmallDayError
 from quantrec.feeds.lake import DayLake
 from quantrec.models.artifact import LoadedModel
+from quantrec.models.baselines import Baselines, BaselineSettings, fit_baselines
 from quantrec.models.batch import Batch, batch_from_frame
 from quantrec.models.dlrm import DLRM
 from quantrec.models.gate import Decision
@@ -45,7 +46,7 @@ from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import model_bytes, uniform_plan
 from quantrec.models.search import Budget, SearchResult, search_precision_plan
 from quantrec.models.stream import WindowStream, read_holdout
-from quantrec.models.train import TrainReport, torch_threads, train_dlrm
+from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
 
 # --- 1-2: the days a run reads, and whether it may go on -----------------------------------
 
@@ -160,18 +161,79 @@ def drift_outcome(report, *, staleness: dict[str, float], reference: str) -> Dri
     )
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a registered fp32 parent came from: the last day it trained on, and the run
+    date of the full retrain its warm-started line began with."""
+
+    version: str
+    trained_through: date
+    full_retrain_date: date
+
+
 @dataclass
 class Champion:
-    """The serving model: its version, weights, the run that made it and its fp32 parent."""
+    """The serving model: its version, weights, the run that made it and its fp32 parent
+    (with the parent's lineage, when it recorded one)."""
 
     version: str
     loaded: LoadedModel
     model_name: str = ""
     run_id: str = ""
     parent_version: str | None = None
+    parent_lineage: Lineage | None = None
 
 
 # --- 4: training ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What today's fp32 parent trains on: ``days`` (oldest first), from scratch
+    (``warm_from`` None) or continuing the champion's parent (``warm_from``, its version)."""
+
+    mode: str  # "full" or "continual"
+    days: tuple[date, ...]
+    reason: str
+    full_retrain_date: date
+    warm_from: str | None = None
+
+
+def plan_training(run_date: date, window: tuple[date, ...], *, mode: str,
+                  full_retrain_days: int, parent: Lineage | None,
+                  drift_level: DriftLevel = DriftLevel.OK) -> TrainingPlan:
+    """Continual training, as production CTR systems do: continue the champion's fp32
+    parent on the days since it last trained, and retrain from scratch on the whole window
+    every ``full_retrain_days`` days (or when continuing is not possible or not wise).
+
+    ``window`` is the usable window (days in the lake). Full retrain when: ``mode`` is
+    "window"; there is no parent; the days since the parent trained are not all in the
+    window (a gap the parent never saw); severe drift (the past may mislead); or the
+    lineage's last full retrain is ``full_retrain_days`` or more days old.
+    """
+    def full(reason: str) -> TrainingPlan:
+        return TrainingPlan(mode="full", days=window, reason=reason,
+                            full_retrain_date=run_date)
+
+    if mode == "window":
+        return full("training.mode is window")
+    if parent is None:
+        return full("no champion parent to continue")
+    if drift_level == DriftLevel.SEVERE:
+        return full("severe drift")
+    age = (run_date - parent.full_retrain_date).days
+    if age >= full_retrain_days:
+        return full(f"the last full retrain ({parent.full_retrain_date}) is {age} days old "
+                    f"(training.full_retrain_days = {full_retrain_days})")
+    new = tuple(d for d in window if d > parent.trained_through)
+    expected = (run_date - parent.trained_through).days - 1
+    if not new or len(new) != expected:
+        return full(f"the parent trained through {parent.trained_through}; the days since "
+                    f"are not all in the window ({len(new)} of {expected})")
+    return TrainingPlan(mode="continual", days=new, warm_from=parent.version,
+                        full_retrain_date=parent.full_retrain_date,
+                        reason=f"continues version {parent.version} (trained through "
+                               f"{parent.trained_through}) on {len(new)} new day(s)")
 
 
 @dataclass
@@ -182,19 +244,21 @@ class Trained:
     report: TrainReport
     holdout: Batch
     sample: pd.DataFrame  # held-out rows as read: the window's schema for its dataset record
+    plan: TrainingPlan | None = None  # what it trained on, from scratch or continued
     rows: int = 0
     seconds: float = 0.0  # wall time of the whole stage: reading, training
     computed_by: str = ""  # MLflow run that computed it (another one when resumed)
 
 
 def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
-               holdout_fraction: float) -> Trained:
+               holdout_fraction: float, warm_from: DLRM | None = None) -> Trained:
     """Train the fp32 DLRM on the window's day files (oldest first), deterministically.
 
     The window streams from its files (memory does not grow with the window); a seeded
     ``holdout_fraction`` of the last day is excluded and kept for the search and for
     calibration. ``model`` and ``training`` are the config's ``[model]`` and ``[training]``
-    sections (``tasks.config.ModelConfig``, ``TrainingConfig``).
+    sections (``tasks.config.ModelConfig``, ``TrainingConfig``). ``warm_from``: a model to
+    continue (its weights copied wherever name and shape match; ``models.train.warm_start``).
     """
     started = time.perf_counter()
     mask, held = read_holdout(paths[-1], fraction=holdout_fraction, seed=training.seed)
@@ -202,6 +266,8 @@ def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
     torch.manual_seed(training.seed)
     dlrm = DLRM.from_schema(schema, embedding_dim=model.embedding_dim,
                             bottom_mlp=model.bottom_mlp, top_mlp=model.top_mlp)
+    if warm_from is not None:
+        warm_start(dlrm, warm_from)
     with torch_threads(training.threads):
         report = train_dlrm(
             dlrm, stream, epochs=training.epochs, batch_size=training.batch_size,
@@ -213,6 +279,18 @@ def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
     return Trained(model=dlrm, report=report, holdout=batch_from_frame(held, schema),
                    sample=held.head(1000), rows=stream.rows,
                    seconds=time.perf_counter() - started)
+
+
+def fit_window_baselines(paths: list[Path], schema: FeatureSchema, trained: Trained, *,
+                         holdout_fraction: float, seed: int,
+                         settings: BaselineSettings | None = None) -> Baselines:
+    """The base rate and the logistic baseline on the window's rows (the fp32 model's
+    held-out share excluded, C chosen on that share). In continual mode the fp32 parent
+    itself trains only on the new days; the baselines, trained from scratch, get the whole
+    window: the strongest linear model the same data allows."""
+    mask, _ = read_holdout(paths[-1], fraction=holdout_fraction, seed=seed)
+    stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
+    return fit_baselines(stream, trained.holdout, settings=settings)
 
 
 # --- 5: the precision plan -----------------------------------------------------------------
@@ -272,8 +350,11 @@ def search_plan(trained: Trained, *, reason: str, budget_rel: float,
             budget=Budget(limit=budget_rel), linear_candidates=linear_candidates,
             table_candidates=table_candidates, batch_size=batch_size,
         )
-    return PlanChoice(plan=result.chosen, source="searched", reason=f"{reason}; {result.reason}",
-                      result=result, seconds=time.perf_counter() - started)
+    # A skipped search (held-out rows without both classes) keeps the fp32 plan; it is no
+    # plan to reuse tomorrow.
+    return PlanChoice(plan=result.chosen, source="skipped" if result.skipped else "searched",
+                      reason=f"{reason}; {result.reason}", result=result,
+                      seconds=time.perf_counter() - started)
 
 
 def reuse_plan(previous: PreviousPlan) -> PlanChoice:
@@ -327,6 +408,10 @@ def promotion_preference(sizes: dict[str, int]) -> list[str]:
 
 # --- 8: the record of a run date -----------------------------------------------------------
 
+# The decision of a day that stopped before training holds its one check under this key
+# (``models.gate.reject_invalid_data``).
+STOPPED_CHECKS = "run_date"
+
 
 @dataclass(frozen=True)
 class DayOutcome:
@@ -349,6 +434,10 @@ class DayOutcome:
     window: tuple[date, ...] = ()
     window_digest: str = ""
     train_samples_per_s: float | None = None
+    training_mode: str | None = None  # full | continual
+    training_reason: str | None = None
+    trained_through: str | None = None  # the last day the fp32 parent trained on (ISO)
+    full_retrain_date: str | None = None  # its lineage's last full retrain (ISO)
     plan_source: str | None = None
     plan_reason: str | None = None
     drift: dict | None = None
@@ -379,7 +468,7 @@ class DayOutcome:
     @property
     def stopped(self) -> bool:
         """Whether the day stopped before training (bad or missing data)."""
-        return not self.metrics and self.decision == "rejected"
+        return STOPPED_CHECKS in self.checks
 
     def verdict(self, variant: str) -> str:
         """promoted | challenger | passed | rejected, as the gate said of ``variant``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from quantrec.models.names import CHAMPION_KEY, Variant
+from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY, Baseline, Variant
 
 if TYPE_CHECKING:
     from quantrec.models.lifecycle import DayOutcome
@@ -50,6 +50,9 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
     labels = {variant: f"**{variant}** (this version)"}
     labels.setdefault(parent, f"{parent} (parent)")
     labels[champion_key] = "champion before this run"
+    labels.update({str(Baseline.CONSTANT): "baseline: base rate",
+                   str(Baseline.LOGISTIC): "baseline: logistic regression",
+                   GROUND_TRUTH_KEY: "ground truth (best reachable)"})
     for name, label in labels.items():
         values = metrics.get(name)
         if values:
@@ -117,7 +120,8 @@ def summary_markdown(outcome: DayOutcome) -> str:
     for name, values in outcome.metrics.items():
         cells = " | ".join(f"{values[c]:.5f}" for c in METRIC_COLUMNS)
         size = outcome.bytes.get(name, "")
-        version = outcome.registered_versions.get(name, "(current champion)")
+        version = outcome.registered_versions.get(
+            name, "(current champion)" if name == CHAMPION_KEY else "-")
         lines.append(f"| {name} | {cells} | {size} | {version} |")
     lines += ["", "| variant | check | value | threshold | passed |", "|---|---|---|---|---|"]
     for variant, checks in outcome.checks.items():

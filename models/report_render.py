@@ -350,14 +350,48 @@ def lifecycle_summary(days: pd.DataFrame, *, budget_rel: float, shift_date: date
     }
     for curve in ("champion", "frozen"):
         summary.update(_gap_stats(curve, window, budget_rel))
-    summary["sentences"] = _sentences(summary)
+    summary.update(baseline_stats(frame))
+    summary["sentences"] = _sentences(summary) + _baseline_sentences(summary)
     return summary
+
+
+def baseline_stats(frame: pd.DataFrame) -> dict:
+    """Over every run date with both NEs: on how many days the daily fp32 model beat the
+    logistic baseline, and the share of the logistic-to-truth gap it closed on the last
+    such day, ``(ne_logistic - ne_fp32) / (ne_logistic - ne_truth)`` (None without truth)."""
+    if "logistic_ne" not in frame:
+        return {"baseline_days_compared": 0}
+    both = frame[["date", "fp32_ne", "logistic_ne", "truth_ne"]].copy()
+    both = both[pd.to_numeric(both.logistic_ne, errors="coerce").notna()
+                & both.fp32_ne.notna()]
+    stats = {"baseline_days_compared": len(both),
+             "fp32_beats_logistic_days": int((both.fp32_ne < both.logistic_ne).sum())}
+    last = both.iloc[-1] if len(both) else None
+    gap = None
+    if last is not None and pd.notna(last.truth_ne) and last.logistic_ne > last.truth_ne:
+        gap = float((last.logistic_ne - last.fp32_ne) / (last.logistic_ne - last.truth_ne))
+    stats.update(gap_closed_last_day=gap,
+                 last_compared_date=last.date.isoformat() if last is not None else None)
+    return stats
+
+
+def _baseline_sentences(s: dict) -> list[str]:
+    if not s.get("baseline_days_compared"):
+        return []
+    lines = [f"The daily fp32 model beat the logistic baseline on "
+             f"{s['fp32_beats_logistic_days']} of {s['baseline_days_compared']} run dates."]
+    if s.get("gap_closed_last_day") is not None:
+        lines.append(f"On {s['last_compared_date']} it closed "
+                     f"{100 * s['gap_closed_last_day']:.0f}% of the gap between the logistic "
+                     "baseline and the ground truth.")
+    return lines
 
 
 def lifecycle_figure(days: pd.DataFrame, *, budget_rel: float, shift_date: date | None = None,
                      title: str = "") -> Figure:
-    """NE per run date of the frozen int8, daily fp32 and managed champion models; warn and
-    severe drift days shaded, promotions starred on the champion curve, fp32 NE plus the
+    """NE per run date of the frozen int8, daily fp32 and managed champion models, beside
+    the logistic baseline and the ground truth where measured; warn and severe drift days
+    shaded, promotions starred on the champion curve, fp32 NE plus the
     budget dotted, the shift date dashed."""
     frame = _check_days(days)
     x = np.array(frame.date.tolist(), dtype="datetime64[D]")
@@ -374,6 +408,13 @@ def lifecycle_figure(days: pd.DataFrame, *, budget_rel: float, shift_date: date 
     (line,) = axes.plot(x, frame.champion_ne, marker=".", label="managed champion")
     axes.plot(x, frame.fp32_ne * (1 + budget_rel), linestyle=":", color="grey",
               label=f"fp32 NE + {100 * budget_rel:.2g}% budget")
+    # The yardsticks measured the same day: a model worth serving stays below the first,
+    # and the second is the best any model can reach (synthetic feed only).
+    for column, label, style in (("logistic_ne", "logistic regression baseline", "-."),
+                                 ("truth_ne", "ground truth", "--")):
+        if column in frame and frame[column].notna().any():
+            axes.plot(x, frame[column], linestyle=style, color="black", linewidth=1,
+                      label=label)
     promoted = frame.promoted.eq(True).to_numpy()
     axes.scatter(x[promoted], frame.champion_ne[promoted], marker="*", s=160, zorder=3,
                  color=line.get_color(), edgecolors="black", label="promotion")

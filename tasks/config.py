@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from quantrec.data_checks.drift import DriftThresholds
 from quantrec.feeds import FEED_CONFIGS, FEED_KINDS, FeedConfig, SyntheticFeedConfig
 from quantrec.models.gate import GatePolicy
+from quantrec.models.search import LINEAR_CANDIDATES, TABLE_CANDIDATES
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,15 @@ class ModelConfig(_Section):
 
 class TrainingConfig(_Section):
     window_days: int = Field(3, gt=0, description="Train on the W days before the run date.")
+    mode: Literal["continual", "window"] = Field(
+        "continual",
+        description="continual: continue the champion's fp32 parent on the days since it "
+        "last trained (warm start), with a full retrain on the window every "
+        "full_retrain_days days, on severe drift, or when days are missing; window: train "
+        "from scratch on the whole window every day.",
+    )
+    full_retrain_days: int = Field(
+        7, gt=0, description="continual: retrain from scratch at least this often (days).")
     epochs: int = Field(1, gt=0, description="Passes over the window.")
     batch_size: int = Field(1024, gt=0, description="Samples per optimizer step.")
     learning_rate: float = Field(
@@ -98,19 +108,11 @@ class SearchConfig(_Section):
         "variant failed the gate, or when forced (quantrec search).",
     )
     linear_candidates: tuple[str, ...] = Field(
-        (
-            "fp16",
-            "int8",
-            "int8_tensor",
-            "int8_static_minmax",
-            "int8_static_histogram",
-            "int8_static_percentile",
-            "int8_static_smooth",
-        ),
+        LINEAR_CANDIDATES,
         description="Precisions tried for each MLP layer.",
     )
     table_candidates: tuple[str, ...] = Field(
-        ("fp16", "int8", "int4", "int4_greedy", "int2", "int2_greedy"),
+        TABLE_CANDIDATES,
         description="Precisions tried for each embedding table (row-wise).",
     )
 

@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from quantrec.models.baselines import Baselines
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.evaluation import Evaluation, evaluate, run_date_slices, slice_roles
 from quantrec.models.gate import Decision, decide, reject_invalid_data
@@ -30,9 +31,9 @@ DATASET_SAMPLE_ROWS = 1000
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Champion | None,
-                      config: QuantrecConfig, run_id: str) -> Evaluation:
+                      baselines: Baselines, config: QuantrecConfig, run_id: str) -> Evaluation:
     """NE, AUC, log loss and calibration of each variant and the champion on the same
-    rows, overall and per slice."""
+    rows, overall and per slice, beside the baselines (and the truth, on synthetic days)."""
     home, client = connect()
     day_lake, day, gate = home.day_lake(), partitions.run_date, config.gate
     with stage_timer(client, run_id, "evaluate"):
@@ -51,7 +52,8 @@ def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Ch
             batch_from_frame(frame, partitions.schema), candidate.variants, slices=slices,
             champion=None if champion is None else (
                 champion.loaded.model, batch_from_frame(frame, champion.loaded.schema)),
-            batch_size=config.evaluation.batch_size, threads=config.training.threads)
+            batch_size=config.evaluation.batch_size, threads=config.training.threads,
+            baselines=baselines, truth=_ground_truth(config, day, len(frame)))
     log_metrics(client, run_id, flatten("", {n: m.to_dict()
                                              for n, m in evaluation.metrics.items()}))
     table = evaluation.slice_table()
@@ -62,6 +64,16 @@ def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Ch
     if not table.empty:
         client.log_text(run_id, table.to_csv(index=False), "evaluation/slices.csv")
     return evaluation
+
+
+def _ground_truth(config: QuantrecConfig, day, rows: int):
+    """The feed's true click probabilities of the day's rows, when it has them (the
+    synthetic feed) and they match the partition."""
+    source = config.feed.build(day)
+    if not hasattr(source, "click_probability"):
+        return None
+    truth = source.click_probability(day)
+    return truth if len(truth) == rows else None
 
 
 @task(name="gate", cache_policy=NO_CACHE)
@@ -78,6 +90,7 @@ def decide_promotion(validation: Validation, evaluation: Evaluation, sizes: dict
         predictions={n: evaluation.predictions[n] for n in candidates},
         parent=Variant.FP32,
         champion=evaluation.predictions.get(CHAMPION_KEY),
+        baselines=evaluation.baselines,
         preference=promotion_preference({n: sizes[n] for n in candidates}),
         policy=config.gate,
         slices=evaluation.slices,

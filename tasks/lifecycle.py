@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import DayOutcome, served_ne
-from quantrec.models.names import Tag, Variant
+from quantrec.models.names import GROUND_TRUTH_KEY, Baseline, Tag, Variant
 from quantrec.models.report_render import ReportError, lifecycle_summary, write_lifecycle_report
 from quantrec.models.scorer import score
 from quantrec.tasks.config import QuantrecConfig
@@ -63,7 +63,8 @@ def day_outcomes(start: date, end: date, experiment: str) -> dict[date, DayOutco
 
 def lifecycle_frame(outcomes: dict[date, DayOutcome], model_name: str,
                     batch_size: int) -> pd.DataFrame:
-    """One row per run date: frozen_ne, fp32_ne, champion_ne, drift_level, promoted, outcome."""
+    """One row per run date: frozen_ne, fp32_ne, champion_ne, the baselines' and the
+    truth's NE, the training mode, drift_level, promoted, outcome."""
     frozen = _frozen_model(outcomes, model_name)
     approved = _approved_versions(model_name)
     day_lake = quantrec_home().day_lake()
@@ -78,6 +79,10 @@ def lifecycle_frame(outcomes: dict[date, DayOutcome], model_name: str,
             "frozen_ne": frozen_ne,
             "fp32_ne": outcome.metrics.get(Variant.FP32, {}).get("ne", math.nan),
             "champion_ne": served_ne(outcome, approved),
+            "logistic_ne": outcome.metrics.get(Baseline.LOGISTIC, {}).get("ne", math.nan),
+            "constant_ne": outcome.metrics.get(Baseline.CONSTANT, {}).get("ne", math.nan),
+            "truth_ne": outcome.metrics.get(GROUND_TRUTH_KEY, {}).get("ne", math.nan),
+            "training_mode": outcome.training_mode,
             "drift_level": outcome.drift_level,
             "promoted": (outcome.champion_version != outcome.champion_version_before
                          or outcome.challenger_version in approved),

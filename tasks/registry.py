@@ -8,6 +8,7 @@ only promotion step; until it runs, the old champion keeps serving.
 from __future__ import annotations
 
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,7 @@ from prefect import get_run_logger
 
 from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.artifact import save_model
-from quantrec.models.lifecycle import Champion, DayOutcome
+from quantrec.models.lifecycle import Champion, DayOutcome, Lineage
 from quantrec.models.model_card import model_card
 from quantrec.models.names import Alias, Tag, Variant
 from quantrec.models.plan import PrecisionPlan
@@ -40,10 +41,23 @@ def load_champion(model_name: str) -> Champion | None:
     run_id = tags.get(Tag.MLFLOW_RUN_ID, "")
     siblings = client.search_model_versions(
         f"name='{model_name}' and tags.`{Tag.MLFLOW_RUN_ID}` = '{run_id}'") if run_id else []
-    parents = [str(v.version) for v in siblings if v.tags.get(Tag.VARIANT) == Variant.FP32]
+    parents = [v for v in siblings if v.tags.get(Tag.VARIANT) == Variant.FP32]
+    parent = max(parents, key=lambda v: int(v.version)) if parents else None
     return Champion(version=version, loaded=load_version(model_name, version),
                     model_name=model_name, run_id=run_id,
-                    parent_version=max(parents, key=int) if parents else None)
+                    parent_version=str(parent.version) if parent else None,
+                    parent_lineage=_lineage(parent) if parent else None)
+
+
+def _lineage(version) -> Lineage | None:
+    """What the fp32 parent version recorded of its training; None for a version that
+    recorded nothing (it cannot be continued)."""
+    through, full = (version.tags.get(Tag.TRAINED_THROUGH),
+                     version.tags.get(Tag.FULL_RETRAIN_DATE))
+    if not through or not full:
+        return None
+    return Lineage(version=str(version.version), trained_through=date.fromisoformat(through),
+                   full_retrain_date=date.fromisoformat(full))
 
 
 def registered_for(client, model_name: str, run_key: str) -> dict[str, str]:
@@ -90,10 +104,14 @@ def register_variants(outcome: DayOutcome, variants: dict, plans: dict[str, Prec
             Tag.RUN_DATE: outcome.date.isoformat(),
             Tag.VARIANT: name,
             Tag.DECISION: outcome.verdict(name),
-            Tag.NE: f"{outcome.metrics[name]['ne']:.6f}",
+            Tag.NE: (f"{outcome.metrics[name]['ne']:.6f}" if name in outcome.metrics
+                     else "n/a"),
             Tag.BYTES: str(outcome.bytes[name]),
             Tag.MLFLOW_RUN_ID: run_id,
             Tag.RUN_KEY: run_key,
+            Tag.TRAINING_MODE: outcome.training_mode or "",
+            Tag.TRAINED_THROUGH: outcome.trained_through or "",
+            Tag.FULL_RETRAIN_DATE: outcome.full_retrain_date or "",
         }
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, key, value)

@@ -37,7 +37,8 @@ def previous_plan(client, experiment: str, run_date: date) -> PreviousPlan | Non
         filter_string=f"tags.`{Tag.PLAN_SOURCE}` != ''",
         max_results=1000,
     )
-    earlier = [r for r in runs if r.data.tags.get(Tag.RUN_DATE, "") < run_date.isoformat()]
+    earlier = [r for r in runs if r.data.tags.get(Tag.RUN_DATE, "") < run_date.isoformat()
+               and r.data.tags[Tag.PLAN_SOURCE] != "skipped"]
     if not earlier:
         return None
     latest = max(earlier, key=lambda r: (r.data.tags[Tag.RUN_DATE], r.info.start_time))
@@ -84,7 +85,7 @@ def record_plan(choice: PlanChoice, run_id: str) -> None:
     client.set_tag(run_id, Tag.PLAN_SOURCE, choice.source)
     client.set_tag(run_id, Tag.PLAN_REASON, choice.reason[:5000])
     log_metrics(client, run_id, {"time.search_s": choice.seconds})
-    if choice.result is not None:
+    if choice.result is not None and not choice.result.skipped:
         _record_search(client, run_id, choice.result)
     if choice.computed_by != run_id:
         client.set_tag(run_id, Tag.RESUMED_SEARCH, choice.computed_by)

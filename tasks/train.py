@@ -9,32 +9,53 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from quantrec.models.lifecycle import Candidate, Partitions, Trained, build_variants, train_fp32
+from quantrec.models.lifecycle import (
+    Candidate, Champion, Partitions, Trained, TrainingPlan, build_variants,
+    fit_window_baselines, plan_training, train_fp32,
+)
+from quantrec.models.baselines import Baselines
 from quantrec.models.names import Tag
 from quantrec.models.plan import PrecisionPlan
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import STAGE_RESULT_TTL, pause_point, quantrec_home, stage_cache_key
 from quantrec.tasks.tracking import (
-    connect, dataset_entity, flatten, log_dataset, log_metrics, log_params, mlflow_task,
-    stage_timer,
+    connect, dataset_entity, flatten, load_version, log_dataset, log_metrics, log_params,
+    mlflow_task, stage_timer,
 )
+
+@task(name="plan-training", cache_policy=NO_CACHE)
+def plan_candidate_training(partitions: Partitions, champion: Champion | None,
+                            config: QuantrecConfig, drift_level: str) -> TrainingPlan:
+    """Continue the champion's fp32 parent on the new days, or retrain on the window
+    (``models.lifecycle.plan_training``)."""
+    plan = plan_training(
+        partitions.run_date, partitions.window, mode=config.training.mode,
+        full_retrain_days=config.training.full_retrain_days,
+        parent=champion.parent_lineage if champion else None, drift_level=drift_level)
+    get_run_logger().info("training %s on %d day(s): %s", plan.mode, len(plan.days),
+                          plan.reason)
+    return plan
+
 
 @task(name="train-fp32", cache_key_fn=stage_cache_key("train"), persist_result=True,
       cache_expiration=STAGE_RESULT_TTL,
       result_storage_key="quantrec-train-{parameters[run_key]}")
-def train_candidate(partitions: Partitions, config: QuantrecConfig, run_key: str,
-                    run_id: str) -> Trained:
-    """Train the fp32 DLRM on the window before the run date, deterministically.
+def train_candidate(partitions: Partitions, plan: TrainingPlan, config: QuantrecConfig,
+                    run_key: str, run_id: str) -> Trained:
+    """Train the fp32 DLRM on the plan's days, deterministically, from scratch or from the
+    champion's parent.
 
     Pure compute (nothing is logged here): the result is persisted under ``run_key``, and
     ``record_training`` logs it, whether it was computed now or by a run that crashed later.
     """
     day_lake = quantrec_home().day_lake()
+    warm = (load_version(config.registry.model_name, plan.warm_from).model
+            if plan.warm_from else None)
     pause_point("train")
-    trained = train_fp32([day_lake.path(day) for day in partitions.window], partitions.schema,
+    trained = train_fp32([day_lake.path(day) for day in plan.days], partitions.schema,
                          model=config.model, training=config.training,
-                         holdout_fraction=config.search.holdout_fraction)
-    trained.computed_by = run_id
+                         holdout_fraction=config.search.holdout_fraction, warm_from=warm)
+    trained.computed_by, trained.plan = run_id, plan
     get_run_logger().info("trained on %d rows at %.0f samples/s", trained.rows,
                           trained.report.samples_per_s)
     return trained
@@ -47,7 +68,7 @@ def record_training(trained: Trained, partitions: Partitions, config: QuantrecCo
     home, client = connect()
     log_params(client, run_id, flatten("", {"model": config.model.model_dump(),
                                             "training": config.training.model_dump()}))
-    window = partitions.window
+    window = trained.plan.days if trained.plan else partitions.window
     log_dataset(client, run_id, dataset_entity(
         trained.sample, rows=trained.rows, name=f"window {window[0]}..{window[-1]}",
         source=str(home.lake), digest=partitions.window_digest(),
@@ -60,8 +81,29 @@ def record_training(trained: Trained, partitions: Partitions, config: QuantrecCo
         "train.seconds": trained.report.seconds,
         "time.train_s": trained.seconds,
     })
+    if trained.plan is not None:
+        client.set_tag(run_id, Tag.TRAINING_MODE, trained.plan.mode)
+        client.set_tag(run_id, Tag.TRAINING_REASON, trained.plan.reason[:5000])
+        log_metrics(client, run_id, {"train.days": len(trained.plan.days)})
     if trained.computed_by != run_id:
         client.set_tag(run_id, Tag.RESUMED_TRAIN, trained.computed_by)
+
+
+@task(name="fit-baselines", cache_policy=NO_CACHE)
+def fit_run_baselines(trained: Trained, partitions: Partitions, config: QuantrecConfig,
+                      run_id: str) -> Baselines:
+    """The base rate and the logistic regression every candidate must beat, fitted on the
+    window's rows; their choices are logged (``baselines.json``)."""
+    home, client = connect()
+    day_lake = home.day_lake()
+    with stage_timer(client, run_id, "baselines"):
+        baselines = fit_window_baselines(
+            [day_lake.path(day) for day in partitions.window], partitions.schema, trained,
+            holdout_fraction=config.search.holdout_fraction, seed=config.training.seed)
+    client.log_dict(run_id, baselines.to_dict(), "baselines.json")
+    get_run_logger().info("baselines: base rate %.4f; %s", baselines.base_rate,
+                          baselines.logistic.reason if baselines.logistic else baselines.note)
+    return baselines
 
 
 @task(name="quantize", cache_policy=NO_CACHE)

@@ -71,3 +71,38 @@ def test_a_day_outcome_round_trips_through_its_record():
     assert again == outcome
     assert outcome.to_record()["date"] == "2026-01-04"
     assert outcome.verdict("fp32") == "rejected"
+
+
+def test_continual_training_continues_the_parent_on_the_new_days_only():
+    from quantrec.models.lifecycle import Lineage, plan_training
+
+    run_date = date(2026, 1, 10)
+    window = training_window(run_date, 3)  # 01-07, 01-08, 01-09
+    parent = Lineage(version="7", trained_through=date(2026, 1, 8),
+                     full_retrain_date=date(2026, 1, 5))
+    plan = plan_training(run_date, window, mode="continual", full_retrain_days=7,
+                         parent=parent)
+    assert (plan.mode, plan.days, plan.warm_from) == ("continual", (date(2026, 1, 9),), "7")
+    assert plan.full_retrain_date == date(2026, 1, 5)
+
+
+def test_a_full_retrain_when_due_impossible_or_unwise():
+    from quantrec.models.lifecycle import Lineage, plan_training
+
+    run_date = date(2026, 1, 10)
+    window = training_window(run_date, 3)
+
+    def plan(parent, **kw):
+        options = {"mode": "continual", "full_retrain_days": 7, "parent": parent, **kw}
+        return plan_training(run_date, window, **options)
+
+    fresh = Lineage("7", date(2026, 1, 8), date(2026, 1, 5))
+    assert plan(None).mode == "full" and plan(None).days == window
+    assert plan(fresh, mode="window").mode == "full"
+    assert plan(fresh, drift_level=DriftLevel.SEVERE).mode == "full"
+    old = Lineage("7", date(2026, 1, 8), date(2026, 1, 3))
+    assert "7 days old" in plan(old).reason and plan(old).full_retrain_date == run_date
+    gap = Lineage("7", date(2026, 1, 8), date(2026, 1, 5))
+    holed = plan_training(run_date, (date(2026, 1, 7), date(2026, 1, 8)), mode="continual",
+                          full_retrain_days=7, parent=gap)
+    assert holed.mode == "full" and "not all in the window" in holed.reason
