@@ -27,7 +27,7 @@ METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
 LIFECYCLE_COLUMNS = ("date", "frozen_ne", "fp32_ne", "champion_ne", "drift_level", "promoted",
                      "outcome")
 # Known check keys in reading order; any other key a gate records follows them, sorted.
-_CHECK_KEYS = ("name", "slice", "scope", "value", "threshold", "limit", "direction", "passed",
+_CHECK_KEYS = ("name", "slice", "scope", "value", "threshold", "direction", "passed",
                "within_noise", "ci_low", "ci_high", "detail")
 _DRIFT_COLORS = {"warn": "#f9a825", "severe": "#c62828"}
 # An href with these schemes would run code in the reader's browser; such links become text.

@@ -31,7 +31,7 @@ def _decision(reason="int8 within budget"):
             "int8": [
                 {"name": "quantization_ne_budget", "value": 0.004, "threshold": 0.01,
                  "passed": True, "within_noise": True, "ci_low": 0.001, "ci_high": 0.007},
-                {"name": "slice_ne", "value": 0.02, "limit": 0.015, "passed": False,
+                {"name": "slice_ne", "value": 0.02, "threshold": 0.015, "passed": False,
                  "slice": "cat_1=7", "direction": "max"},
             ],
             "fp32": [{"name": "beats_champion", "value": -0.01, "threshold": 0.0, "passed": True}],
