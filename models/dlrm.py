@@ -4,12 +4,25 @@ Shapes use the notation of ``models.batch``: B samples, N dense features, F cate
 features, D embedding dimension. The layout follows torchrec's ``DenseArch``, ``SparseArch``,
 ``InteractionArch`` and ``OverArch``, so module names (``sparse_arch.embedding_bags.3``,
 ``over_arch.mlp.0``) are stable handles for per-layer precision plans.
+
+Two additions to the published model, both outside the quantizable units (every
+``nn.Linear`` and ``nn.EmbeddingBag``), so precision plans and recipes are unchanged:
+
+* ``dense_arch.transform`` (``DenseTransform``): log1p and standardisation of the dense
+  columns, fitted on the training window and kept as buffers (``log1p``, ``shift``,
+  ``scale``), so a saved model scores new rows exactly as it trained. Identity until fitted;
+  a state_dict written before it existed loads as the identity.
+* ``inter_arch.constant`` (``first_order=True``): a learned D vector joined to the
+  interaction's set. ``dot(e_i, constant)`` is a learned scalar per id, the first-order
+  effect a logistic regression has, which the dot products of the published DLRM only give
+  through the dense vector. Measured on the synthetic feed (3 days of 100k rows, one
+  epoch): next-day NE 0.875 -> 0.869.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -29,12 +42,99 @@ def _mlp(in_features: int, layer_sizes: Sequence[int], *, final_relu: bool) -> n
     return nn.Sequential(*layers)
 
 
+_TRANSFORM_BUFFERS = ("log1p", "shift", "scale")
+
+
+class DenseTransform(nn.Module):
+    """Per dense column: optional ``log1p(max(x, 0))``, then ``(x - shift) * scale``.
+
+    Fitted on the training rows (``fit``): ``shift`` is the column mean and ``scale`` the
+    inverse standard deviation (1 for a constant column), after the log1p of the columns
+    it applies to. Buffers, so they are saved with the model and never quantized. Until
+    fitted it is the identity, bit for bit.
+
+    Args:
+        num_dense: N.
+        log1p_nonnegative: ``fit`` log-scales every column that is non-negative on the
+            training rows. For batches of raw columns (a schema with ``dense_transform =
+            "none"``); leave False when ``batch_from_frame`` already applied log1p.
+    """
+
+    def __init__(self, num_dense: int, *, log1p_nonnegative: bool = False) -> None:
+        super().__init__()
+        self.log1p_nonnegative = log1p_nonnegative
+        self.register_buffer("log1p", torch.zeros(num_dense, dtype=torch.bool))
+        self.register_buffer("shift", torch.zeros(num_dense))
+        self.register_buffer("scale", torch.ones(num_dense))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """float32 B X N -> float32 B X N."""
+        logged = torch.where(self.log1p, torch.log1p(features.clamp(min=0.0)), features)
+        return (logged - self.shift) * self.scale
+
+    @torch.no_grad()
+    def fit(self, parts: Iterable[Tensor]) -> None:
+        """Set log1p, shift and scale from the rows of ``parts`` (each float32 B X N), in
+        one pass. Sums run in float64 in the order given: the same parts, the same buffers.
+        """
+        num_dense = self.shift.shape[0]
+        rows = 0
+        minimum = torch.full((num_dense,), float("inf"), dtype=torch.float64)
+        raw = torch.zeros(2, num_dense, dtype=torch.float64)  # sum, sum of squares
+        logged = torch.zeros(2, num_dense, dtype=torch.float64)
+        for part in parts:
+            if part.dim() != 2 or part.shape[1] != num_dense:
+                raise ValueError(
+                    f"dense rows must be B X {num_dense} to fit the transform, got "
+                    f"{tuple(part.shape)}"
+                )
+            if not len(part):
+                continue
+            x = part.double()
+            rows += x.shape[0]
+            minimum = torch.minimum(minimum, x.min(0).values)
+            raw += torch.stack((x.sum(0), x.square().sum(0)))
+            if self.log1p_nonnegative:
+                y = torch.log1p(x.clamp(min=0.0))
+                logged += torch.stack((y.sum(0), y.square().sum(0)))
+        if rows == 0:
+            raise ValueError("cannot fit the dense transform on 0 rows")
+        log1p = (minimum >= 0) if self.log1p_nonnegative else torch.zeros(num_dense, dtype=torch.bool)
+        sums = torch.where(log1p, logged, raw)
+        mean = sums[0] / rows
+        std = (sums[1] / rows - mean.square()).clamp(min=0.0).sqrt()
+        # A constant column carries nothing; scale 1 keeps it finite (it becomes 0).
+        constant = std <= 1e-6 * mean.abs().clamp(min=1.0)
+        self.log1p.copy_(log1p)
+        self.shift.copy_(mean.float())
+        self.scale.copy_(torch.where(constant, torch.ones_like(std), 1.0 / std).float())
+
+    def reset(self) -> None:
+        """Back to the identity."""
+        self.log1p.zero_()
+        self.shift.zero_()
+        self.scale.fill_(1.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,  # type: ignore[no-untyped-def]
+                              missing_keys, unexpected_keys, error_msgs) -> None:
+        if not any(prefix + name in state_dict for name in _TRANSFORM_BUFFERS):
+            # Written before dense transforms existed: that model saw untransformed rows.
+            self.reset()
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+
 class DenseArch(nn.Module):
     """Bottom MLP: projects dense features into the embedding space (ReLU after every layer).
+
+    The features first pass through ``transform`` (a ``DenseTransform``, identity until
+    fitted), so every caller of ``dense_arch`` sees the same transformed inputs.
 
     Args:
         in_features: N.
         layer_sizes: output size of each layer; the last is D.
+        log1p_nonnegative: see ``DenseTransform``.
 
     Example::
 
@@ -42,19 +142,21 @@ class DenseArch(nn.Module):
         embedded = dense_arch(torch.rand(20, 13))  # 20 X 16
     """
 
-    def __init__(self, *, in_features: int, layer_sizes: Sequence[int]) -> None:
+    def __init__(self, *, in_features: int, layer_sizes: Sequence[int],
+                 log1p_nonnegative: bool = False) -> None:
         super().__init__()
+        self.transform = DenseTransform(in_features, log1p_nonnegative=log1p_nonnegative)
         self.mlp = _mlp(in_features, layer_sizes, final_relu=True)
 
     def forward(self, features: Tensor) -> Tensor:
         """
         Args:
-            features: float32 B X N.
+            features: float32 B X N, as ``batch_from_frame`` gives them.
 
         Returns:
             float32 B X D.
         """
-        return self.mlp(features)
+        return self.mlp(self.transform(features))
 
 
 class SparseArch(nn.Module):
@@ -102,10 +204,13 @@ class SparseArch(nn.Module):
 
 
 class InteractionArch(nn.Module):
-    """Pairwise dot products of the dense vector and the F pooled embeddings.
+    """Pairwise dot products of the dense vector, the F pooled embeddings and, with
+    ``constant_dim``, a learned constant vector (K = F + 1 vectors, or F + 2).
 
     Args:
         num_sparse_features: F.
+        constant_dim: D of the learned constant vector ``constant`` joined last to the set;
+            None (the published DLRM): no constant.
 
     Example::
 
@@ -113,20 +218,25 @@ class InteractionArch(nn.Module):
         out = inter_arch(torch.rand(10, 8), torch.rand(10, 2, 8))  # 10 X (8 + 3)
     """
 
-    def __init__(self, *, num_sparse_features: int) -> None:
+    def __init__(self, *, num_sparse_features: int, constant_dim: int | None = None) -> None:
         super().__init__()
         self.num_sparse_features = num_sparse_features
+        self.constant: nn.Parameter | None = None
+        if constant_dim is not None:
+            # Small, so the first-order scalars start near 0 like the embeddings' products.
+            self.constant = nn.Parameter(torch.randn(constant_dim) * 0.1)
         # Not persistent: derived from F, so artifacts do not carry it. The flat form indexes
-        # the row-major (F + 1)^2 products in one index_select (5x faster than 2-D indexing).
-        side = num_sparse_features + 1
+        # the row-major K^2 products in one index_select (5x faster than 2-D indexing).
+        side = num_sparse_features + 1 + (constant_dim is not None)
         triu = torch.triu_indices(side, side, offset=1)
         self.register_buffer("triu_indices", triu, persistent=False)
         self.register_buffer("triu_flat", triu[0] * side + triu[1], persistent=False)
 
     @staticmethod
-    def output_size(*, num_sparse_features: int, embedding_dim: int) -> int:
-        """D + (F + 1 choose 2)."""
-        return embedding_dim + math.comb(num_sparse_features + 1, 2)
+    def output_size(*, num_sparse_features: int, embedding_dim: int,
+                    first_order: bool = False) -> int:
+        """D + (K choose 2), K = F + 1, plus 1 with the constant vector (``first_order``)."""
+        return embedding_dim + math.comb(num_sparse_features + 1 + first_order, 2)
 
     def forward(self, dense_features: Tensor, sparse_features: Tensor) -> Tensor:
         """
@@ -147,8 +257,12 @@ class InteractionArch(nn.Module):
             combined: B X (F + 1) X D, the dense vector first.
 
         Returns:
-            as ``forward``.
+            as ``forward``. The constant vector, when there is one, is the last of the K
+            vectors, so the triangle also holds its product with every other vector.
         """
+        if self.constant is not None:
+            constant = self.constant.expand(combined.shape[0], 1, -1)
+            combined = torch.cat((combined, constant), dim=1)
         interactions = torch.bmm(combined, combined.transpose(1, 2))
         flat = interactions.flatten(1).index_select(1, self.triu_flat)
         return torch.cat((combined[:, 0], flat), dim=1)
@@ -200,6 +314,11 @@ class DLRM(nn.Module):
         top_mlp: ``OverArch`` layer sizes; a final 1-unit layer is appended unless the
             last size is already 1.
         feature_names: the F categorical feature names, in the order of ``table_sizes``.
+        first_order: join a learned constant vector to the interaction (module docstring).
+            False by default because architectures recorded before it existed lack the key;
+            ``from_schema`` (new models) turns it on.
+        log1p_dense: the dense transform log-scales the non-negative columns when fitted
+            (``DenseTransform``); what it fitted is in the buffers.
 
     Example::
 
@@ -217,6 +336,8 @@ class DLRM(nn.Module):
         bottom_mlp: Sequence[int],
         top_mlp: Sequence[int],
         feature_names: Sequence[str],
+        first_order: bool = False,
+        log1p_dense: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(num_dense, table_sizes, embedding_dim, bottom_mlp, top_mlp, feature_names)
@@ -231,13 +352,23 @@ class DLRM(nn.Module):
             "top_mlp": top,
             "feature_names": [str(n) for n in feature_names],
         }
+        # Recorded only when on, so architectures of models without them read as before.
+        if first_order:
+            self._architecture["first_order"] = True
+        if log1p_dense:
+            self._architecture["log1p_dense"] = True
         self.feature_names: tuple[str, ...] = tuple(self._architecture["feature_names"])
-        self.dense_arch = DenseArch(in_features=num_dense, layer_sizes=bottom_mlp)
+        self.dense_arch = DenseArch(in_features=num_dense, layer_sizes=bottom_mlp,
+                                    log1p_nonnegative=log1p_dense)
         self.sparse_arch = SparseArch(table_sizes=table_sizes, embedding_dim=embedding_dim)
-        self.inter_arch = InteractionArch(num_sparse_features=len(table_sizes))
+        self.inter_arch = InteractionArch(
+            num_sparse_features=len(table_sizes),
+            constant_dim=embedding_dim if first_order else None,
+        )
         self.over_arch = OverArch(
             in_features=InteractionArch.output_size(
-                num_sparse_features=len(table_sizes), embedding_dim=embedding_dim
+                num_sparse_features=len(table_sizes), embedding_dim=embedding_dim,
+                first_order=first_order,
             ),
             layer_sizes=top,
         )
@@ -250,8 +381,14 @@ class DLRM(nn.Module):
         embedding_dim: int,
         bottom_mlp: Sequence[int],
         top_mlp: Sequence[int],
+        first_order: bool = True,
     ) -> DLRM:
-        """A DLRM whose inputs match ``schema``: one table per categorical column."""
+        """A DLRM whose inputs match ``schema``: one table per categorical column.
+
+        With the learned constant vector (``first_order``) unless told otherwise; the dense
+        transform log-scales non-negative columns when the schema's batches arrive raw
+        (``dense_transform = "none"``), and only standardises them otherwise.
+        """
         return cls(
             num_dense=len(schema.dense),
             table_sizes=schema.hash_sizes,
@@ -259,6 +396,8 @@ class DLRM(nn.Module):
             bottom_mlp=bottom_mlp,
             top_mlp=top_mlp,
             feature_names=schema.categorical_names,
+            first_order=first_order,
+            log1p_dense=schema.dense_transform == "none",
         )
 
     def architecture(self) -> dict[str, Any]:

@@ -265,17 +265,37 @@ class RowwiseAdagrad:
     ``weight[r] -= lr * g / (sqrt(state[r]) + eps)``. Rows not touched are not read.
     State is 4 bytes per row instead of SparseAdam's 8 D bytes.
 
+    ``initial_accumulator`` (TensorFlow's ``initial_accumulator_value``) damps the first
+    steps of a row: without it, a row's first step has the size ``lr`` whatever its
+    gradient, so an id seen once moves as far as a frequent one on its first sight.
+
+    ``weight_decay`` adds the L2 term ``weight_decay * w`` to the gradient of every row at
+    every step, lazily: a row's skipped steps are applied when it is next touched (and for
+    all rows by ``catch_up``), each shrinking it by ``lr * weight_decay / (sqrt(state) +
+    eps)``, as Adagrad would with that row's accumulator. Rare rows shrink the most, as
+    under a logistic regression's L2. It keeps one int64 step per row.
+
     Args:
         num_rows: rows of the storage.
         lr: learning rate, positive.
         eps: added to the root, as in FBGEMM.
+        initial_accumulator: start value of every row's accumulator, >= 0.
+        weight_decay: L2 coefficient on the mean loss, >= 0.
     """
 
-    def __init__(self, *, num_rows: int, lr: float, eps: float = 1e-8) -> None:
+    def __init__(self, *, num_rows: int, lr: float, eps: float = 1e-8,
+                 initial_accumulator: float = 0.0, weight_decay: float = 0.0) -> None:
         if not lr > 0:
             raise ValueError(f"row-wise Adagrad needs lr > 0, got {lr}")
-        self.lr, self.eps = lr, eps
-        self.state = torch.zeros(num_rows, dtype=torch.float32)
+        if initial_accumulator < 0 or weight_decay < 0:
+            raise ValueError(
+                f"row-wise Adagrad needs initial_accumulator >= 0 and weight_decay >= 0; got "
+                f"{initial_accumulator} and {weight_decay}"
+            )
+        self.lr, self.eps, self.weight_decay = lr, eps, weight_decay
+        self.state = torch.full((num_rows,), float(initial_accumulator), dtype=torch.float32)
+        self.steps = 0
+        self.last_step = torch.zeros(num_rows, dtype=torch.int64) if weight_decay else None
 
     def step(self, weight: Tensor, rows: Tensor, grad: Tensor) -> None:
         """Update ``weight`` (rows X D, in place) at ``rows``.
@@ -286,10 +306,32 @@ class RowwiseAdagrad:
                 place to save an allocation per step).
         """
         with torch.no_grad():
+            self.steps += 1
+            if self.last_step is not None:
+                self._decay(weight, rows, upto=self.steps - 1)
+                grad.add_(weight.index_select(0, rows), alpha=self.weight_decay)
             state = self.state.index_select(0, rows).add_(grad.square().mean(1))
             self.state.index_copy_(0, rows, state)
             scale = state.sqrt_().add_(self.eps).reciprocal_().mul_(-self.lr)
             weight.index_add_(0, rows, grad.mul_(scale.unsqueeze(1)))
+            if self.last_step is not None:
+                self.last_step.index_fill_(0, rows, self.steps)
+
+    def catch_up(self, weight: Tensor) -> None:
+        """Apply every row's pending weight decay (before scoring or saving the rows)."""
+        if self.last_step is not None:
+            with torch.no_grad():
+                self._decay(weight, torch.arange(weight.shape[0]), upto=self.steps)
+
+    def _decay(self, weight: Tensor, rows: Tensor, *, upto: int) -> None:
+        missed = (upto - self.last_step.index_select(0, rows)).clamp(min=0)
+        if not bool(missed.any()):
+            return
+        rate = self.state.index_select(0, rows).sqrt().add_(self.eps).reciprocal_()
+        shrink = rate.mul_(-self.lr * self.weight_decay).add_(1.0).clamp_(min=0.0)
+        factor = shrink.pow_(missed.to(shrink.dtype))
+        weight.index_copy_(0, rows, weight.index_select(0, rows).mul_(factor.unsqueeze(1)))
+        self.last_step.index_fill_(0, rows, upto)
 
 
 class RowSparseAdam:
