@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     FAILED = 1  # a flow run failed (the traceback says why)
-    BAD_INPUT = 2  # config, data, spec or review input that cannot apply
+    BAD_INPUT = 2  # config, data, spec or review input that cannot apply; tampered files
     STOPPED = 3  # a day stopped before training: bad or missing data, quarantined
     RUN_IN_PROGRESS = 4  # another process runs the same model and date
     TRACKING_UNREACHABLE = 5  # the MLflow tracking server did not answer
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--shift-date", type=_date,
                         help="compare the days after this date (default: the config's "
                              "feed.shift_date, else every day)")
+    verify = command("verify", verify_command,
+                     "check a registered version's files against its manifest (SHA-256)")
+    verify.add_argument("version")
     readmit = command("readmit", readmit_command, "move a quarantined day back into the lake",
                       ())
     readmit.add_argument("--date", type=_date, required=True)
@@ -185,6 +188,23 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def config_command(args: argparse.Namespace) -> int:
     print(resolve_config(args).model_dump_json(indent=2))
+    return ExitCode.OK
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    """``verify VERSION``: every stored file of the version against its manifest."""
+    import tempfile
+    from pathlib import Path
+
+    from quantrec.tasks.config import load_config
+    from quantrec.tasks.tracking import verified_copy
+
+    model_name = load_config(args.config).registry.model_name
+    with tempfile.TemporaryDirectory(prefix="quantrec-verify-") as tmp:
+        local = verified_copy(model_name, args.version, Path(tmp))
+        count = sum(1 for path in local.rglob("*") if path.is_file())
+    print(f"model {model_name!r} version {args.version}: all {count} files match its "
+          "manifest")
     return ExitCode.OK
 
 
@@ -285,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     from quantrec.data_checks.schema import SchemaError
     from quantrec.feeds.base import FeedError
     from quantrec.feeds.lake import LakeError
+    from quantrec.models.manifest import IntegrityError
     from quantrec.models.report_render import ReportError
     from quantrec.tasks.config import ConfigError
     from quantrec.tasks.review import ReviewError
@@ -292,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.handler(args))
-    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError) as err:
+    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError,
+            IntegrityError) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except BrokenPipeError:

@@ -92,6 +92,9 @@ class Tag(StrEnum):
     ROLLED_BACK_BY = "quantrec.rolled_back_by"
     ROLLED_BACK_AT = "quantrec.rolled_back_at"
     ROLLED_BACK_REASON = "quantrec.rolled_back_reason"
+    # The registered files' manifest (models.manifest): where it is and its SHA-256.
+    MANIFEST = "quantrec.manifest"
+    MANIFEST_SHA256 = "quantrec.manifest_sha256"
 
 
 class Baseline(StrEnum):

@@ -1,8 +1,10 @@
 """Registry stages: load the champion, register every evaluated variant, switch aliases.
 
 Each variant is an MLflow ``python_function`` model whose loader is ``models.pyfunc``
-reading tensors plus the recipe: nothing pickled is ever loaded. The alias switch is the
-only promotion step; until it runs, the old champion keeps serving.
+reading tensors plus the recipe: nothing pickled is ever loaded. Each version's stored files
+get a manifest of their SHA-256 when it is registered (``tracking.record_manifest``), checked
+before every load. The alias switch is the only promotion step; until it runs, the old
+champion keeps serving.
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ from prefect import get_run_logger
 from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.artifact import save_model
 from quantrec.models.lifecycle import Champion, DayOutcome, Lineage
+from quantrec.models.manifest import IntegrityError
 from quantrec.models.model_card import model_card
 from quantrec.models.names import Alias, Tag, Variant
 from quantrec.models.plan import PrecisionPlan
 from quantrec.tasks.settings import pause_point
 from quantrec.tasks.tracking import (
-    champion_version, connect, load_version, mlflow_task, move_champion,
+    champion_version,
+    connect,
+    load_version,
+    mlflow_task,
+    move_champion,
+    record_manifest,
+    retry_unless,
 )
 
 SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", "pyarrow"]
 
 
-@mlflow_task("load-champion")
+# Tampered files stay tampered: no retry.
+@mlflow_task("load-champion", retry_condition_fn=retry_unless(IntegrityError))
 def load_champion(model_name: str) -> Champion | None:
     _, client = connect()
     version = champion_version(client, model_name)
@@ -97,9 +107,15 @@ def register_variants(outcome: DayOutcome, variants: dict, plans: dict[str, Prec
         if name in existing:
             version = existing[name]
             get_run_logger().info("%s already registered as version %s", name, version)
+            if not client.get_model_version(model_name, version).tags.get(Tag.MANIFEST_SHA256):
+                # A crash between logging and the manifest: this run key wrote the files
+                # moments ago, so the resumed run takes the manifest it did not get to.
+                record_manifest(client, model_name, version, run_id)
         else:
             pause_point("register")
             version = _log_version(run_id, name, model, schema, plans.get(name), model_name)
+            # Taken of what the store holds now, before anything can read it back.
+            record_manifest(client, model_name, version, run_id)
         tags = {
             Tag.RUN_DATE: outcome.date.isoformat(),
             Tag.VARIANT: name,

@@ -9,7 +9,7 @@ alias switch is the only promotion step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -39,7 +39,7 @@ class Pending:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _version(client, model_name: str, version: str):
@@ -94,12 +94,39 @@ def _drop_challenger(client, model_name: str, version: str) -> None:
         client.delete_registered_model_alias(model_name, Alias.CHALLENGER)
 
 
+def _require_challenger(model_name: str, found, aliases: dict[str, str]) -> None:
+    """Approval skips the gate only for the version it sent to review: the one the
+    ``challenger`` alias points at, still tagged pending. Anything else is an override."""
+    version = str(found.version)
+    review = found.tags.get(Tag.REVIEW)
+    challenger = aliases.get(Alias.CHALLENGER)
+    if challenger == version and review == "pending":
+        return
+    held = [alias for alias, held_by in aliases.items() if held_by == version]
+    what = [f"gate decision {found.tags.get(Tag.DECISION, 'not recorded')!r}",
+            f"review {repr(review) if review else 'never requested'}",
+            f"aliases {', '.join(sorted(held)) or 'none'}"]
+    if aliases.get(Alias.CHAMPION) == version:
+        what.insert(0, "it is the champion already")
+    raise ReviewError(
+        f"version {version} of {model_name!r} is not the challenger under review "
+        f"(the challenger is {'version ' + challenger if challenger else 'none'}); "
+        f"version {version}: {'; '.join(what)}. `quantrec review approve` applies only to "
+        f"the current challenger; to make version {version} the champion anyway, record an "
+        f"override: quantrec promote {version} --reason \"...\""
+    )
+
+
 @mlflow_task("approve-challenger", **_RETRY)
 def approve(model_name: str, version: str, reason: str = "") -> dict:
-    """Make ``version`` the champion after review (the old one becomes ``previous``)."""
+    """Make the challenger ``version`` the champion after review (the old one becomes
+    ``previous``); any other version is refused (``ReviewError``): that is ``promote``."""
     _, client = connect()
-    version = str(_version(client, model_name, version).version)
-    before = _aliases(client, model_name).get(Alias.CHAMPION)
+    found = _version(client, model_name, version)
+    version = str(found.version)
+    aliases = _aliases(client, model_name)
+    _require_challenger(model_name, found, aliases)
+    before = aliases.get(Alias.CHAMPION)
     _tag(client, model_name, version, {
         Tag.REVIEW: "approved", Tag.REVIEWED_BY: os_user(),
         Tag.REVIEWED_AT: _now(), Tag.REVIEW_REASON: reason or "approved",

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import mlflow.data
@@ -27,12 +29,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from quantrec.models.artifact import LoadedModel
+from quantrec.models.manifest import IntegrityError, Manifest, file_sha256, take_manifest
 from quantrec.models.names import Alias, Tag
 from quantrec.tasks.settings import Home, quantrec_home
 
 logger = logging.getLogger(__name__)
 # Every finished lifecycle run keeps its DayOutcome here (models.lifecycle.DayOutcome).
 RECORD_ARTIFACT = "lifecycle_record.json"
+# Each registered version's manifest is a run artifact here (``record_manifest``).
+MANIFEST_DIR = "manifests"
 
 
 def mlflow_task(name: str, **options):
@@ -61,7 +66,8 @@ def experiment_id(client: MlflowClient, home: Home, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def start_run(client: MlflowClient, experiment: str, run_date: date, tags: Mapping[str, str]) -> str:
+def start_run(client: MlflowClient, experiment: str, run_date: date,
+              tags: Mapping[str, str]) -> str:
     """Open this run date's MLflow run and return its id."""
     run = client.create_run(
         experiment,
@@ -192,8 +198,85 @@ def registry_aliases(client, model_name: str) -> dict[str, str]:
 
 
 def load_version(model_name: str, version: str) -> LoadedModel:
-    """Load one registered version back into a model (tensors plus recipe)."""
-    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").get_raw_model()
+    """Load one registered version back into a model (tensors plus recipe), from a local
+    copy of its files checked against its manifest first (``IntegrityError`` otherwise):
+    what is checked is what MLflow then reads, so nothing it names runs unverified."""
+    with tempfile.TemporaryDirectory(prefix="quantrec-verified-") as tmp:
+        local = verified_copy(model_name, version, Path(tmp))
+        return mlflow.pyfunc.load_model(str(local)).get_raw_model()
+
+
+# --- integrity: the manifest of a version's files ------------------------------------------
+
+
+def _model_artifacts(client, model_name: str, version: str) -> str:
+    """The artifact URI of the files MLflow stored for ``version`` (its logged model's
+    artifact location; a version registered from a run path, its source)."""
+    source = client.get_model_version(model_name, str(version)).source
+    if source.startswith("models:/m-"):
+        return client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    return source
+
+
+def record_manifest(client, model_name: str, version: str, run_id: str) -> Manifest:
+    """Take the manifest of ``version``'s stored files (as the artifact store holds them,
+    after logging), log it as the run artifact ``manifests/<version>.json`` and tag the
+    version with its location and SHA-256."""
+    with tempfile.TemporaryDirectory(prefix="quantrec-manifest-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=_model_artifacts(client, model_name, version),
+            dst_path=str(Path(tmp) / "model"))
+        manifest = take_manifest(Path(local))
+        path = Path(tmp) / f"{model_name}-v{version}.json"
+        path.write_text(manifest.to_json())
+        client.log_artifact(run_id, str(path), artifact_path=MANIFEST_DIR)
+    client.set_model_version_tag(model_name, version, Tag.MANIFEST,
+                                 f"runs:/{run_id}/{MANIFEST_DIR}/{path.name}")
+    client.set_model_version_tag(model_name, version, Tag.MANIFEST_SHA256, manifest.sha256)
+    return manifest
+
+
+def _manifest_of(client, model_name: str, version: str, into: Path) -> Manifest:
+    tags = client.get_model_version(model_name, str(version)).tags
+    uri, expected = tags.get(Tag.MANIFEST), tags.get(Tag.MANIFEST_SHA256)
+    if not uri or not expected:
+        raise IntegrityError(
+            f"model {model_name!r} version {version} has no manifest (tags {Tag.MANIFEST} and "
+            f"{Tag.MANIFEST_SHA256}): it was registered before quantrec recorded manifests, "
+            "or its registration was interrupted, so its files cannot be verified and it is "
+            f"not loaded. Register it again (quantrec run --date "
+            f"{tags.get(Tag.RUN_DATE, 'RUN_DATE')} --force) or promote a verified version.")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+    except (MlflowException, OSError) as err:
+        raise IntegrityError(f"model {model_name!r} version {version}: its manifest {uri} "
+                             f"cannot be read ({err}); the version is not loaded") from err
+    found = file_sha256(local)
+    if found != expected:
+        raise IntegrityError(
+            f"model {model_name!r} version {version}: the manifest {uri} has sha256 {found}, "
+            f"the registry's {Tag.MANIFEST_SHA256} tag says {expected}; the manifest was "
+            "changed after registration and the version is not loaded")
+    return Manifest.from_json(local.read_text())
+
+
+def verified_copy(model_name: str, version: str, into: Path) -> Path:
+    """Download ``version``'s files into ``into`` and check every one against its manifest;
+    the local folder to load from. ``IntegrityError`` names the model, the version, each
+    file and both hashes when a file differs, is missing or is not in the manifest."""
+    _, client = connect()
+    manifest = _manifest_of(client, model_name, version, into / "manifest")
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=_model_artifacts(client, model_name, version),
+        dst_path=str(into / "model")))
+    mismatches = manifest.mismatches(local)
+    if mismatches:
+        raise IntegrityError(
+            f"model {model_name!r} version {version} does not match its manifest: "
+            + "; ".join(m.describe() for m in mismatches)
+            + ". The registered files were changed after registration; nothing of the "
+            "version was loaded. Restore the files or register the version again.")
+    return local
 
 
 def move_champion(client, model_name: str, version: str | None) -> str | None:

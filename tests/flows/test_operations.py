@@ -9,8 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from quantrec.flows.cli import main
 from quantrec.flows.daily_lifecycle import daily_lifecycle
-from quantrec.tasks.settings import RunInProgressError, os_user, run_date_lock
-from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.settings import RunInProgressError, os_user, quantrec_home, run_date_lock
 
 from .conftest import END
 
@@ -124,3 +123,22 @@ def test_review_of_an_unknown_version_is_a_clear_error(copied, capsys):
     assert main(["review", "approve", "999"]) == 2
     assert "no version '999'" in capsys.readouterr().err
     assert main(["review", "list"]) == 0
+
+
+def test_approving_a_version_that_was_never_a_challenger_is_refused(copied, capsys):
+    config, records, client = copied
+    name = config.registry.model_name
+    champion = records[-1]["registered_versions"]["int8"]
+    client.set_registered_model_alias(name, "champion", champion)
+    never = records[0]["registered_versions"]["fp32"]
+    assert main(["review", "approve", never]) == 2
+    err = capsys.readouterr().err
+    assert f"version {never} of '{name}' is not the challenger under review" in err
+    assert "review never requested" in err
+    assert f'quantrec promote {never} --reason "..."' in err
+    assert _alias(client, name, "champion") == champion
+    assert "quantrec.review" not in client.get_model_version(name, never).tags
+
+    assert main(["review", "approve", champion]) == 2
+    assert "it is the champion already" in capsys.readouterr().err
+    assert _alias(client, name, "champion") == champion
