@@ -110,7 +110,7 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
             plan_reason=plan.reason, drift=drift.summary,
         )
         outcome = register_variants(outcome, candidate.variants, candidate.plans,
-                                    partitions.schema, key, force)
+                                    candidate.schema, key, force)
         outcome = switch_champion(outcome)
         if outcome.challenger_variant:
             outcome = set_challenger(outcome)

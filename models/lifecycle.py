@@ -46,6 +46,7 @@ from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import model_bytes, uniform_plan
 from quantrec.models.search import Budget, SearchResult, search_precision_plan
 from quantrec.models.stream import WindowStream, read_holdout
+from quantrec.models.sizing import auto_model_size
 from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
 
 # --- 1-2: the days a run reads, and whether it may go on -----------------------------------
@@ -244,6 +245,7 @@ class Trained:
     report: TrainReport
     holdout: Batch
     sample: pd.DataFrame  # held-out rows as read: the window's schema for its dataset record
+    schema: FeatureSchema  # the model's contract (its hash sizes): what scores it
     plan: TrainingPlan | None = None  # what it trained on, from scratch or continued
     rows: int = 0
     seconds: float = 0.0  # wall time of the whole stage: reading, training
@@ -251,37 +253,50 @@ class Trained:
 
 
 def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
-               holdout_fraction: float, warm_from: DLRM | None = None) -> Trained:
-    """Train the fp32 DLRM on the window's day files (oldest first), deterministically.
+               holdout_fraction: float, warm_from: LoadedModel | None = None) -> Trained:
+    """Train the fp32 DLRM on day files (oldest first), deterministically.
 
-    The window streams from its files (memory does not grow with the window); a seeded
-    ``holdout_fraction`` of the last day is excluded and kept for the search and for
-    calibration. ``model`` and ``training`` are the config's ``[model]`` and ``[training]``
-    sections (``tasks.config.ModelConfig``, ``TrainingConfig``). ``warm_from``: a model to
-    continue (its weights copied wherever name and shape match; ``models.train.warm_start``).
+    The days stream from their files (memory does not grow with the window); a seeded
+    ``holdout_fraction`` of the last day is excluded: early stopping measures on it, and
+    the search and calibration use it afterwards. ``model`` and ``training`` are the
+    config's ``[model]`` and ``[training]`` sections (``tasks.config.ModelConfig``,
+    ``TrainingConfig``); sizes they leave unset follow the rows (``models.sizing``).
+
+    ``warm_from``: a registered model to continue, with its architecture and its contract
+    (``schema``), so its weights carry over whole. Otherwise a new model for ``schema``.
     """
     started = time.perf_counter()
     mask, held = read_holdout(paths[-1], fraction=holdout_fraction, seed=training.seed)
-    stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
     torch.manual_seed(training.seed)
-    dlrm = DLRM.from_schema(schema, embedding_dim=model.embedding_dim,
-                            bottom_mlp=model.bottom_mlp, top_mlp=model.top_mlp)
     if warm_from is not None:
-        warm_start(dlrm, warm_from)
+        schema = warm_from.schema
+        dlrm = DLRM(**warm_from.model.architecture())
+        warm_start(dlrm, warm_from.model)
+    else:
+        rows = WindowStream(paths, schema, exclude={paths[-1]: mask}).rows
+        size = auto_model_size(schema, rows, embedding_dim=model.embedding_dim,
+                               hash_sizes={f.name: f.hash_size for f in schema.categorical})
+        dlrm = DLRM.from_schema(schema, embedding_dim=size.embedding_dim,
+                                bottom_mlp=(*model.bottom_mlp[:-1], size.embedding_dim),
+                                top_mlp=model.top_mlp)
+    stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
+    holdout = batch_from_frame(held, schema)
     with torch_threads(training.threads):
         report = train_dlrm(
-            dlrm, stream, epochs=training.epochs, batch_size=training.batch_size,
-            learning_rate=training.learning_rate, seed=training.seed,
+            dlrm, stream, seed=training.seed, epochs=training.epochs,
+            max_epochs=training.max_epochs, validation=holdout,
+            batch_size=training.batch_size, learning_rate=training.learning_rate,
             sparse_optimizer=training.sparse_optimizer,
-            sparse_learning_rate=training.sparse_learning_rate, fused=training.fused,
+            sparse_learning_rate=training.sparse_learning_rate,
+            embedding_weight_decay=training.embedding_weight_decay,
+            continued=warm_from is not None, fused=training.fused,
         )
     dlrm.eval()
-    return Trained(model=dlrm, report=report, holdout=batch_from_frame(held, schema),
-                   sample=held.head(1000), rows=stream.rows,
-                   seconds=time.perf_counter() - started)
+    return Trained(model=dlrm, report=report, holdout=holdout, sample=held.head(1000),
+                   schema=schema, rows=stream.rows, seconds=time.perf_counter() - started)
 
 
-def fit_window_baselines(paths: list[Path], schema: FeatureSchema, trained: Trained, *,
+def fit_window_baselines(paths: list[Path], trained: Trained, *,
                          holdout_fraction: float, seed: int,
                          settings: BaselineSettings | None = None) -> Baselines:
     """The base rate and the logistic baseline on the window's rows (the fp32 model's
@@ -289,7 +304,8 @@ def fit_window_baselines(paths: list[Path], schema: FeatureSchema, trained: Trai
     itself trains only on the new days; the baselines, trained from scratch, get the whole
     window: the strongest linear model the same data allows."""
     mask, _ = read_holdout(paths[-1], fraction=holdout_fraction, seed=seed)
-    stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
+    # The model's contract, so the baselines see the ids as the held-out batch holds them.
+    stream = WindowStream(paths, trained.schema, exclude={paths[-1]: mask})
     return fit_baselines(stream, trained.holdout, settings=settings)
 
 
@@ -373,6 +389,7 @@ class Candidate:
     bytes: dict[str, int]
     plans: dict[str, PrecisionPlan]
     train_samples_per_s: float
+    schema: FeatureSchema  # the contract every variant scores (the parent's)
 
 
 def build_variants(trained: Trained, plan: PrecisionPlan, *, threads: int) -> Candidate:
@@ -396,7 +413,7 @@ def build_variants(trained: Trained, plan: PrecisionPlan, *, threads: int) -> Ca
         }
     return Candidate(variants=variants, bytes={n: model_bytes(m) for n, m in variants.items()},
                      plans={str(n): p for n, p in plans.items()},
-                     train_samples_per_s=trained.report.samples_per_s)
+                     train_samples_per_s=trained.report.samples_per_s, schema=trained.schema)
 
 
 def promotion_preference(sizes: dict[str, int]) -> list[str]:

@@ -19,6 +19,7 @@ from quantrec.data_checks.drift import DriftThresholds
 from quantrec.feeds import FEED_CONFIGS, FEED_KINDS, FeedConfig, SyntheticFeedConfig
 from quantrec.models.gate import GatePolicy
 from quantrec.models.search import LINEAR_CANDIDATES, TABLE_CANDIDATES
+from quantrec.models.train import DEFAULT_MAX_EPOCHS, DEFAULT_ROWWISE_ADAGRAD_LR
 
 
 class ConfigError(ValueError):
@@ -30,15 +31,22 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    embedding_dim: int = Field(16, gt=0, description="Width of every embedding row.")
+    embedding_dim: int | None = Field(
+        None, gt=0, description="Width of every embedding row; None: from the training rows "
+        "and the vocabulary (models.sizing.auto_model_size: the power of two nearest "
+        "1.6 * rows ** 0.2 within [4, 32], e.g. 8 for 2,000 rows, 16 for 280k, 32 from about "
+        "1M rows). The feed's hash sizes are kept.")
     bottom_mlp: tuple[int, ...] = Field(
-        (64, 16), description="Dense-feature MLP; its last size must equal embedding_dim."
-    )
+        (64, 16), description="Dense-feature MLP; its last size is the embedding width (it "
+        "must equal embedding_dim when that is set; with embedding_dim None it is replaced by "
+        "the width chosen from the data).")
     top_mlp: tuple[int, ...] = Field((64, 32, 1), description="MLP over the interactions.")
 
     @model_validator(mode="after")
     def _bottom_ends_at_embedding_dim(self) -> ModelConfig:
-        if not self.bottom_mlp or self.bottom_mlp[-1] != self.embedding_dim:
+        if not self.bottom_mlp:
+            raise ValueError("model.bottom_mlp needs at least its output layer, got []")
+        if self.embedding_dim is not None and self.bottom_mlp[-1] != self.embedding_dim:
             raise ValueError(
                 f"model.bottom_mlp must end with embedding_dim={self.embedding_dim}, "
                 f"got bottom_mlp={list(self.bottom_mlp)}"
@@ -57,14 +65,23 @@ class TrainingConfig(_Section):
     )
     full_retrain_days: int = Field(
         7, gt=0, description="continual: retrain from scratch at least this often (days).")
-    epochs: int = Field(1, gt=0, description="Passes over the window.")
-    batch_size: int = Field(1024, gt=0, description="Samples per optimizer step.")
-    learning_rate: float = Field(
-        1e-3,
+    epochs: int | None = Field(
+        None, gt=0, description="Passes over the training days; None: early stopping on the "
+        "held-out rows (the best epoch's weights kept), at most max_epochs.")
+    max_epochs: int = Field(DEFAULT_MAX_EPOCHS, gt=0,
+                            description="Most passes with early stopping.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Samples per optimizer step; None: from the rows "
+        "(models.sizing.auto_batch_size: the power of two nearest 2 * sqrt(rows), in "
+        "[32, 8192]).")
+    learning_rate: float | None = Field(
+        None,
         gt=0,
-        description="Adam for the MLPs, and for the tables when the sparse "
-        "optimizer is sparse_adam.",
+        description="Adam for the MLPs, and for the tables when the sparse optimizer is "
+        "sparse_adam; None: 3e-3 * sqrt(batch_size / 1024) (models.sizing).",
     )
+    embedding_weight_decay: float = Field(
+        0.0, ge=0, description="Row-wise Adagrad's lazy L2 on the embedding rows.")
     sparse_optimizer: Literal["rowwise_adagrad", "sparse_adam"] = Field(
         "rowwise_adagrad",
         description="Optimizer of the fused embedding table, updating only the rows a step "
@@ -77,7 +94,7 @@ class TrainingConfig(_Section):
         None,
         gt=0,
         description="Table learning rate; None: learning_rate for sparse_adam, "
-        "0.02 for rowwise_adagrad (best of a sweep).",
+        f"{DEFAULT_ROWWISE_ADAGRAD_LR} for rowwise_adagrad (models.train).",
     )
     fused: bool = Field(
         True, description="Train all tables as one storage with one lookup per batch."

@@ -49,7 +49,7 @@ def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Ch
             user=user, item=item, head_traffic_share=gate.head_traffic_share,
             slice_columns=gate.slice_columns, max_values=gate.max_slice_values)
         evaluation = evaluate(
-            batch_from_frame(frame, partitions.schema), candidate.variants, slices=slices,
+            batch_from_frame(frame, candidate.schema), candidate.variants, slices=slices,
             champion=None if champion is None else (
                 champion.loaded.model, batch_from_frame(frame, champion.loaded.schema)),
             batch_size=config.evaluation.batch_size, threads=config.training.threads,

@@ -49,8 +49,7 @@ def train_candidate(partitions: Partitions, plan: TrainingPlan, config: Quantrec
     ``record_training`` logs it, whether it was computed now or by a run that crashed later.
     """
     day_lake = quantrec_home().day_lake()
-    warm = (load_version(config.registry.model_name, plan.warm_from).model
-            if plan.warm_from else None)
+    warm = load_version(config.registry.model_name, plan.warm_from) if plan.warm_from else None
     pause_point("train")
     trained = train_fp32([day_lake.path(day) for day in plan.days], partitions.schema,
                          model=config.model, training=config.training,
@@ -79,6 +78,9 @@ def record_training(trained: Trained, partitions: Partitions, config: QuantrecCo
         "train.samples_per_s": trained.report.samples_per_s,
         "train.final_loss": trained.report.final_loss,
         "train.seconds": trained.report.seconds,
+        "train.epochs": trained.report.epochs,
+        "train.best_epoch": trained.report.best_epoch,
+        "model.embedding_dim": trained.model.architecture()["embedding_dim"],
         "time.train_s": trained.seconds,
     })
     if trained.plan is not None:
@@ -98,7 +100,7 @@ def fit_run_baselines(trained: Trained, partitions: Partitions, config: Quantrec
     day_lake = home.day_lake()
     with stage_timer(client, run_id, "baselines"):
         baselines = fit_window_baselines(
-            [day_lake.path(day) for day in partitions.window], partitions.schema, trained,
+            [day_lake.path(day) for day in partitions.window], trained,
             holdout_fraction=config.search.holdout_fraction, seed=config.training.seed)
     client.log_dict(run_id, baselines.to_dict(), "baselines.json")
     get_run_logger().info("baselines: base rate %.4f; %s", baselines.base_rate,

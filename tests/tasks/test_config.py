@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults_without_a_file():
     config = load_config(None)
     assert config.gate.quantization_ne_budget_rel == pytest.approx(0.0005)
-    assert config.model.bottom_mlp[-1] == config.model.embedding_dim
+    assert config.model.embedding_dim is None  # the width follows the training rows
+    assert config.training.epochs is None and config.training.batch_size is None
 
 
 def test_file_overrides_only_what_it_lists(tmp_path):
