@@ -64,12 +64,10 @@ FIXES: dict[str, str] = {
     "id_cardinality": "an id flood: look for bots, a hashing bug or a session id written "
     "into an id column",
     "id_valid": "negative ids are broken join keys; map them to an unknown id upstream",
-    "id_kind": "cast ids to the kind the reference used (integer vs string hash to "
-    "different rows)",
+    "id_kind": "cast ids to the kind the reference used (integer vs string hash to different rows)",
     "timestamp_present": "export the event-time column named in the schema",
     "duplicate_rows": "de-duplicate at ingestion: a replayed or doubled export",
-    "rows_from_other_days": "re-partition by event time (UTC): the file holds rows of "
-    "other days",
+    "rows_from_other_days": "re-partition by event time (UTC): the file holds rows of other days",
     "future_dates": "fix the upstream clock or time zone; drop rows dated in the future",
     "readable": "the file is truncated or not Parquet: quarantine the day and re-ingest it "
     "from its source",
@@ -201,10 +199,11 @@ def _structure_checks(frame: pd.DataFrame, schema: FeatureSchema) -> list[CheckR
     kinds = [(schema.label, "integer 0/1", lambda v: _is_label_dtype(v.dtype))]
     kinds += [(c, "numeric", lambda v: _is_numeric(v.dtype)) for c in schema.dense]
     kinds += [
-        (c.name, "list of ids", _is_bag_column) if c.multi_valued
+        (c.name, "list of ids", _is_bag_column)
+        if c.multi_valued
         else (c.name, "integer or string id", _is_id_dtype)
         for c in schema.categorical
-    ]  # fmt: skip
+    ]
     for column, kind, ok in kinds:
         if column in frame.columns and not ok(frame[column]):
             wrong[column], expected[column] = str(frame[column].dtype), kind

@@ -136,19 +136,25 @@ class DriftThresholds(BaseModel):
     psi_severe: float = _at_least_0(1.0, "Dense PSI of one column that warns by itself.")
     js_warn: float = _share(0.15, "Categorical JS distance (base 2) from which it is drifted.")
     js_severe: float = _share(0.4, "Categorical JS distance of one column that warns by itself.")
-    linf_warn: float = _share(0.1, "Categorical L-inf (largest change of one bucket's share) "
-                              "from which a column is drifted.")
+    linf_warn: float = _share(
+        0.1,
+        "Categorical L-inf (largest change of one bucket's share) from which a column is drifted.",
+    )
     linf_severe: float = _share(0.3, "Categorical L-inf of one column that warns by itself.")
-    oov_warn: float = _share(0.05, "OOV rate above the reference's Good-Turing expected rate "
-                             "(its singleton share) from which a column is drifted.")
+    oov_warn: float = _share(
+        0.05,
+        "OOV rate above the reference's Good-Turing expected rate "
+        "(its singleton share) from which a column is drifted.",
+    )
     oov_severe: float = _share(0.25, "OOV rate above the expected rate that warns by itself.")
     # Whole day.
     share_warn: float = _share(0.1, "Dataset drift share (drifted / all features) giving warn.")
     share_severe: float = _share(0.3, "Dataset drift share giving severe.")
     prediction_psi_warn: float = _at_least_0(0.1, "PSI of the champion's scores giving warn.")
     prediction_psi_severe: float = _at_least_0(0.25, "PSI of the champion's scores giving severe.")
-    label_shift_warn: float = _at_least_0(0.25, "|click rate / reference click rate - 1| giving "
-                                          "warn (0.25: 3 % -> 3.75 %).")
+    label_shift_warn: float = _at_least_0(
+        0.25, "|click rate / reference click rate - 1| giving warn (0.25: 3 % -> 3.75 %)."
+    )
     label_shift_severe: float = _at_least_0(0.5, "|relative click-rate shift| giving severe.")
 
     @model_validator(mode="after")
@@ -228,8 +234,10 @@ class DriftReport:
         return float(rows.value.iloc[0])
 
     def summary(self) -> str:
-        head = (f"drift {self.level}: {len(self.drifted_features)} drifted features "
-                f"(share {self.dataset_drift_share:.2f})")
+        head = (
+            f"drift {self.level}: {len(self.drifted_features)} drifted features "
+            f"(share {self.dataset_drift_share:.2f})"
+        )
         return "; ".join([head, *map(str, self.reasons)])
 
     def to_metrics(self) -> dict[str, float]:
@@ -260,15 +268,19 @@ class DriftReport:
         """JSON-able: summary, reasons, thresholds and the table (NaN thresholds as null)."""
         records = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
         return {
-            "level": self.level, "summary": self.summary(),
+            "level": self.level,
+            "summary": self.summary(),
             "reasons": [dict(vars(r)) for r in self.reasons],
             "dataset_drift_share": self.dataset_drift_share,
             "drifted_features": list(self.drifted_features),
-            "prediction_psi": self.prediction_psi, "label_rate": self.label_rate,
+            "prediction_psi": self.prediction_psi,
+            "label_rate": self.label_rate,
             "reference_label_rate": self.reference_label_rate,
             "label_rate_shift": self.label_rate_shift,
-            "reference_rows": self.reference_rows, "current_rows": self.current_rows,
-            "thresholds": self.thresholds.model_dump(), "table": records,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "thresholds": self.thresholds.model_dump(),
+            "table": records,
         }
 
 
@@ -325,10 +337,17 @@ def measure(
     reasons = _reasons(table, share, prediction_psi, shift, profile, t)
     level = max((r.level for r in reasons), key=LEVELS.index, default="ok")
     return DriftReport(
-        table=table, level=level, reasons=reasons, dataset_drift_share=share,
-        drifted_features=drifted, prediction_psi=prediction_psi, label_rate=label_rate,
-        reference_label_rate=profile.label_rate, reference_rows=profile.rows,
-        current_rows=len(day), thresholds=t,
+        table=table,
+        level=level,
+        reasons=reasons,
+        dataset_drift_share=share,
+        drifted_features=drifted,
+        prediction_psi=prediction_psi,
+        label_rate=label_rate,
+        reference_label_rate=profile.label_rate,
+        reference_rows=profile.rows,
+        current_rows=len(day),
+        thresholds=t,
     )
 
 
@@ -380,28 +399,41 @@ def _id_shares(
 
 
 def _reasons(
-    table: pd.DataFrame, share: float, prediction_psi: float | None, shift: float,
-    profile: DriftProfile, t: DriftThresholds,
+    table: pd.DataFrame,
+    share: float,
+    prediction_psi: float | None,
+    shift: float,
+    profile: DriftProfile,
+    t: DriftThresholds,
 ) -> tuple[DriftReason, ...]:
     """Every condition met, severe ones first (see the module docstring for the rule)."""
     found = []
-    summary = [("dataset_drift_share", share, t.share_warn, t.share_severe),
-               ("abs_label_rate_shift", abs(shift), t.label_shift_warn, t.label_shift_severe)]
+    summary = [
+        ("dataset_drift_share", share, t.share_warn, t.share_severe),
+        ("abs_label_rate_shift", abs(shift), t.label_shift_warn, t.label_shift_severe),
+    ]
     if prediction_psi is not None:
-        summary.append(("prediction_psi", prediction_psi, t.prediction_psi_warn,
-                        t.prediction_psi_severe))
+        summary.append(
+            ("prediction_psi", prediction_psi, t.prediction_psi_warn, t.prediction_psi_severe)
+        )
     for name, value, warn, severe in summary:
         for level, threshold in (("severe", severe), ("warn", warn)):
             if value >= threshold:
                 found.append(DriftReason(level, name, float(value), float(threshold)))
                 break
-    alone = {("dense", "psi"): t.psi_severe, ("categorical", "js"): t.js_severe,
-             ("categorical", "linf"): t.linf_severe}
+    alone = {
+        ("dense", "psi"): t.psi_severe,
+        ("categorical", "js"): t.js_severe,
+        ("categorical", "linf"): t.linf_severe,
+    }
     for row in table.itertuples(index=False):
         threshold = alone.get((row.kind, row.statistic))
         if row.statistic == "oov":
             threshold = profile.categorical[row.feature].singleton_share + t.oov_severe
         if threshold is not None and row.value >= threshold:
-            found.append(DriftReason("warn", row.statistic, float(row.value), float(threshold),
-                                     feature=row.feature))
+            found.append(
+                DriftReason(
+                    "warn", row.statistic, float(row.value), float(threshold), feature=row.feature
+                )
+            )
     return tuple(sorted(found, key=lambda r: -LEVELS.index(r.level)))

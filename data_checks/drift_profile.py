@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,28 +154,40 @@ class DriftProfile:
             label_rate=label_rate,
             bins=bins,
             top_k=top_k,
-            dense={c: bin_reference(frame[c], bins=bins, role=f"reference {c!r}")
-                   for c in schema.dense},  # fmt: skip
-            categorical={c: _profile_ids(frame[c], c in bags, top_k=top_k, column=c)
-                         for c in schema.categorical_names},  # fmt: skip
+            dense={
+                c: bin_reference(frame[c], bins=bins, role=f"reference {c!r}") for c in schema.dense
+            },
+            categorical={
+                c: _profile_ids(frame[c], c in bags, top_k=top_k, column=c)
+                for c in schema.categorical_names
+            },
             scores=None if scores is None else bin_reference(scores, bins=bins, role="scores"),
             source=dict(source or {}),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able metadata and statistics; vocabularies appear only as their sizes."""
         return {
-            "format": FORMAT, "version": VERSION, "created_at": self.created_at,
-            "source": self.source, "schema_fingerprint": self.schema_fingerprint,
-            "pandas_version": pd.__version__, "id_encoding": ID_ENCODING,
-            "label": self.label, "rows": self.rows, "label_rate": self.label_rate,
-            "bins": self.bins, "top_k": self.top_k,
+            "format": FORMAT,
+            "version": VERSION,
+            "created_at": self.created_at,
+            "source": self.source,
+            "schema_fingerprint": self.schema_fingerprint,
+            "pandas_version": pd.__version__,
+            "id_encoding": ID_ENCODING,
+            "label": self.label,
+            "rows": self.rows,
+            "label_rate": self.label_rate,
+            "bins": self.bins,
+            "top_k": self.top_k,
             "dense": {c: _binned_to_dict(p) for c, p in self.dense.items()},
-            "categorical": {c: _categorical_to_dict(p, f"v{i}")
-                            for i, (c, p) in enumerate(self.categorical.items())},
+            "categorical": {
+                c: _categorical_to_dict(p, f"v{i}")
+                for i, (c, p) in enumerate(self.categorical.items())
+            },
             "scores": None if self.scores is None else _binned_to_dict(self.scores),
-        }  # fmt: skip
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -210,17 +222,23 @@ class DriftProfile:
         try:
             with np.load(vocab_path) as npz:
                 vocab = {key: npz[key] for key in npz.files}
-            categorical = {c: _categorical_from_dict(p, vocab[p["vocab_key"]])
-                           for c, p in data["categorical"].items()}  # fmt: skip
+            categorical = {
+                c: _categorical_from_dict(p, vocab[p["vocab_key"]])
+                for c, p in data["categorical"].items()
+            }
             return cls(
-                schema_fingerprint=data["schema_fingerprint"], label=data["label"],
-                rows=int(data["rows"]), label_rate=float(data["label_rate"]),
-                bins=int(data["bins"]), top_k=int(data["top_k"]),
+                schema_fingerprint=data["schema_fingerprint"],
+                label=data["label"],
+                rows=int(data["rows"]),
+                label_rate=float(data["label_rate"]),
+                bins=int(data["bins"]),
+                top_k=int(data["top_k"]),
                 dense={c: _binned_from_dict(p) for c, p in data["dense"].items()},
                 categorical=categorical,
                 scores=None if data["scores"] is None else _binned_from_dict(data["scores"]),
-                source=data["source"], created_at=data["created_at"],
-            )  # fmt: skip
+                source=data["source"],
+                created_at=data["created_at"],
+            )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise DriftError(
                 f"cannot read drift profile {directory} ({PROFILE_FILE} with {vocab_path}): "
@@ -289,9 +307,7 @@ def id_elements(column: pd.Series, multi_valued: bool) -> pd.Series | np.ndarray
     return column.explode().dropna()
 
 
-def id_keys(
-    ids: pd.Series | np.ndarray, column: str
-) -> tuple[np.ndarray, np.ndarray | None, str]:
+def id_keys(ids: pd.Series | np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     """int64 keys of ``ids`` and how they were made ("integer" or "hashed").
 
     Returns (keys of every element, None, kind) for an integer column, else (keys of the
@@ -341,23 +357,32 @@ def _profile_ids(
 
 
 def _binned_to_dict(profile: BinnedProfile) -> dict[str, Any]:
-    return {"edges": profile.edges.tolist(), "shares": profile.shares.tolist(),
-            "rows": profile.rows}  # fmt: skip
+    return {
+        "edges": profile.edges.tolist(),
+        "shares": profile.shares.tolist(),
+        "rows": profile.rows,
+    }
 
 
 def _binned_from_dict(data: dict[str, Any]) -> BinnedProfile:
-    return BinnedProfile(edges=np.asarray(data["edges"], dtype=np.float64),
-                         shares=np.asarray(data["shares"], dtype=np.float64),
-                         rows=int(data["rows"]))  # fmt: skip
+    return BinnedProfile(
+        edges=np.asarray(data["edges"], dtype=np.float64),
+        shares=np.asarray(data["shares"], dtype=np.float64),
+        rows=int(data["rows"]),
+    )
 
 
 def _categorical_to_dict(profile: CategoricalProfile, vocab_key: str) -> dict[str, Any]:
     return {
-        "id_kind": profile.id_kind, "elements": profile.elements,
-        "top_ids": profile.top_ids.tolist(), "top_shares": profile.top_shares.tolist(),
-        "other_share": profile.other_share, "singleton_share": profile.singleton_share,
-        "vocabulary_size": int(profile.vocabulary.size), "vocab_key": vocab_key,
-    }  # fmt: skip
+        "id_kind": profile.id_kind,
+        "elements": profile.elements,
+        "top_ids": profile.top_ids.tolist(),
+        "top_shares": profile.top_shares.tolist(),
+        "other_share": profile.other_share,
+        "singleton_share": profile.singleton_share,
+        "vocabulary_size": int(profile.vocabulary.size),
+        "vocab_key": vocab_key,
+    }
 
 
 def _categorical_from_dict(data: dict[str, Any], vocabulary: np.ndarray) -> CategoricalProfile:
@@ -367,7 +392,9 @@ def _categorical_from_dict(data: dict[str, Any], vocabulary: np.ndarray) -> Cate
     return CategoricalProfile(
         top_ids=np.asarray(data["top_ids"], dtype=np.int64),
         top_shares=np.asarray(data["top_shares"], dtype=np.float64),
-        other_share=float(data["other_share"]), vocabulary=vocabulary,
-        singleton_share=float(data["singleton_share"]), elements=int(data["elements"]),
+        other_share=float(data["other_share"]),
+        vocabulary=vocabulary,
+        singleton_share=float(data["singleton_share"]),
+        elements=int(data["elements"]),
         id_kind=data["id_kind"],
-    )  # fmt: skip
+    )

@@ -21,7 +21,7 @@ Usage::
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,8 +65,7 @@ def validate_partition(
     if profile is not None:
         extra.append(_id_kinds(frame, schema, profile))
     if schema.timestamp and schema.timestamp in frame.columns:
-        extra += _timestamps(frame[schema.timestamp], day, tolerances,
-                             now or datetime.now(timezone.utc))  # fmt: skip
+        extra += _timestamps(frame[schema.timestamp], day, tolerances, now or datetime.now(UTC))
     report.checks.extend(extra)
     report.passed = all(c.passed for c in report.checks)
     return report
@@ -76,8 +75,9 @@ def report_from_error(
     error: Exception, *, source: str, day: date | None = None
 ) -> ValidationReport:
     """A failed report for a partition that could not be read (``LakeError``, ArrowError)."""
-    check = CheckResult("readable", False, {"error": f"{type(error).__name__}: {error}"},
-                        {"readable": True})  # fmt: skip
+    check = CheckResult(
+        "readable", False, {"error": f"{type(error).__name__}: {error}"}, {"readable": True}
+    )
     return ValidationReport(source=source, day=day, passed=False, checks=[check], rows=0)
 
 
@@ -114,28 +114,47 @@ def _timestamps(
 ) -> list[CheckResult]:
     when = _utc(values)
     if when is None:
-        return [CheckResult("dtypes", False, {values.name: str(values.dtype)},
-                            {values.name: "epoch seconds or datetime"})]  # fmt: skip
+        return [
+            CheckResult(
+                "dtypes",
+                False,
+                {values.name: str(values.dtype)},
+                {values.name: "epoch seconds or datetime"},
+            )
+        ]
     checks = []
     future = when > pd.Timestamp(now)
-    checks.append(CheckResult(
-        "future_dates", not future.any(),
-        {"rows": int(future.sum()), "latest": _iso(when.max()),
-         "examples": [_iso(t) for t in when[future].head(_EXAMPLES)]},
-        {"latest_at_most": _iso(pd.Timestamp(now))}, column=str(values.name),
-    ))  # fmt: skip
+    checks.append(
+        CheckResult(
+            "future_dates",
+            not future.any(),
+            {
+                "rows": int(future.sum()),
+                "latest": _iso(when.max()),
+                "examples": [_iso(t) for t in when[future].head(_EXAMPLES)],
+            },
+            {"latest_at_most": _iso(pd.Timestamp(now))},
+            column=str(values.name),
+        )
+    )
     if day is not None:
         dates = when.dt.date
         other = (dates != day) & when.notna()
         share = float(other.mean()) if len(when) else 0.0
         counts = dates[other].value_counts().head(_EXAMPLES)
-        checks.append(CheckResult(
-            "rows_from_other_days", share <= tolerances.other_day_share,
-            {"rows": int(other.sum()), "share": round(share, 6),
-             "days": {d.isoformat(): int(n) for d, n in counts.items()}},
-            {"day": day.isoformat(), "max_share": tolerances.other_day_share},
-            column=str(values.name),
-        ))  # fmt: skip
+        checks.append(
+            CheckResult(
+                "rows_from_other_days",
+                share <= tolerances.other_day_share,
+                {
+                    "rows": int(other.sum()),
+                    "share": round(share, 6),
+                    "days": {d.isoformat(): int(n) for d, n in counts.items()},
+                },
+                {"day": day.isoformat(), "max_share": tolerances.other_day_share},
+                column=str(values.name),
+            )
+        )
     return checks
 
 
@@ -157,9 +176,14 @@ def _iso(value: pd.Timestamp) -> str | None:
     return None if pd.isna(value) else value.isoformat()
 
 
-def validate_lake_day(day_lake, day: date, window: tuple[date, ...], schema: FeatureSchema,
-                      *, tolerances: Tolerances | None = None,
-                      ) -> tuple[ValidationReport, ReferenceProfile | None]:
+def validate_lake_day(
+    day_lake,
+    day: date,
+    window: tuple[date, ...],
+    schema: FeatureSchema,
+    *,
+    tolerances: Tolerances | None = None,
+) -> tuple[ValidationReport, ReferenceProfile | None]:
     """Validate ``day`` of ``day_lake`` (a ``feeds.lake.DayLake``) against the contract and the
     bounds learned from the ``window`` days within ``tolerances``; (report, the window's
     reference profile or None when the window is empty). A partition that cannot be read is
@@ -170,12 +194,14 @@ def validate_lake_day(day_lake, day: date, window: tuple[date, ...], schema: Fea
     source = str(day_lake.path(day))
     profile = suite = None
     if window:
-        profile = profile_reference([day_lake.read(d) for d in window], schema,
-                                    tolerances=tolerances)
+        profile = profile_reference(
+            [day_lake.read(d) for d in window], schema, tolerances=tolerances
+        )
         suite = build_reference_suite(profile, schema)
     try:
         frame = day_lake.read(day)
     except LakeError as err:
         return report_from_error(err, source=source, day=day), profile
-    return validate_partition(frame, schema, source=source, day=day, profile=profile,
-                              suite=suite), profile
+    return validate_partition(
+        frame, schema, source=source, day=day, profile=profile, suite=suite
+    ), profile

@@ -86,10 +86,11 @@ class ReferenceProfile:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "ReferenceProfile":
+    def from_json(cls, text: str) -> ReferenceProfile:
         data = json.loads(text)
-        data["tolerances"] = Tolerances(**{k: tuple(v) if isinstance(v, list) else v
-                                           for k, v in data["tolerances"].items()})  # fmt: skip
+        data["tolerances"] = Tolerances(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data["tolerances"].items()}
+        )
         data["rows_per_day"] = tuple(data["rows_per_day"])
         data["dense_range"] = {k: tuple(v) for k, v in data["dense_range"].items()}
         return cls(**data)
@@ -98,7 +99,7 @@ class ReferenceProfile:
         Path(path).write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> "ReferenceProfile":
+    def load(cls, path: Path) -> ReferenceProfile:
         try:
             return cls.from_json(Path(path).read_text())
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -150,8 +151,10 @@ def build_reference_suite(profile: ReferenceProfile, schema: FeatureSchema) -> g
     suite.name = "quantrec.day_contract_with_reference"
     add = suite.add_expectation
     low_rows, high_rows = profile.rows_per_day
-    rows = {"min_value": math.floor(low_rows * tol.row_factors[0]),
-            "max_value": math.ceil(high_rows * tol.row_factors[1])}  # fmt: skip
+    rows = {
+        "min_value": math.floor(low_rows * tol.row_factors[0]),
+        "max_value": math.ceil(high_rows * tol.row_factors[1]),
+    }
     # A half-exported day (or a doubled one) trains on a skewed sample of the traffic.
     add(E.ExpectTableRowCountToBeBetween(**rows, meta=_m("row_count_reference")))
     rate = profile.label_rate
@@ -165,19 +168,28 @@ def build_reference_suite(profile: ReferenceProfile, schema: FeatureSchema) -> g
         # Sunday, an item's first day): only a negative value is out of its range.
         floor = 0.0 if low >= 0 else low - pad
         # A unit change or a new default value moves most of a column out of its range.
-        add(E.ExpectColumnValuesToBeBetween(column=column, min_value=floor,
-                                            max_value=high + pad, mostly=tol.range_mostly,
-                                            meta=_m("dense_reference_range")))  # fmt: skip
+        add(
+            E.ExpectColumnValuesToBeBetween(
+                column=column,
+                min_value=floor,
+                max_value=high + pad,
+                mostly=tol.range_mostly,
+                meta=_m("dense_reference_range"),
+            )
+        )
     for column, distinct in profile.cardinality.items():
         # An id flood (a bot, a hashing bug, a session id in an id column) swamps a table.
-        add(E.ExpectColumnUniqueValueCountToBeBetween(
-            column=column, max_value=math.ceil(distinct * tol.cardinality_factor),
-            meta=_m("id_cardinality")))  # fmt: skip
+        add(
+            E.ExpectColumnUniqueValueCountToBeBetween(
+                column=column,
+                max_value=math.ceil(distinct * tol.cardinality_factor),
+                meta=_m("id_cardinality"),
+            )
+        )
     for column, kind in profile.id_kind.items():
         if kind == "integer":
             # A negative or sentinel id where the window had none is a broken join key.
-            add(E.ExpectColumnValuesToBeBetween(column=column, min_value=0,
-                                                meta=_m("id_valid")))  # fmt: skip
+            add(E.ExpectColumnValuesToBeBetween(column=column, min_value=0, meta=_m("id_valid")))
     if schema.timestamp:
         # Without event time, rows of other days and future dates go unseen.
         add(E.ExpectColumnToExist(column=schema.timestamp, meta=_m("timestamp_present")))
@@ -185,7 +197,7 @@ def build_reference_suite(profile: ReferenceProfile, schema: FeatureSchema) -> g
 
 
 def id_kind(values: pd.Series, multi_valued: bool) -> str:
-    """"integer", "string", "bag" or the dtype's name: ids hash by kind, so a change of kind
+    """ "integer", "string", "bag" or the dtype's name: ids hash by kind, so a change of kind
     sends every id to a different embedding row."""
     if multi_valued:
         return "bag"
@@ -204,8 +216,11 @@ def duplicate_share(frame: pd.DataFrame, schema: FeatureSchema) -> float:
     """
     if len(frame) == 0:
         return 0.0
-    columns = [c for c in schema.partition_columns
-               if c in frame.columns and c not in schema.multi_valued_names]  # fmt: skip
+    columns = [
+        c
+        for c in schema.partition_columns
+        if c in frame.columns and c not in schema.multi_valued_names
+    ]
     hashed = pd.util.hash_pandas_object(frame[columns], index=False)
     return float(hashed.duplicated().mean())
 

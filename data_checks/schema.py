@@ -57,14 +57,18 @@ class FeatureSchema(BaseModel):
         "None: partitions carry no event time and the day checks on it are skipped.",
     )
     user: str | None = Field(
-        None, description="The categorical column that names the user (slices: new vs "
-        "returning users); None: the feed has no user column.")
+        None,
+        description="The categorical column that names the user (slices: new vs "
+        "returning users); None: the feed has no user column.",
+    )
     item: str | None = Field(
-        None, description="The categorical column that names the item (slices: head vs "
-        "tail items); None: the feed has no item column.")
+        None,
+        description="The categorical column that names the item (slices: head vs "
+        "tail items); None: the feed has no item column.",
+    )
 
     @model_validator(mode="after")
-    def _names_are_unique(self) -> "FeatureSchema":
+    def _names_are_unique(self) -> FeatureSchema:
         names = self.partition_columns
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -74,8 +78,10 @@ class FeatureSchema(BaseModel):
         for role in ("user", "item"):
             column = getattr(self, role)
             if column is not None and column not in self.categorical_names:
-                raise SchemaError(f"schema {role} column {column!r} is not a categorical "
-                                  f"feature; categorical: {self.categorical_names}")
+                raise SchemaError(
+                    f"schema {role} column {column!r} is not a categorical "
+                    f"feature; categorical: {self.categorical_names}"
+                )
         return self
 
     @property
@@ -104,14 +110,14 @@ class FeatureSchema(BaseModel):
         return self.model_dump_json(indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureSchema":
+    def from_json(cls, text: str) -> FeatureSchema:
         return cls.model_validate(json.loads(text))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureSchema":
+    def load(cls, path: Path) -> FeatureSchema:
         path = Path(path)
         try:
             return cls.from_json(path.read_text())

@@ -78,8 +78,11 @@ class CriteoFeed:
         chunk_bytes: int = CHUNK_BYTES,
         min_rows: int = 1,
     ) -> None:
-        for name, value in (("chunk_bytes", chunk_bytes), ("min_rows", min_rows),
-                            ("rows_per_day", rows_per_day or 1)):  # fmt: skip
+        for name, value in (
+            ("chunk_bytes", chunk_bytes),
+            ("min_rows", min_rows),
+            ("rows_per_day", rows_per_day or 1),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise FeedError(f"criteo feed: {name} must be an integer >= 1; got {value!r}")
         self.path = str(path)

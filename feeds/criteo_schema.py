@@ -12,9 +12,33 @@ from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 N_DENSE = 13
 # Criteo Kaggle cardinalities, the large ones capped (2k..50k) so a demo trains on 2 cores.
 HASH_SIZES: tuple[int, ...] = (
-    1460, 583, 50_000, 40_000, 305, 24, 12_517, 633, 3, 20_000, 5683, 45_000, 3194,
-    27, 14_992, 35_000, 10, 5652, 2173, 4, 30_000, 18, 15, 25_000, 105, 22_000,
-)  # fmt: skip
+    1460,
+    583,
+    50_000,
+    40_000,
+    305,
+    24,
+    12_517,
+    633,
+    3,
+    20_000,
+    5683,
+    45_000,
+    3194,
+    27,
+    14_992,
+    35_000,
+    10,
+    5652,
+    2173,
+    4,
+    30_000,
+    18,
+    15,
+    25_000,
+    105,
+    22_000,
+)
 N_CATEGORICAL = len(HASH_SIZES)
 LABEL = "label"
 DENSE: tuple[str, ...] = tuple(f"dense_{j}" for j in range(N_DENSE))

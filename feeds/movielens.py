@@ -38,20 +38,47 @@ from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_ro
 
 WHEEL_FOLDER = "recbole/dataset_example/ml-100k"
 GROUPLENS_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the MovieLens-1M age groups
 DENSE = (
-    "user_ratings_before", "user_positive_rate_before", "item_ratings_before",
-    "item_positive_rate_before", "hour", "weekday", "days_since_release",
-)  # fmt: skip
+    "user_ratings_before",
+    "user_positive_rate_before",
+    "item_ratings_before",
+    "item_positive_rate_before",
+    "hour",
+    "weekday",
+    "days_since_release",
+)
 # 943 users and 1682 items: tables ~2-4x the vocabulary keep hash collisions rare.
 HASH_SIZES = {
-    "user_id": 4096, "item_id": 4096, "gender": 4, "occupation": 32, "zip_prefix": 1024,
-    "age_bucket": 8, "release_bucket": 32, "genres": 32,
-}  # fmt: skip
+    "user_id": 4096,
+    "item_id": 4096,
+    "gender": 4,
+    "occupation": 32,
+    "zip_prefix": 1024,
+    "age_bucket": 8,
+    "release_bucket": 32,
+    "genres": 32,
+}
 
 
 class MovieLensFeed:
@@ -220,9 +247,12 @@ def _read_wheel() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     raw = raw.rename(columns=lambda c: c.split(":")[0])
     genres = raw["class"].fillna("").str.split()
     items = pd.DataFrame(
-        {"item_id": raw["item_id"].astype(np.int64), "release_year": raw["release_year"],
-         "genres": genres}
-    )  # fmt: skip
+        {
+            "item_id": raw["item_id"].astype(np.int64),
+            "release_year": raw["release_year"],
+            "genres": genres,
+        }
+    )
     return ratings, users, items
 
 

@@ -47,10 +47,23 @@ SCENARIOS: tuple[str, ...] = ("stable", "gradual", "sudden")
 # most of it; the 30k-50k tails stay hard to learn, which keeps the best model away from
 # the ground truth (measured NE: ground truth ~0.72, one-hot logistic ~0.86, DLRM ~0.87).
 _EFFECT_STD = {
-    2: 0.45, 3: 0.35, 11: 0.4, 6: 0.35, 15: 0.3, 20: 0.3, 9: 0.3,  # 20k-50k ids
-    0: 0.45, 1: 0.4, 4: 0.5, 7: 0.35, 24: 0.4,  # 100-1.5k ids
-    16: 0.4, 8: 0.3, 19: 0.3, 13: 0.3,  # 3-27 ids
-}  # fmt: skip
+    2: 0.45,
+    3: 0.35,
+    11: 0.4,
+    6: 0.35,
+    15: 0.3,
+    20: 0.3,
+    9: 0.3,  # 20k-50k ids
+    0: 0.45,
+    1: 0.4,
+    4: 0.5,
+    7: 0.35,
+    24: 0.4,  # 100-1.5k ids
+    16: 0.4,
+    8: 0.3,
+    19: 0.3,
+    13: 0.3,  # 3-27 ids
+}
 _NOISE_STD = 0.05
 # Interaction pairs (feature a, feature b, weight): weight * <latent_a[id_a], latent_b[id_b]>.
 _INTERACTIONS = ((4, 0, 0.6), (2, 11, 0.5), (24, 7, 0.5))

@@ -35,8 +35,14 @@ from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_rows
 
 LABEL = "label"
-_OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
-              "==": operator.eq, "!=": operator.ne}  # fmt: skip
+_OPERATORS = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 _RULE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
@@ -113,8 +119,10 @@ class FeaturesSpec(_Strict):
         for role in ("user", "item"):
             column = getattr(self, role)
             if column is not None and column not in self.categorical:
-                raise ValueError(f"features.{role} column {column!r} is not a categorical "
-                                 f"feature; categorical: {list(self.categorical)}")
+                raise ValueError(
+                    f"features.{role} column {column!r} is not a categorical "
+                    f"feature; categorical: {list(self.categorical)}"
+                )
         return self
 
 
@@ -128,18 +136,23 @@ class TableSpec(_Strict):
 
     def feature_schema(self) -> FeatureSchema:
         f = self.features
-        sizes = {n: f.hash_sizes.get(n, f.default_hash_size) for n in
-                 (*f.categorical, *f.multi_valued)}  # fmt: skip
+        sizes = {
+            n: f.hash_sizes.get(n, f.default_hash_size) for n in (*f.categorical, *f.multi_valued)
+        }
         categorical = [CategoricalFeature(name=n, hash_size=sizes[n]) for n in f.categorical]
         categorical += [
             CategoricalFeature(name=n, hash_size=sizes[n], multi_valued=True)
             for n in f.multi_valued
         ]
         return FeatureSchema(
-            label=LABEL, dense=f.dense, categorical=tuple(categorical),
-            dense_transform=f.dense_transform, timestamp=self.timestamp.column,
-            user=f.user, item=f.item,
-        )  # fmt: skip
+            label=LABEL,
+            dense=f.dense,
+            categorical=tuple(categorical),
+            dense_transform=f.dense_transform,
+            timestamp=self.timestamp.column,
+            user=f.user,
+            item=f.item,
+        )
 
     def source_columns(self) -> list[str]:
         f = self.features
@@ -179,8 +192,9 @@ class TableFeed:
         min_rows: days with fewer rows raise ``SmallDayError``.
     """
 
-    def __init__(self, *, spec: Path | str, path: Path | str | None = None,
-                 min_rows: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, *, spec: Path | str, path: Path | str | None = None, min_rows: int = 1
+    ) -> None:
         if not isinstance(min_rows, int) or min_rows < 1:
             raise FeedError(f"table feed: min_rows must be an integer >= 1; got {min_rows!r}")
         self.spec_path = Path(spec)
@@ -196,9 +210,11 @@ class TableFeed:
 
     @cached_property
     def files(self) -> list[Path]:
-        patterns = [str(self.path)] if self.path else [
-            str(self.spec_path.parent / f) for f in self.spec.files
-        ]  # fmt: skip
+        patterns = (
+            [str(self.path)]
+            if self.path
+            else [str(self.spec_path.parent / f) for f in self.spec.files]
+        )
         found = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern)})
         if not found:
             raise FeedError(
@@ -220,8 +236,9 @@ class TableFeed:
 
     @cached_property
     def _rows(self) -> pd.DataFrame:
-        raw = pd.concat([_read(f, self.spec.source_columns()) for f in self.files],
-                        ignore_index=True)  # fmt: skip
+        raw = pd.concat(
+            [_read(f, self.spec.source_columns()) for f in self.files], ignore_index=True
+        )
         return to_contract(raw, self.spec, source=str(self.spec_path))
 
 

@@ -31,8 +31,15 @@ def backfill(start: date, end: date, config: QuantrecConfig | None = None) -> li
             continue
         error = _error_of(state)
         get_run_logger().error("run date %s failed: %s", day, error)
-        outcomes.append(DayOutcome(date=day, model_name=config.registry.model_name,
-                                   mlflow_run_id="", decision=Outcome.FAILED, reason=error))
+        outcomes.append(
+            DayOutcome(
+                date=day,
+                model_name=config.registry.model_name,
+                mlflow_run_id="",
+                decision=Outcome.FAILED,
+                reason=error,
+            )
+        )
     return outcomes
 
 

@@ -31,15 +31,16 @@ class ExitCode(IntEnum):
     TRACKING_UNREACHABLE = 5  # the MLflow tracking server did not answer
 
 
-EPILOG = "exit status: " + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}"
-                                     for c in ExitCode)
+EPILOG = "exit status: " + ", ".join(
+    f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode
+)
 
 
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from err
 
 
 def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -58,8 +59,9 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantrec", description=__doc__.splitlines()[0],
-                                     epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="quantrec", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     config, runs = _parents()
 
@@ -70,70 +72,87 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", run_command, "run the daily lifecycle for one date", (runs,))
     run.add_argument("--date", type=_date, required=True)
-    run.add_argument("--force", action="store_true",
-                     help="train and register again although this date already ran on the "
-                          "same data, config and code")
-    run.add_argument("--wait", action="store_true",
-                     help="queue behind a run of the same date instead of refusing")
-    search = command("search", search_command, "run one date with a fresh precision search",
-                     (runs,))
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="train and register again although this date already ran on the "
+        "same data, config and code",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="queue behind a run of the same date instead of refusing",
+    )
+    search = command(
+        "search", search_command, "run one date with a fresh precision search", (runs,)
+    )
     search.add_argument("--date", type=_date, required=True)
-    fill = command("backfill", backfill_command, "run the lifecycle for each day in a range",
-                   (runs,))
+    fill = command(
+        "backfill", backfill_command, "run the lifecycle for each day in a range", (runs,)
+    )
     fill.add_argument("--start", type=_date, required=True)
     fill.add_argument("--end", type=_date, required=True)
-    demo = command("demo", demo_command, f"backfill {DEMO_DAYS} synthetic days with a shift",
-                   ())
+    demo = command("demo", demo_command, f"backfill {DEMO_DAYS} synthetic days with a shift", ())
     demo.add_argument("--rows", type=int, default=100_000, help="rows per day")
     demo.add_argument("--days", type=int, default=DEMO_DAYS)
     review = commands.add_parser("review", help="registry review of challengers")
     actions = review.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", parents=[config],
-                                 help="pending challengers and their decision records")
+    listing = actions.add_parser(
+        "list", parents=[config], help="pending challengers and their decision records"
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=review_list_command)
-    approve = actions.add_parser("approve", parents=[config],
-                                 help="make a challenger the champion")
+    approve = actions.add_parser("approve", parents=[config], help="make a challenger the champion")
     approve.add_argument("version")
     approve.add_argument("--reason", default="")
     approve.set_defaults(handler=review_command)
-    reject = actions.add_parser("reject", parents=[config],
-                                help="reject a challenger (the champion stays)")
+    reject = actions.add_parser(
+        "reject", parents=[config], help="reject a challenger (the champion stays)"
+    )
     reject.add_argument("version")
     reject.add_argument("--reason", required=True)
     reject.set_defaults(handler=review_command)
     rollback = command("rollback", review_command, "point the champion back at 'previous'")
     rollback.add_argument("--reason", default="")
-    promote = command("promote", review_command,
-                      "promote a version the gate did not (override)")
+    promote = command("promote", review_command, "promote a version the gate did not (override)")
     promote.add_argument("version")
     promote.add_argument("--reason", required=True)
     schedule = command(
-        "schedule", schedule_command, "serve the deployments here: daily-lifecycle on its "
-        "cron, backfill and quantization-search on demand (Ctrl-C stops)")
+        "schedule",
+        schedule_command,
+        "serve the deployments here: daily-lifecycle on its "
+        "cron, backfill and quantization-search on demand (Ctrl-C stops)",
+    )
     schedule.add_argument("--cron", default=None, help="cron of daily-lifecycle")
     schedule.add_argument("--timezone", default=None, help="IANA timezone of the cron")
     report = command(
-        "report", report_command, "lifecycle report: NE per day of the frozen int8 model, "
-        "the daily fp32 model and the managed champion (PNG + HTML)")
+        "report",
+        report_command,
+        "lifecycle report: NE per day of the frozen int8 model, "
+        "the daily fp32 model and the managed champion (PNG + HTML)",
+    )
     report.add_argument("--start", type=_date, required=True)
     report.add_argument("--end", type=_date, required=True)
     report.add_argument("--out", required=True, help="folder to write the report into")
-    report.add_argument("--shift-date", type=_date,
-                        help="compare the days after this date (default: the config's "
-                             "feed.shift_date, else every day)")
-    verify = command("verify", verify_command,
-                     "check a registered version's files against its manifest (SHA-256)")
+    report.add_argument(
+        "--shift-date",
+        type=_date,
+        help="compare the days after this date (default: the config's "
+        "feed.shift_date, else every day)",
+    )
+    verify = command(
+        "verify",
+        verify_command,
+        "check a registered version's files against its manifest (SHA-256)",
+    )
     verify.add_argument("version")
-    readmit = command("readmit", readmit_command, "move a quarantined day back into the lake",
-                      ())
+    readmit = command("readmit", readmit_command, "move a quarantined day back into the lake", ())
     readmit.add_argument("--date", type=_date, required=True)
     from quantrec.benchmarks.cli import HELP as BENCH_HELP
     from quantrec.benchmarks.cli import configure as configure_bench
 
     configure_bench(command("bench", bench_command, BENCH_HELP, ()))
-    command("config", config_command, "print the effective configuration",
-            (runs,))
+    command("config", config_command, "print the effective configuration", (runs,))
     return parser
 
 
@@ -158,8 +177,7 @@ def resolve_config(args: argparse.Namespace):
 def run_command(args: argparse.Namespace) -> int:
     from quantrec.flows.daily_lifecycle import daily_lifecycle
 
-    outcome = daily_lifecycle(args.date, resolve_config(args), force=args.force,
-                              wait=args.wait)
+    outcome = daily_lifecycle(args.date, resolve_config(args), force=args.force, wait=args.wait)
     return _finish([outcome], as_json=args.json)
 
 
@@ -180,8 +198,9 @@ def demo_command(args: argparse.Namespace) -> int:
     outcomes, config = run_demo(args)
     print_records(outcomes, as_json=False)
     _print_demo_figures(outcomes)
-    _write_report(outcomes[0].date, outcomes[-1].date, home.root / "report", config,
-                  config.feed.shift_date)
+    _write_report(
+        outcomes[0].date, outcomes[-1].date, home.root / "report", config, config.feed.shift_date
+    )
     _print_where_to_look(home)
     return ExitCode.OK
 
@@ -203,8 +222,7 @@ def verify_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="quantrec-verify-") as tmp:
         local = verified_copy(model_name, args.version, Path(tmp))
         count = sum(1 for path in local.rglob("*") if path.is_file())
-    print(f"model {model_name!r} version {args.version}: all {count} files match its "
-          "manifest")
+    print(f"model {model_name!r} version {args.version}: all {count} files match its manifest")
     return ExitCode.OK
 
 
@@ -219,8 +237,13 @@ def report_command(args: argparse.Namespace) -> int:
     from quantrec.tasks.config import load_config
 
     config = load_config(args.config)
-    _write_report(args.start, args.end, args.out, config,
-                  args.shift_date or getattr(config.feed, "shift_date", None))
+    _write_report(
+        args.start,
+        args.end,
+        args.out,
+        config,
+        args.shift_date or getattr(config.feed, "shift_date", None),
+    )
     return ExitCode.OK
 
 
@@ -241,21 +264,24 @@ def print_records(outcomes: list, *, as_json: bool) -> None:
         for outcome in outcomes:
             print(json.dumps(outcome.to_record(), sort_keys=True))
         return
-    print(f"{'date':<11} {'train':<9} {'NE fp32':>8} {'NE LR':>7} {'NE truth':>8} "
-          f"{'NE int8':>8} {'int8 vs fp32':>12} {'NE searched':>11} {'searched vs fp32':>16} "
-          f"{'size':>6} {'plan':>8} {'NE champion':>11}  {'decision':<17} champion")
+    print(
+        f"{'date':<11} {'train':<9} {'NE fp32':>8} {'NE LR':>7} {'NE truth':>8} "
+        f"{'NE int8':>8} {'int8 vs fp32':>12} {'NE searched':>11} {'searched vs fp32':>16} "
+        f"{'size':>6} {'plan':>8} {'NE champion':>11}  {'decision':<17} champion"
+    )
     for o in outcomes:
         ne = {name: values.get("ne") for name, values in o.metrics.items()}
         fp32, int8, searched = ne.get("fp32"), ne.get("int8"), ne.get("searched")
-        size = (f"{o.bytes['searched'] / o.bytes['fp32']:.3f}" if "searched" in o.bytes
-                else "n/a")
+        size = f"{o.bytes['searched'] / o.bytes['fp32']:.3f}" if "searched" in o.bytes else "n/a"
         decision = o.decision + (f" {o.promoted_variant}" if o.promoted_variant else "")
-        print(f"{o.date.isoformat():<11} {o.training_mode or 'n/a':<9} {_f(fp32):>8} "
-              f"{_f(ne.get('baseline.logistic')):>7} {_f(ne.get('ground_truth')):>8} "
-              f"{_f(int8):>8} {_delta(int8, fp32):>12} "
-              f"{_f(searched):>11} {_delta(searched, fp32):>16} {size:>6} "
-              f"{o.plan_source or 'n/a':>8} {_f(ne.get('champion')):>11}  "
-              f"{decision:<17} v{o.champion_version}")
+        print(
+            f"{o.date.isoformat():<11} {o.training_mode or 'n/a':<9} {_f(fp32):>8} "
+            f"{_f(ne.get('baseline.logistic')):>7} {_f(ne.get('ground_truth')):>8} "
+            f"{_f(int8):>8} {_delta(int8, fp32):>12} "
+            f"{_f(searched):>11} {_delta(searched, fp32):>16} {size:>6} "
+            f"{o.plan_source or 'n/a':>8} {_f(ne.get('champion')):>11}  "
+            f"{decision:<17} v{o.champion_version}"
+        )
 
 
 def _delta(value: float | None, reference: float | None) -> str:
@@ -276,21 +302,30 @@ def run_demo(args: argparse.Namespace) -> tuple[list, object]:
 
     end = DEMO_START + timedelta(days=args.days - 1)
     shift = DEMO_START + timedelta(days=args.days // 2)
-    config = QuantrecConfig().with_feed("synthetic", scenario="sudden", shift_date=shift,
-                                        rows_per_day=args.rows)
-    print(f"quantrec demo: {args.days} synthetic days from {DEMO_START} to {end}, "
-          f"{args.rows} rows a day, a sudden shift on {shift}\n", flush=True)
+    config = QuantrecConfig().with_feed(
+        "synthetic", scenario="sudden", shift_date=shift, rows_per_day=args.rows
+    )
+    print(
+        f"quantrec demo: {args.days} synthetic days from {DEMO_START} to {end}, "
+        f"{args.rows} rows a day, a sudden shift on {shift}\n",
+        flush=True,
+    )
     outcomes = []
     for k in range(args.days):
         outcome = daily_lifecycle(DEMO_START + timedelta(days=k), config)
         if outcome.challenger_version:
             version = outcome.challenger_version
-            print(f"demo reviewer: {outcome.date} drifted severely; approving challenger "
-                  f"version {version} ({outcome.challenger_variant}), which passed every "
-                  "gate check", flush=True)
-            approve_challenger(config.registry.model_name, version,
-                               "demo: scripted reviewer approves a challenger that passed "
-                               "every gate check")
+            print(
+                f"demo reviewer: {outcome.date} drifted severely; approving challenger "
+                f"version {version} ({outcome.challenger_variant}), which passed every "
+                "gate check",
+                flush=True,
+            )
+            approve_challenger(
+                config.registry.model_name,
+                version,
+                "demo: scripted reviewer approves a challenger that passed every gate check",
+            )
             outcome = outcome.replace(champion_version=version)
         outcomes.append(outcome)
     return outcomes, config
@@ -313,8 +348,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.handler(args))
-    except (ConfigError, LakeError, SchemaError, FeedError, ReviewError, ReportError,
-            IntegrityError) as err:
+    except (
+        ConfigError,
+        LakeError,
+        SchemaError,
+        FeedError,
+        ReviewError,
+        ReportError,
+        IntegrityError,
+    ) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except BrokenPipeError:
@@ -326,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.RUN_IN_PROGRESS
     except Exception as err:
         if _is_unreachable(err):
-            print(f"quantrec: the MLflow tracking server at {home.tracking_uri} is unreachable "
-                  f"({type(err).__name__}: {str(err)[:300]}). Nothing was promoted; the "
-                  "champion is unchanged. Start the server (or unset MLFLOW_TRACKING_URI for "
-                  "the embedded store) and rerun: finished stages are resumed.",
-                  file=sys.stderr)
+            print(
+                f"quantrec: the MLflow tracking server at {home.tracking_uri} is unreachable "
+                f"({type(err).__name__}: {str(err)[:300]}). Nothing was promoted; the "
+                "champion is unchanged. Start the server (or unset MLFLOW_TRACKING_URI for "
+                "the embedded store) and rerun: finished stages are resumed.",
+                file=sys.stderr,
+            )
             return ExitCode.TRACKING_UNREACHABLE
         raise
 
@@ -342,9 +386,15 @@ def _is_unreachable(err: BaseException) -> bool:
     import requests
     import urllib3
 
-    lost = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            urllib3.exceptions.MaxRetryError, urllib3.exceptions.NewConnectionError,
-            ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)
+    lost = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        urllib3.exceptions.MaxRetryError,
+        urllib3.exceptions.NewConnectionError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        ConnectionAbortedError,
+    )
     seen, visited = err, set()
     while seen is not None and id(seen) not in visited:
         visited.add(id(seen))
@@ -368,13 +418,17 @@ def review_list_command(args: argparse.Namespace) -> int:
     if not pending:
         print(f"no challenger of {model_name} awaits review")
     for item in pending:
-        print(f"version {item.version} ({item.variant}, run date {item.run_date}, "
-              f"aliases {', '.join(item.aliases) or '-'}): {item.reason}")
+        print(
+            f"version {item.version} ({item.variant}, run date {item.run_date}, "
+            f"aliases {', '.join(item.aliases) or '-'}): {item.reason}"
+        )
         decision = item.decision or {}
         for check in decision.get("checks", {}).get(item.variant, []):
             mark = "pass" if check.get("passed") else "FAIL"
-            print(f"    {mark}  {check.get('name')} = {check.get('value')} "
-                  f"(threshold {check.get('threshold')})")
+            print(
+                f"    {mark}  {check.get('name')} = {check.get('value')} "
+                f"(threshold {check.get('threshold')})"
+            )
     return ExitCode.OK
 
 
@@ -446,8 +500,12 @@ def _print_demo_figures(outcomes: list) -> None:
         rate = sum(o.train_samples_per_s for o in trained) / len(trained)
         print(f"Training: {rate:,.0f} samples/s (mean over days)")
         sizes = trained[-1].bytes
-        print("Model bytes: " + "  ".join(
-            f"{name} {size:,} ({size / sizes['fp32']:.3f}x)" for name, size in sizes.items()))
+        print(
+            "Model bytes: "
+            + "  ".join(
+                f"{name} {size:,} ({size / sizes['fp32']:.3f}x)" for name, size in sizes.items()
+            )
+        )
 
 
 def _print_where_to_look(home) -> None:

@@ -10,7 +10,7 @@ report.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from prefect import flow
 
@@ -20,23 +20,33 @@ from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
 from quantrec.tasks.evaluate import decide_promotion, evaluate_variants, record_stop
 from quantrec.tasks.registry import (
-    load_champion, register_variants, set_challenger, switch_champion,
+    load_champion,
+    register_variants,
+    set_challenger,
+    switch_champion,
 )
 from quantrec.tasks.report import (
-    close_failed_run, finished_outcome, open_lifecycle_run, publish_reused,
-    publish_run_report, publish_summary,
+    close_failed_run,
+    finished_outcome,
+    open_lifecycle_run,
+    publish_reused,
+    publish_run_report,
+    publish_summary,
 )
 from quantrec.tasks.search import choose_precision_plan, record_plan
 from quantrec.tasks.settings import code_version, run_date_lock, run_key
 from quantrec.tasks.train import (
-    fit_run_baselines, plan_candidate_training, quantize_variants, record_training,
+    fit_run_baselines,
+    plan_candidate_training,
+    quantize_variants,
+    record_training,
     train_candidate,
 )
 
 
 def last_complete_day() -> date:
     """What a scheduled run processes: yesterday, in UTC."""
-    return datetime.now(timezone.utc).date() - timedelta(days=1)
+    return datetime.now(UTC).date() - timedelta(days=1)
 
 
 @flow(name="daily-lifecycle", log_prints=True)
@@ -60,14 +70,19 @@ def daily_lifecycle(
         return _lifecycle(run_date, config, force_search=force_search, force=force)
 
 
-def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
-               force: bool) -> DayOutcome:
+def _lifecycle(
+    run_date: date, config: QuantrecConfig, *, force_search: bool, force: bool
+) -> DayOutcome:
     model_name, config_json = config.registry.model_name, config.model_dump_json()
     run_id = open_lifecycle_run(run_date, config.registry.experiment, config_json)
     try:
         partitions = ingest_days(run_date, config.training.window_days, config.feed, run_id)
-        key = run_key(run_date=run_date, digests=partitions.digests, config_json=config_json,
-                      code=code_version())
+        key = run_key(
+            run_date=run_date,
+            digests=partitions.digests,
+            config_json=config_json,
+            code=code_version(),
+        )
         done = finished_outcome(config.registry.experiment, key, run_id)
         if done is not None and not force:
             return publish_reused(done, run_id)
@@ -75,42 +90,65 @@ def _lifecycle(run_date: date, config: QuantrecConfig, *, force_search: bool,
         stop = why_stop(partitions, validation, config.training.window_days)
         if stop is not None:
             decision = record_stop(stop, validation, run_id)
-            return publish_summary(switch_champion(DayOutcome.of_decision(
-                decision, run_date=run_date, model_name=model_name, run_id=run_id,
-                quarantined=validation.quarantined if validation else None)))
+            return publish_summary(
+                switch_champion(
+                    DayOutcome.of_decision(
+                        decision,
+                        run_date=run_date,
+                        model_name=model_name,
+                        run_id=run_id,
+                        quarantined=validation.quarantined if validation else None,
+                    )
+                )
+            )
         champion = load_champion(model_name)
         drift = measure_run_date_drift(partitions, champion, config, run_id)
         # Resumable stages: their results persist under the run's identity (refreshed when
         # forced), so a rerun after a crash does not train or search again.
         training = plan_candidate_training(partitions, champion, config, drift.level)
         trained = train_candidate.with_options(refresh_cache=force or None)(
-            partitions, training, config, key, run_id)
+            partitions, training, config, key, run_id
+        )
         record_training(trained, partitions, config, run_id)
         save_reference_profile(trained, partitions, config, run_id)
         plan = choose_precision_plan.with_options(refresh_cache=force or None)(
-            trained, run_date, config, f"{key}-{int(force_search)}-{drift.level}", run_id,
-            force_search, drift.level)
+            trained,
+            run_date,
+            config,
+            f"{key}-{int(force_search)}-{drift.level}",
+            run_id,
+            force_search,
+            drift.level,
+        )
         record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id, config.training.threads)
         baselines = fit_run_baselines(trained, partitions, config, run_id)
-        evaluation = evaluate_variants(partitions, candidate, champion, baselines, config,
-                                       run_id)
-        decision = decide_promotion(validation, evaluation, candidate.bytes, config,
-                                    drift.level, run_id)
+        evaluation = evaluate_variants(partitions, candidate, champion, baselines, config, run_id)
+        decision = decide_promotion(
+            validation, evaluation, candidate.bytes, config, drift.level, run_id
+        )
         outcome = DayOutcome.of_decision(
-            decision, run_date=run_date, model_name=model_name, run_id=run_id,
+            decision,
+            run_date=run_date,
+            model_name=model_name,
+            run_id=run_id,
             metrics={n: m.to_dict() for n, m in evaluation.metrics.items()},
             bytes=candidate.bytes,
             precisions={n: p.precisions() for n, p in candidate.plans.items()},
-            window=partitions.window, window_digest=partitions.window_digest(),
+            window=partitions.window,
+            window_digest=partitions.window_digest(),
             train_samples_per_s=candidate.train_samples_per_s,
-            training_mode=training.mode, training_reason=training.reason,
+            training_mode=training.mode,
+            training_reason=training.reason,
             trained_through=training.days[-1].isoformat(),
-            full_retrain_date=training.full_retrain_date.isoformat(), plan_source=plan.source,
-            plan_reason=plan.reason, drift=drift.summary,
+            full_retrain_date=training.full_retrain_date.isoformat(),
+            plan_source=plan.source,
+            plan_reason=plan.reason,
+            drift=drift.summary,
         )
-        outcome = register_variants(outcome, candidate.variants, candidate.plans,
-                                    candidate.schema, key, force)
+        outcome = register_variants(
+            outcome, candidate.variants, candidate.plans, candidate.schema, key, force
+        )
         outcome = switch_champion(outcome)
         if outcome.challenger_variant:
             outcome = set_challenger(outcome)

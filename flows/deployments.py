@@ -14,8 +14,9 @@ DAILY_CRON = "0 6 * * *"
 DAILY_TIMEZONE = "UTC"
 
 
-def lifecycle_deployments(*, cron: str = DAILY_CRON, timezone: str = DAILY_TIMEZONE,
-                          config: QuantrecConfig | None = None) -> list[RunnerDeployment]:
+def lifecycle_deployments(
+    *, cron: str = DAILY_CRON, timezone: str = DAILY_TIMEZONE, config: QuantrecConfig | None = None
+) -> list[RunnerDeployment]:
     """``daily-lifecycle`` on a daily cron (it processes the last complete day), and
     ``backfill`` and ``quantization-search`` on demand (the UI's Run button, or
     ``prefect deployment run <flow>/<deployment> --param ...``).

@@ -85,28 +85,44 @@ class BaselineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     grid: tuple[float, ...] = Field(
-        (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), description="C values tried (inverse L2 "
+        (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        description="C values tried (inverse L2 "
         "strength), walked from the middle. Measured on the synthetic feed, held-out NE: "
         "0.838 at 0.03, 0.834 at 0.1, 0.853 at 0.3, 0.893 at 1; few ids with large effects "
-        "want 3 or more.")
+        "want 3 or more.",
+    )
     solvers: tuple[Literal["newton-cg", "lbfgs", "liblinear", "sag", "saga"], ...] = Field(
-        ("newton-cg", "lbfgs"), description="The first walks the C grid; the others are "
+        ("newton-cg", "lbfgs"),
+        description="The first walks the C grid; the others are "
         "fitted at the chosen C. Measured at 290k rows, C=0.1: held-out NE 0.834 with "
-        "newton-cg in 4.6 s, 0.851 with lbfgs in 1.0 s (it stops early at this tolerance).")
+        "newton-cg in 4.6 s, 0.851 with lbfgs in 1.0 s (it stops early at this tolerance).",
+    )
     max_rows: int = Field(
-        500_000, ge=1, description="Training rows at most (a seeded subsample beyond): keeps "
-        "the fit of a long window within a daily stage (about linear in rows).")
+        500_000,
+        ge=1,
+        description="Training rows at most (a seeded subsample beyond): keeps "
+        "the fit of a long window within a daily stage (about linear in rows).",
+    )
     max_buckets: int = Field(
-        262_144, ge=1, description="Columns per categorical feature at most: ids at or above "
-        "fold into id mod max_buckets (vocabularies up to 2^18 stay one-hot).")
+        262_144,
+        ge=1,
+        description="Columns per categorical feature at most: ids at or above "
+        "fold into id mod max_buckets (vocabularies up to 2^18 stay one-hot).",
+    )
     max_iter: int = Field(100, ge=1, description="Solver iterations per fit at most.")
     tol: float = Field(
-        1e-3, gt=0, description="Solver tolerance (scikit-learn's tol) of the selection fits: "
-        "it ranks C as tighter fits do, at 0.6x their time (measured at 300k rows).")
+        1e-3,
+        gt=0,
+        description="Solver tolerance (scikit-learn's tol) of the selection fits: "
+        "it ranks C as tighter fits do, at 0.6x their time (measured at 300k rows).",
+    )
     refine_tol: float | None = Field(
-        1e-4, gt=0, description="The chosen fit continues (warm start) to this tolerance and "
+        1e-4,
+        gt=0,
+        description="The chosen fit continues (warm start) to this tolerance and "
         "is kept if its held-out log loss is lower; None: no refinement. Measured at 300k "
-        "rows: NE 0.8483 vs 0.8504 on the next day, for 2 more iterations.")
+        "rows: NE 0.8483 vs 0.8504 on the next day, for 2 more iterations.",
+    )
     seed: int = Field(0, description="Seeds the subsample and a stream's epoch order.")
 
     @field_validator("grid", "solvers")
@@ -157,7 +173,8 @@ class _Encoder:
             indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(part)))]
             ids = sp.csr_matrix(
                 (np.ones(rows.size, np.float32), pos[hit].astype(np.int32), indptr),
-                shape=(len(part), self.columns.size))
+                shape=(len(part), self.columns.size),
+            )
             blocks.append(sp.hstack([ids, self.dense(part.dense.numpy())], format="csr"))
         if not blocks:
             return sp.csr_matrix((0, self.columns.size + self.log1p.size), dtype=np.float32)
@@ -220,18 +237,31 @@ class Baselines:
 
     def to_dict(self) -> dict:
         """JSON-ready: what was fitted and how (for run parameters and the report)."""
-        logistic = None if self.logistic is None else {
-            "C": self.logistic.C, "solver": self.logistic.solver,
-            "reason": self.logistic.reason, "columns": int(self.logistic.encoder.columns.size),
-            "log1p_dense": int(self.logistic.encoder.log1p.sum()),
-            "grid": [asdict(p) for p in self.logistic.grid],
+        logistic = (
+            None
+            if self.logistic is None
+            else {
+                "C": self.logistic.C,
+                "solver": self.logistic.solver,
+                "reason": self.logistic.reason,
+                "columns": int(self.logistic.encoder.columns.size),
+                "log1p_dense": int(self.logistic.encoder.log1p.sum()),
+                "grid": [asdict(p) for p in self.logistic.grid],
+            }
+        )
+        return {
+            "base_rate": self.base_rate,
+            "rows": self.rows,
+            "fitted_rows": self.fitted_rows,
+            "seconds": self.seconds,
+            "note": self.note,
+            "logistic": logistic,
         }
-        return {"base_rate": self.base_rate, "rows": self.rows, "fitted_rows": self.fitted_rows,
-                "seconds": self.seconds, "note": self.note, "logistic": logistic}
 
 
-def fit_baselines(training: Batch | BatchSource, held_out: Batch, *,
-                  settings: BaselineSettings | None = None) -> Baselines:
+def fit_baselines(
+    training: Batch | BatchSource, held_out: Batch, *, settings: BaselineSettings | None = None
+) -> Baselines:
     """Fit the constant and logistic baselines on the fp32 model's training rows.
 
     Args:
@@ -251,8 +281,7 @@ def fit_baselines(training: Batch | BatchSource, held_out: Batch, *,
     one_class = undefined_reason(read.labels)
     if one_class is not None:
         note = f"no logistic baseline: the training rows hold one class ({one_class})"
-        return Baselines(base_rate, None, read.rows, fitted, time.perf_counter() - started,
-                         note)
+        return Baselines(base_rate, None, read.rows, fitted, time.perf_counter() - started, note)
     encoder, x = _encode(read.keys, read.ids, read.dense, settings.max_buckets)
     logistic = _select(encoder, x, read.labels, held_out, settings)
     return Baselines(base_rate, logistic, read.rows, fitted, time.perf_counter() - started)
@@ -302,8 +331,9 @@ def _read(training: Batch | BatchSource, settings: BaselineSettings) -> _Rows:
     keep = np.ones(total, bool)
     if total > settings.max_rows:
         keep[:] = False
-        keep[np.random.default_rng(settings.seed).choice(
-            total, settings.max_rows, replace=False)] = True
+        keep[
+            np.random.default_rng(settings.seed).choice(total, settings.max_rows, replace=False)
+        ] = True
     ids, dense, labels = [], [], []
     rows = clicks = 0
     keys: tuple[str, ...] | None = None
@@ -311,7 +341,7 @@ def _read(training: Batch | BatchSource, settings: BaselineSettings) -> _Rows:
         keys = keys or block.sparse.keys
         _check_keys(keys, block.sparse)
         y = block.labels.double().numpy()
-        chosen = keep[rows:rows + len(block)]
+        chosen = keep[rows : rows + len(block)]
         chosen = np.r_[chosen, np.zeros(len(block) - chosen.size, bool)]  # rows beyond .rows
         rows, clicks = rows + len(block), clicks + float(y.sum())
         ids.append(_bucket_ids(block.sparse, settings.max_buckets)[chosen])
@@ -319,21 +349,28 @@ def _read(training: Batch | BatchSource, settings: BaselineSettings) -> _Rows:
         labels.append(y[chosen])
     if keys is None:
         return _Rows(0, 0.0, None, None, np.zeros(0), ())
-    return _Rows(rows, clicks, sp.vstack(ids, format="csr"), np.concatenate(dense),
-                 np.concatenate(labels), keys)
+    return _Rows(
+        rows,
+        clicks,
+        sp.vstack(ids, format="csr"),
+        np.concatenate(dense),
+        np.concatenate(labels),
+        keys,
+    )
 
 
 def _blocks(training: Batch | BatchSource, seed: int) -> Iterator[Batch]:
     if isinstance(training, Batch):
         return batches_of(training, batch_size=_BLOCK_ROWS)
-    return training.epoch(batch_size=_BLOCK_ROWS,
-                          generator=torch.Generator().manual_seed(seed))
+    return training.epoch(batch_size=_BLOCK_ROWS, generator=torch.Generator().manual_seed(seed))
 
 
 def _check_keys(keys: tuple[str, ...], sparse: KeyedJaggedIds) -> None:
     if sparse.keys != keys:
-        raise BaselineError(f"categorical features differ from the training rows': "
-                            f"{list(sparse.keys)} vs {list(keys)}")
+        raise BaselineError(
+            f"categorical features differ from the training rows': "
+            f"{list(sparse.keys)} vs {list(keys)}"
+        )
 
 
 def _bucket_ids(sparse: KeyedJaggedIds, max_buckets: int) -> sp.csr_matrix:
@@ -342,20 +379,25 @@ def _bucket_ids(sparse: KeyedJaggedIds, max_buckets: int) -> sp.csr_matrix:
     parts = []
     for values, offsets in zip(sparse.values, sparse.offsets):
         v = values.numpy()
-        parts.append(sp.csr_matrix(  # a key's offsets are its bags' CSR row pointers
-            (np.ones(v.size, np.float32), v % max_buckets, np.r_[offsets.numpy(), v.size]),
-            shape=(sparse.batch_size, max_buckets)))
+        parts.append(
+            sp.csr_matrix(  # a key's offsets are its bags' CSR row pointers
+                (np.ones(v.size, np.float32), v % max_buckets, np.r_[offsets.numpy(), v.size]),
+                shape=(sparse.batch_size, max_buckets),
+            )
+        )
     return sp.hstack(parts, format="csr")
 
 
-def _encode(keys, ids: sp.csr_matrix, dense: np.ndarray, max_buckets: int
-            ) -> tuple[_Encoder, sp.csr_matrix]:
+def _encode(
+    keys, ids: sp.csr_matrix, dense: np.ndarray, max_buckets: int
+) -> tuple[_Encoder, sp.csr_matrix]:
     """The encoder fitted on the training rows and their design matrix."""
     ids.sum_duplicates()
     columns = np.unique(ids.indices).astype(np.int64)
     ids = sp.csr_matrix(
         (ids.data, np.searchsorted(columns, ids.indices).astype(np.int32), ids.indptr),
-        shape=(ids.shape[0], columns.size))
+        shape=(ids.shape[0], columns.size),
+    )
     x = dense.astype(np.float64)
     scaler, log1p = None, np.zeros(x.shape[1], bool)
     if x.shape[1]:
@@ -371,8 +413,9 @@ def _encode(keys, ids: sp.csr_matrix, dense: np.ndarray, max_buckets: int
 # --- choosing C and the solver ----------------------------------------------------------------
 
 
-def _select(encoder: _Encoder, x, y, held_out: Batch, settings: BaselineSettings
-            ) -> LogisticBaseline:
+def _select(
+    encoder: _Encoder, x, y, held_out: Batch, settings: BaselineSettings
+) -> LogisticBaseline:
     """Walk the C grid with the first solver, then try the others at the chosen C."""
     grid = sorted(settings.grid)
     x_held = encoder.design(held_out)
@@ -388,37 +431,55 @@ def _select(encoder: _Encoder, x, y, held_out: Batch, settings: BaselineSettings
     first, middle = settings.solvers[0], len(grid) // 2
     best = middle
     for step in (-1, 1):  # the cheaper, smaller C first; on while it keeps improving
-        while 0 <= best + step < len(grid) and len(y_held) and (
-                loss(first, grid[best + step]) < loss(first, grid[best])):
+        while (
+            0 <= best + step < len(grid)
+            and len(y_held)
+            and (loss(first, grid[best + step]) < loss(first, grid[best]))
+        ):
             best += step
         if best != middle:
             break
     c = grid[best]
     loss(first, c)
-    solver = min(settings.solvers, key=lambda s: (loss(s, c) if len(y_held) else 0.0))
+    solver = min(settings.solvers, key=lambda s: loss(s, c) if len(y_held) else 0.0)
     model, point = fits[(solver, c)]
-    if settings.refine_tol is not None and settings.refine_tol < settings.tol and len(y_held) \
-            and solver != "liblinear":  # liblinear cannot warm start
+    if (
+        settings.refine_tol is not None
+        and settings.refine_tol < settings.tol
+        and len(y_held)
+        and solver != "liblinear"
+    ):  # liblinear cannot warm start
         refined, refined_point = _fit(x, y, x_held, y_held, solver, c, settings, warm=model)
         fits[(solver, c, "refined")] = refined, refined_point
         if refined_point.held_out_log_loss <= point.held_out_log_loss:
             model, point = refined, refined_point
     undefined = undefined_reason(y_held)
-    reason = (f"no held-out rows: C={c:g} (the grid's middle) and {solver}, unselected"
-              if not len(y_held) else
-              f"lowest held-out log loss {point.held_out_log_loss:.6g} of "
-              f"{len(fits)} fits" + (f" (NE undefined there: {undefined})" if undefined else
-                                     f", NE {point.held_out_ne:.6g}"))
-    return LogisticBaseline(model, encoder, c, solver, tuple(p for _, p in fits.values()),
-                            reason)
+    reason = (
+        f"no held-out rows: C={c:g} (the grid's middle) and {solver}, unselected"
+        if not len(y_held)
+        else f"lowest held-out log loss {point.held_out_log_loss:.6g} of "
+        f"{len(fits)} fits"
+        + (f" (NE undefined there: {undefined})" if undefined else f", NE {point.held_out_ne:.6g}")
+    )
+    return LogisticBaseline(model, encoder, c, solver, tuple(p for _, p in fits.values()), reason)
 
 
-def _fit(x, y, x_held, y_held, solver: str, c: float, settings: BaselineSettings, *,
-         warm: LogisticRegression | None = None) -> tuple[LogisticRegression, GridPoint]:
+def _fit(
+    x,
+    y,
+    x_held,
+    y_held,
+    solver: str,
+    c: float,
+    settings: BaselineSettings,
+    *,
+    warm: LogisticRegression | None = None,
+) -> tuple[LogisticRegression, GridPoint]:
     """One fit and its held-out scores; ``warm``: continue that fit to ``refine_tol``."""
     started = time.perf_counter()
-    model = LogisticRegression(C=c, solver=solver, max_iter=settings.max_iter, tol=settings.tol,
-                               intercept_scaling=10.0)  # liblinear: barely penalise the bias
+    model = LogisticRegression(
+        C=c, solver=solver, max_iter=settings.max_iter, tol=settings.tol, intercept_scaling=10.0
+    )  # liblinear: barely penalise the bias
     if warm is not None:
         model.set_params(tol=settings.refine_tol, warm_start=True)
         model.coef_, model.intercept_ = warm.coef_.copy(), warm.intercept_.copy()
@@ -435,10 +496,25 @@ def _fit(x, y, x_held, y_held, solver: str, c: float, settings: BaselineSettings
             held_ne = normalized_entropy(y_held, p)
         except MetricError:
             held_ne = None
-    return model, GridPoint(solver, c, held_loss, held_ne, iterations,
-                            iterations < settings.max_iter, time.perf_counter() - started,
-                            refined=warm is not None)
+    return model, GridPoint(
+        solver,
+        c,
+        held_loss,
+        held_ne,
+        iterations,
+        iterations < settings.max_iter,
+        time.perf_counter() - started,
+        refined=warm is not None,
+    )
 
 
-__all__ = ["BaselineError", "BaselineSettings", "Baselines", "GridPoint", "LogisticBaseline",
-           "fit_baselines", "ground_truth_ne", "score_baselines"]
+__all__ = [
+    "BaselineError",
+    "BaselineSettings",
+    "Baselines",
+    "GridPoint",
+    "LogisticBaseline",
+    "fit_baselines",
+    "ground_truth_ne",
+    "score_baselines",
+]

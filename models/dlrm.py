@@ -99,7 +99,9 @@ class DenseTransform(nn.Module):
                 logged += torch.stack((y.sum(0), y.square().sum(0)))
         if rows == 0:
             raise ValueError("cannot fit the dense transform on 0 rows")
-        log1p = (minimum >= 0) if self.log1p_nonnegative else torch.zeros(num_dense, dtype=torch.bool)
+        log1p = (
+            (minimum >= 0) if self.log1p_nonnegative else torch.zeros(num_dense, dtype=torch.bool)
+        )
         sums = torch.where(log1p, logged, raw)
         mean = sums[0] / rows
         std = (sums[1] / rows - mean.square()).clamp(min=0.0).sqrt()
@@ -115,14 +117,23 @@ class DenseTransform(nn.Module):
         self.shift.zero_()
         self.scale.fill_(1.0)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,  # type: ignore[no-untyped-def]
-                              missing_keys, unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,  # type: ignore[no-untyped-def]
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ) -> None:
         if not any(prefix + name in state_dict for name in _TRANSFORM_BUFFERS):
             # Written before dense transforms existed: that model saw untransformed rows.
             self.reset()
             return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
-                                      missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 class DenseArch(nn.Module):
@@ -142,8 +153,9 @@ class DenseArch(nn.Module):
         embedded = dense_arch(torch.rand(20, 13))  # 20 X 16
     """
 
-    def __init__(self, *, in_features: int, layer_sizes: Sequence[int],
-                 log1p_nonnegative: bool = False) -> None:
+    def __init__(
+        self, *, in_features: int, layer_sizes: Sequence[int], log1p_nonnegative: bool = False
+    ) -> None:
         super().__init__()
         self.transform = DenseTransform(in_features, log1p_nonnegative=log1p_nonnegative)
         self.mlp = _mlp(in_features, layer_sizes, final_relu=True)
@@ -233,8 +245,9 @@ class InteractionArch(nn.Module):
         self.register_buffer("triu_flat", triu[0] * side + triu[1], persistent=False)
 
     @staticmethod
-    def output_size(*, num_sparse_features: int, embedding_dim: int,
-                    first_order: bool = False) -> int:
+    def output_size(
+        *, num_sparse_features: int, embedding_dim: int, first_order: bool = False
+    ) -> int:
         """D + (K choose 2), K = F + 1, plus 1 with the constant vector (``first_order``)."""
         return embedding_dim + math.comb(num_sparse_features + 1 + first_order, 2)
 
@@ -358,8 +371,9 @@ class DLRM(nn.Module):
         if log1p_dense:
             self._architecture["log1p_dense"] = True
         self.feature_names: tuple[str, ...] = tuple(self._architecture["feature_names"])
-        self.dense_arch = DenseArch(in_features=num_dense, layer_sizes=bottom_mlp,
-                                    log1p_nonnegative=log1p_dense)
+        self.dense_arch = DenseArch(
+            in_features=num_dense, layer_sizes=bottom_mlp, log1p_nonnegative=log1p_dense
+        )
         self.sparse_arch = SparseArch(table_sizes=table_sizes, embedding_dim=embedding_dim)
         self.inter_arch = InteractionArch(
             num_sparse_features=len(table_sizes),
@@ -367,7 +381,8 @@ class DLRM(nn.Module):
         )
         self.over_arch = OverArch(
             in_features=InteractionArch.output_size(
-                num_sparse_features=len(table_sizes), embedding_dim=embedding_dim,
+                num_sparse_features=len(table_sizes),
+                embedding_dim=embedding_dim,
                 first_order=first_order,
             ),
             layer_sizes=top,

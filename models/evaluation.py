@@ -15,16 +15,19 @@ import numpy as np
 import pandas as pd
 
 from quantrec.data_checks.schema import FeatureSchema
+from quantrec.models.baselines import Baselines
 from quantrec.models.batch import Batch
 from quantrec.models.metrics import (
-    MetricError, Metrics, compute_metrics, normalized_entropy, undefined_reason,
+    MetricError,
+    Metrics,
+    compute_metrics,
+    normalized_entropy,
+    undefined_reason,
 )
-from quantrec.models.baselines import Baselines
 from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY
 from quantrec.models.scorer import predict_proba
 from quantrec.models.slices import head_ids, slice_masks
 from quantrec.models.train import torch_threads
-
 
 
 @dataclass
@@ -57,32 +60,50 @@ class Evaluation:
         return pd.DataFrame(rows, columns=["slice", "variant", "rows", "ne"])
 
 
-def slice_roles(schema: FeatureSchema, user_column: str | None,
-                item_column: str | None) -> tuple[str | None, str | None]:
+def slice_roles(
+    schema: FeatureSchema, user_column: str | None, item_column: str | None
+) -> tuple[str | None, str | None]:
     """(user column, item column): the gate policy's, else the feed's schema's."""
     return user_column or schema.user, item_column or schema.item
 
 
-def run_date_slices(frame: pd.DataFrame, window: Iterable[pd.DataFrame], *, user: str | None,
-                    item: str | None, head_traffic_share: float,
-                    slice_columns: tuple[str, ...], max_values: int) -> dict[str, np.ndarray]:
+def run_date_slices(
+    frame: pd.DataFrame,
+    window: Iterable[pd.DataFrame],
+    *,
+    user: str | None,
+    item: str | None,
+    head_traffic_share: float,
+    slice_columns: tuple[str, ...],
+    max_values: int,
+) -> dict[str, np.ndarray]:
     """The run date's slice masks; ``window`` gives the training days' user and item
     columns (who is returning, which items are head)."""
     user = user if user in frame.columns else None
     item = item if item in frame.columns else None
     window = pd.concat(list(window), ignore_index=True) if (user or item) else pd.DataFrame()
     return slice_masks(
-        frame, user_column=user, item_column=item,
+        frame,
+        user_column=user,
+        item_column=item,
         seen_users=window[user].explode().dropna().unique() if user else None,
         head_items=head_ids(window[item], head_traffic_share) if item else None,
-        slice_columns=slice_columns, max_values=max_values,
+        slice_columns=slice_columns,
+        max_values=max_values,
     )
 
 
-def evaluate(batch: Batch, variants: Mapping[str, object], *, slices: dict[str, np.ndarray],
-             champion: tuple[object, Batch] | None, batch_size: int, threads: int,
-             baselines: Baselines | None = None,
-             truth: np.ndarray | None = None) -> Evaluation:
+def evaluate(
+    batch: Batch,
+    variants: Mapping[str, object],
+    *,
+    slices: dict[str, np.ndarray],
+    champion: tuple[object, Batch] | None,
+    batch_size: int,
+    threads: int,
+    baselines: Baselines | None = None,
+    truth: np.ndarray | None = None,
+) -> Evaluation:
     """NE, AUC, log loss and calibration of each variant and of the champion (its model and
     the run date as its own schema reads it) on the same rows, beside the baselines' and,
     when the feed knows them (synthetic), the true click probabilities' (``ground_truth``:
@@ -90,21 +111,24 @@ def evaluate(batch: Batch, variants: Mapping[str, object], *, slices: dict[str, 
     that model out of ``metrics``."""
     labels = batch.labels.double().numpy()
     with torch_threads(threads):
-        predictions = {name: predict_proba(model, batch, batch_size=batch_size)
-                       for name, model in variants.items()}
+        predictions = {
+            name: predict_proba(model, batch, batch_size=batch_size)
+            for name, model in variants.items()
+        }
         if champion is not None:
             model, champion_batch = champion
-            predictions[CHAMPION_KEY] = predict_proba(model, champion_batch,
-                                                      batch_size=batch_size)
+            predictions[CHAMPION_KEY] = predict_proba(model, champion_batch, batch_size=batch_size)
     yardsticks = baselines.predict(batch) if baselines is not None else {}
     scored = {**predictions, **yardsticks}
     if truth is not None:
         if len(truth) != len(labels):
-            raise ValueError(f"ground truth has {len(truth)} probabilities for "
-                             f"{len(labels)} rows")
+            raise ValueError(f"ground truth has {len(truth)} probabilities for {len(labels)} rows")
         scored[GROUND_TRUTH_KEY] = np.asarray(truth, dtype=np.float64)
     defined = undefined_reason(labels) is None
-    return Evaluation(metrics={n: compute_metrics(labels, p) for n, p in scored.items()}
-                      if defined else {},
-                      predictions=predictions, labels=labels, slices=slices,
-                      baselines=yardsticks)
+    return Evaluation(
+        metrics={n: compute_metrics(labels, p) for n, p in scored.items()} if defined else {},
+        predictions=predictions,
+        labels=labels,
+        slices=slices,
+        baselines=yardsticks,
+    )

@@ -283,8 +283,15 @@ class RowwiseAdagrad:
         weight_decay: L2 coefficient on the mean loss, >= 0.
     """
 
-    def __init__(self, *, num_rows: int, lr: float, eps: float = 1e-8,
-                 initial_accumulator: float = 0.0, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        num_rows: int,
+        lr: float,
+        eps: float = 1e-8,
+        initial_accumulator: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
         if not lr > 0:
             raise ValueError(f"row-wise Adagrad needs lr > 0, got {lr}")
         if initial_accumulator < 0 or weight_decay < 0:
@@ -349,8 +356,15 @@ class RowSparseAdam:
         lr, betas, eps: as for ``torch.optim.SparseAdam``.
     """
 
-    def __init__(self, *, num_rows: int, dim: int, lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        *,
+        num_rows: int,
+        dim: int,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         if not lr > 0:
             raise ValueError(f"SparseAdam needs lr > 0, got {lr}")
         self.lr, self.betas, self.eps = lr, betas, eps

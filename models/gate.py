@@ -128,30 +128,58 @@ class Decision:
 
     def to_dict(self) -> dict:
         return {
-            "outcome": self.outcome, "promoted": self.promoted, "challenger": self.challenger,
-            "reason": self.reason, "drift_level": self.drift_level,
+            "outcome": self.outcome,
+            "promoted": self.promoted,
+            "challenger": self.challenger,
+            "reason": self.reason,
+            "drift_level": self.drift_level,
             "quantization_ne_budget_rel": self.quantization_ne_budget_rel,
-            "preference": list(self.preference), "baselines": dict(self.baselines),
+            "preference": list(self.preference),
+            "baselines": dict(self.baselines),
             "checks": {v: [asdict(c) for c in cs] for v, cs in self.checks.items()},
         }
 
     def to_text(self) -> str:
         """A plain-text table of every check, then the baselines, the outcome and the reason."""
-        head = ("variant", "check", "slice", "rows", "value", "threshold", "interval", "noise",
-                "result")
+        head = (
+            "variant",
+            "check",
+            "slice",
+            "rows",
+            "value",
+            "threshold",
+            "interval",
+            "noise",
+            "result",
+        )
         rows = [head] + [
-            (variant, c.name, c.slice, "" if c.rows is None else str(c.rows), _fmt(c.value),
-             ("<= " if c.direction == "max" else ">= ") + _fmt(c.threshold),
-             "" if c.ci_low is None else f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]",
-             {None: "", True: "within", False: "outside"}[c.within_noise], _result(c))
-            for variant, checks in self.checks.items() for c in checks
+            (
+                variant,
+                c.name,
+                c.slice,
+                "" if c.rows is None else str(c.rows),
+                _fmt(c.value),
+                ("<= " if c.direction == "max" else ">= ") + _fmt(c.threshold),
+                "" if c.ci_low is None else f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]",
+                {None: "", True: "within", False: "outside"}[c.within_noise],
+                _result(c),
+            )
+            for variant, checks in self.checks.items()
+            for c in checks
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        baselines = ["baselines: " + ", ".join(f"{name} NE {_fmt(ne)}" for name, ne in
-                                                self.baselines.items())] if self.baselines else []
-        return "\n".join([*lines, "", *baselines, f"outcome: {self.outcome}",
-                          f"reason: {self.reason}"])
+        baselines = (
+            [
+                "baselines: "
+                + ", ".join(f"{name} NE {_fmt(ne)}" for name, ne in self.baselines.items())
+            ]
+            if self.baselines
+            else []
+        )
+        return "\n".join(
+            [*lines, "", *baselines, f"outcome: {self.outcome}", f"reason: {self.reason}"]
+        )
 
 
 def _result(check: Check) -> str:
@@ -207,8 +235,7 @@ def decide(
     if drift_level not in ("ok", "warn", "severe"):
         raise GateError(f"drift_level must be 'ok', 'warn' or 'severe', got {drift_level!r}")
     policy = policy or GatePolicy()
-    scores = _Scores(labels, predictions, champion, baselines or {}, parent, slices or {},
-                     policy)
+    scores = _Scores(labels, predictions, champion, baselines or {}, parent, slices or {}, policy)
     names = list(predictions)
     if not policy.allow_fp32_fallback:
         preference = [v for v in preference if v != parent]
@@ -220,10 +247,18 @@ def decide(
 
     checks = {
         variant: [
-            Check("data_valid", float(data_valid), 1.0, data_valid,
-                  "" if data_valid else "the run date's data failed validation"),
-            *(c for rule in policy.rules
-              for c in scores.checks(rule, variant, policy.limit(rule, drift_level))),
+            Check(
+                "data_valid",
+                float(data_valid),
+                1.0,
+                data_valid,
+                "" if data_valid else "the run date's data failed validation",
+            ),
+            *(
+                c
+                for rule in policy.rules
+                for c in scores.checks(rule, variant, policy.limit(rule, drift_level))
+            ),
         ]
         for variant in names
     }
@@ -231,9 +266,12 @@ def decide(
     severe = drift_level == "severe"
     budget = policy.quantization_budget(drift_level)
     return Decision(
-        promoted=None if severe else first, challenger=first if severe else None,
-        checks=checks, reason=_reason(first, checks, preference, drift_level, budget),
-        preference=tuple(preference), drift_level=drift_level,
+        promoted=None if severe else first,
+        challenger=first if severe else None,
+        checks=checks,
+        reason=_reason(first, checks, preference, drift_level, budget),
+        preference=tuple(preference),
+        drift_level=drift_level,
         quantization_ne_budget_rel=budget,
         baselines={b: scores.metric("ne", b, OVERALL) for b in scores.baselines},
     )
@@ -246,13 +284,17 @@ class _Scores:
     def __init__(self, labels, predictions, champion, baselines, parent, slices, policy) -> None:
         self.labels = np.asarray(labels, dtype=np.float64).reshape(-1)
         if champion is not None and CHAMPION_KEY in predictions:
-            raise GateError(f"a candidate may not be called {CHAMPION_KEY!r}: it names the "
-                            "champion")
+            raise GateError(
+                f"a candidate may not be called {CHAMPION_KEY!r}: it names the champion"
+            )
         clash = sorted(set(baselines) & {*predictions, CHAMPION_KEY})
         if clash:
             raise GateError(f"baselines {clash} are named like a candidate or the champion")
-        given = {**predictions, **({CHAMPION_KEY: champion} if champion is not None else {}),
-                 **baselines}
+        given = {
+            **predictions,
+            **({CHAMPION_KEY: champion} if champion is not None else {}),
+            **baselines,
+        }
         self.probs = {n: np.asarray(p, dtype=np.float64).reshape(-1) for n, p in given.items()}
         if not np.isin(self.labels, (0.0, 1.0)).all():
             raise GateError(f"labels must be 0/1, found {np.unique(self.labels)[:5].tolist()}")
@@ -260,11 +302,18 @@ class _Scores:
         if outside:
             raise GateError(f"probabilities of {outside} must lie in [0, 1] (no NaN)")
         bad = {n: p.shape[0] for n, p in self.probs.items() if p.shape != self.labels.shape}
-        bad.update({s: np.shape(m) for s, m in slices.items()
-                    if np.shape(m) != self.labels.shape or np.asarray(m).dtype != bool})
+        bad.update(
+            {
+                s: np.shape(m)
+                for s, m in slices.items()
+                if np.shape(m) != self.labels.shape or np.asarray(m).dtype != bool
+            }
+        )
         if bad:
-            raise GateError(f"predictions and slice masks must be shape ({self.labels.size},) "
-                            f"(masks bool); these are not: {bad}")
+            raise GateError(
+                f"predictions and slice masks must be shape ({self.labels.size},) "
+                f"(masks bool); these are not: {bad}"
+            )
         self.slice_rows = {s: int(np.sum(m)) for s, m in slices.items()}
         self.parent, self.min_rows = parent, policy.min_slice_rows
         self.baselines = list(baselines)
@@ -272,29 +321,54 @@ class _Scores:
         refs = [r for r in dict.fromkeys(map(self.reference, policy.rules)) if r in self.probs]
         groups = {OVERALL: None, **{s: np.asarray(m) for s, m in slices.items()}}
         self.intervals = PairedIntervals(  # one bootstrap for every rule, model and group
-            self.labels, self.probs, groups, refs=refs, skip=[CHAMPION_KEY, *self.baselines],
-            samples=policy.bootstrap_samples, seed=policy.bootstrap_seed,
-            confidence=policy.confidence)
+            self.labels,
+            self.probs,
+            groups,
+            refs=refs,
+            skip=[CHAMPION_KEY, *self.baselines],
+            samples=policy.bootstrap_samples,
+            seed=policy.bootstrap_seed,
+            confidence=policy.confidence,
+        )
 
     def reference(self, rule: ThresholdRule) -> str | None:
         """The model a rule compares against (None for a value rule)."""
         return {"none": None, "parent": self.parent, "champion": CHAMPION_KEY}.get(
-            rule.against, str(rule.against))
+            rule.against, str(rule.against)
+        )
 
     def checks(self, rule: ThresholdRule, variant: str, limit: float) -> list[Check]:
         ref = self.reference(rule)
         if ref == variant:
             return []
         groups = ([OVERALL] if rule.scope != "slices" else []) + (
-            list(self.slice_rows) if rule.scope != "overall" else [])
-        common = dict(threshold=limit, metric=rule.metric, against=str(rule.against),
-                      change=None if ref is None else rule.change, direction=rule.direction,
-                      versus_baseline=rule.versus_baseline)
+            list(self.slice_rows) if rule.scope != "overall" else []
+        )
+        common = dict(
+            threshold=limit,
+            metric=rule.metric,
+            against=str(rule.against),
+            change=None if ref is None else rule.change,
+            direction=rule.direction,
+            versus_baseline=rule.versus_baseline,
+        )
         if ref is not None and ref not in self.probs:
-            detail = ("no champion yet: the first passing candidate starts the lineage"
-                      if ref == CHAMPION_KEY else f"no {ref} predictions given: not gated")
-            return [Check(rule.name, None, passed=True, gated=False, slice=rule.scope,
-                          detail=detail, **common)]
+            detail = (
+                "no champion yet: the first passing candidate starts the lineage"
+                if ref == CHAMPION_KEY
+                else f"no {ref} predictions given: not gated"
+            )
+            return [
+                Check(
+                    rule.name,
+                    None,
+                    passed=True,
+                    gated=False,
+                    slice=rule.scope,
+                    detail=detail,
+                    **common,
+                )
+            ]
         return [self._check(rule, variant, ref, group, common) for group in groups]
 
     def _check(self, rule, variant, ref, group, common) -> Check:
@@ -304,35 +378,62 @@ class _Scores:
         reference = None if ref is None else self.metric(rule.metric, ref, group)
         value = own
         if ref is not None and own is not None:
-            value = None if not reference else (
-                own - reference if rule.change == "abs" else relative_change(own, reference))
-        recorded = dict(slice=group, rows=rows, metric_value=own, reference_value=reference,
-                        **common)
+            value = (
+                None
+                if not reference
+                else (own - reference if rule.change == "abs" else relative_change(own, reference))
+            )
+        recorded = dict(
+            slice=group, rows=rows, metric_value=own, reference_value=reference, **common
+        )
         if value is None:  # a slice may be single-class; the whole day must not be
             gated = group == OVERALL
-            return Check(name, None, passed=not gated, gated=gated,
-                         detail="undefined on these rows (single-class labels)", **recorded)
+            return Check(
+                name,
+                None,
+                passed=not gated,
+                gated=gated,
+                detail="undefined on these rows (single-class labels)",
+                **recorded,
+            )
         limit = common["threshold"]
         ok = value <= limit if rule.direction == "max" else value >= limit
         noise = None
         if ref is None:
             ci = self.intervals.value(rule.metric, variant, group) if rule.strict else None
-            ok, detail = _strict(ok, ci, limit, rule.direction) if rule.strict else (
-                ok, "" if ok else "beyond the limit")
+            ok, detail = (
+                _strict(ok, ci, limit, rule.direction)
+                if rule.strict
+                else (ok, "" if ok else "beyond the limit")
+            )
         else:
             ci = self.intervals.change(rule.metric, rule.change, variant, ref, group)
             noise = None if ci is None else bool(ci[0] <= 0.0 <= ci[1])
-            detail = "" if ok else (
-                "beyond the limit but within noise: the interval of the change contains 0"
-                if noise else "beyond the limit; the interval of the change excludes 0"
-                if noise is False else "beyond the limit")
+            detail = (
+                ""
+                if ok
+                else (
+                    "beyond the limit but within noise: the interval of the change contains 0"
+                    if noise
+                    else "beyond the limit; the interval of the change excludes 0"
+                    if noise is False
+                    else "beyond the limit"
+                )
+            )
         gated = group == OVERALL or rows >= self.min_rows
         if not gated:
             detail = f"{rows} rows < min_slice_rows={self.min_rows}: reported, not gated"
-        return Check(name, float(value), passed=bool(ok or noise or not gated), detail=detail,
-                     within_noise=noise, gated=gated,
-                     ci_low=None if ci is None else float(ci[0]),
-                     ci_high=None if ci is None else float(ci[1]), **recorded)
+        return Check(
+            name,
+            float(value),
+            passed=bool(ok or noise or not gated),
+            detail=detail,
+            within_noise=noise,
+            gated=gated,
+            ci_low=None if ci is None else float(ci[0]),
+            ci_high=None if ci is None else float(ci[1]),
+            **recorded,
+        )
 
     def metric(self, metric: str, model: str, group: str) -> float | None:
         """The metric of ``model`` on the group's rows; None where it is undefined."""
@@ -342,8 +443,9 @@ class _Scores:
                 found = self.intervals.auc(model, group)
                 self._metrics[key] = None if found is None else found[0]
                 return self._metrics[key]
-            function = {"ne": normalized_entropy, "log_loss": log_loss,
-                        "calibration": calibration}[metric]
+            function = {"ne": normalized_entropy, "log_loss": log_loss, "calibration": calibration}[
+                metric
+            ]
             try:
                 self._metrics[key] = function(*self.intervals.rows(model, group))
             except MetricError:  # no rows, or single-class labels
@@ -351,18 +453,22 @@ class _Scores:
         return self._metrics[key]
 
 
-def _strict(ok: bool, ci: tuple[float, float] | None, limit: float, direction: str
-            ) -> tuple[bool, str]:
+def _strict(
+    ok: bool, ci: tuple[float, float] | None, limit: float, direction: str
+) -> tuple[bool, str]:
     """A strict value check's verdict and detail: the value and its interval within the bound."""
     if not ok:
         return False, "beyond the limit"
     if ci is None:
-        return False, "no interval on these rows (too few clicks or non-clicks): not shown " \
-                      "within the limit"
+        return (
+            False,
+            "no interval on these rows (too few clicks or non-clicks): not shown within the limit",
+        )
     inside = ci[1] < limit if direction == "max" else ci[0] > limit
     return inside, "" if inside else (
         f"the interval [{_fmt(ci[0])}, {_fmt(ci[1])}] reaches the limit {_fmt(limit)}: "
-        "not shown within it on these rows")
+        "not shown within it on these rows"
+    )
 
 
 def _key(slice_name: str) -> str:
@@ -371,24 +477,34 @@ def _key(slice_name: str) -> str:
 
 
 def _reason(first, checks, preference, drift_level, budget) -> str:
-    failures = [_failure(v, c) for v in preference if v != first
-                for c in checks[v] if not c.passed]
+    failures = [_failure(v, c) for v in preference if v != first for c in checks[v] if not c.passed]
     skipped = f" (preferred over: {'; '.join(failures)})" if failures and first else ""
-    warn = f"drift is 'warn', so the quantization budget is {budget:.6g}; " if (
-        drift_level == "warn") else ""
+    warn = (
+        f"drift is 'warn', so the quantization budget is {budget:.6g}; "
+        if (drift_level == "warn")
+        else ""
+    )
     if first is None:
         lost = {v: [c for c in checks[v] if _lost_to_baseline(c)] for v in preference}
         if preference and all(lost.values()):
-            others = [_failure(v, c) for v in preference for c in checks[v]
-                      if not c.passed and not _lost_to_baseline(c)]
+            others = [
+                _failure(v, c)
+                for v in preference
+                for c in checks[v]
+                if not c.passed and not _lost_to_baseline(c)
+            ]
             also = f" (also: {'; '.join(others)})" if others else ""
-            return (f"{warn}{NO_MODEL_BEATS_THE_BASELINE}: "
-                    + "; ".join(_baseline_failure(v, c) for v, cs in lost.items() for c in cs)
-                    + also)
+            return (
+                f"{warn}{NO_MODEL_BEATS_THE_BASELINE}: "
+                + "; ".join(_baseline_failure(v, c) for v, cs in lost.items() for c in cs)
+                + also
+            )
         return f"{warn}no candidate passed the gate: " + "; ".join(failures or ["none eligible"])
     if drift_level == "severe":
-        return (f"drift is 'severe', so nothing is promoted automatically: {first} passed "
-                f"every check and is registered as the challenger for human review{skipped}")
+        return (
+            f"drift is 'severe', so nothing is promoted automatically: {first} passed "
+            f"every check and is registered as the challenger for human review{skipped}"
+        )
     return f"{warn}{first} passed every check and is promoted{skipped}"
 
 
@@ -400,26 +516,37 @@ def _baseline_failure(variant: str, check: Check) -> str:
     """Both NEs (or values) of a failed baseline check, e.g. ``fp32 NE 0.873 vs
     baseline.logistic NE 0.861 (+1.39 % relative, margin 0 %, interval [...])``."""
     where = "" if check.slice == OVERALL else f" on {check.slice}"
-    interval = ("" if check.ci_low is None
-                else f", interval [{_fmt(check.ci_low)}, {_fmt(check.ci_high)}]")
+    interval = (
+        "" if check.ci_low is None else f", interval [{_fmt(check.ci_low)}, {_fmt(check.ci_high)}]"
+    )
     metric = (check.metric or "").upper() if check.metric in ("ne", "auc") else check.metric
     if check.against == "none":
-        return (f"{variant} {metric} {_fmt(check.metric_value)}{where} is not shown below "
-                f"{_fmt(check.threshold)}, the {metric} of predicting the click rate "
-                f"(the base rate){interval}")
-    change = (f"{check.value:+.3%} relative, margin {check.threshold:.3%}"
-              if check.change == "rel" else f"{check.value:+.6g}, margin {_fmt(check.threshold)}")
-    return (f"{variant} {metric} {_fmt(check.metric_value)}{where} vs {check.against} {metric} "
-            f"{_fmt(check.reference_value)} ({change}{interval})")
+        return (
+            f"{variant} {metric} {_fmt(check.metric_value)}{where} is not shown below "
+            f"{_fmt(check.threshold)}, the {metric} of predicting the click rate "
+            f"(the base rate){interval}"
+        )
+    change = (
+        f"{check.value:+.3%} relative, margin {check.threshold:.3%}"
+        if check.change == "rel"
+        else f"{check.value:+.6g}, margin {_fmt(check.threshold)}"
+    )
+    return (
+        f"{variant} {metric} {_fmt(check.metric_value)}{where} vs {check.against} {metric} "
+        f"{_fmt(check.reference_value)} ({change}{interval})"
+    )
 
 
 def _failure(variant: str, check: Check) -> str:
     if check.value is None:
         return f"{variant} failed {check.name} ({check.detail})"
-    interval = ("" if check.ci_low is None
-                else f", interval [{_fmt(check.ci_low)}, {_fmt(check.ci_high)}]")
-    return (f"{variant} failed {check.name} ({_fmt(check.value)} vs limit "
-            f"{_fmt(check.threshold)}{interval})")
+    interval = (
+        "" if check.ci_low is None else f", interval [{_fmt(check.ci_low)}, {_fmt(check.ci_high)}]"
+    )
+    return (
+        f"{variant} failed {check.name} ({_fmt(check.value)} vs limit "
+        f"{_fmt(check.threshold)}{interval})"
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -430,5 +557,8 @@ def reject_invalid_data(summary: str, *, check: str = "data_valid") -> Decision:
     """The decision of a day that stops before training (its data failed validation, or
     there is no usable data): nothing trained, nothing moves."""
     failed = Check(check, 0.0, 1.0, False, summary)
-    return Decision(promoted=None, checks={"run_date": [failed]},
-                    reason=f"the run stopped before training: {summary}")
+    return Decision(
+        promoted=None,
+        checks={"run_date": [failed]},
+        reason=f"the run stopped before training: {summary}",
+    )

@@ -45,8 +45,8 @@ from quantrec.models.names import CHAMPION_KEY, DriftLevel, Variant
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import model_bytes, uniform_plan
 from quantrec.models.search import Budget, SearchResult, search_precision_plan
-from quantrec.models.stream import WindowStream, read_holdout
 from quantrec.models.sizing import auto_model_size
+from quantrec.models.stream import WindowStream, read_holdout
 from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
 
 # --- 1-2: the days a run reads, and whether it may go on -----------------------------------
@@ -83,8 +83,10 @@ def _admit(day_lake: DayLake, source, day: date) -> str | None:
     if day_lake.exists(day):
         return None
     if day_lake.is_quarantined(day):
-        return (f"day {day} is quarantined ({day_lake.quarantine_path(day).parent}); "
-                f"after fixing the source, re-admit it with `quantrec readmit --date {day}`")
+        return (
+            f"day {day} is quarantined ({day_lake.quarantine_path(day).parent}); "
+            f"after fixing the source, re-admit it with `quantrec readmit --date {day}`"
+        )
     try:
         day_lake.write(day, source.day(day))
     except SmallDayError as err:
@@ -122,8 +124,7 @@ class Validation:
     quarantined: str | None = None
 
 
-def why_stop(partitions: Partitions, validation: Validation | None,
-             window_days: int) -> str | None:
+def why_stop(partitions: Partitions, validation: Validation | None, window_days: int) -> str | None:
     """Why the run must stop before training, or None to go on."""
     if partitions.problem:
         return partitions.problem
@@ -153,12 +154,18 @@ def drift_outcome(report, *, staleness: dict[str, float], reference: str) -> Dri
     """The drift stage's result from a ``data_checks.drift.DriftReport``."""
     reasons = [str(r) for r in report.reasons]
     return DriftOutcome(
-        level=DriftLevel(report.level), reasons=reasons, table=report.table,
-        staleness=staleness, reference=reference,
-        summary={"level": report.level, "reasons": reasons,
-                 "dataset_drift_share": report.dataset_drift_share,
-                 "prediction_psi": report.prediction_psi,
-                 "label_rate_shift": report.label_rate_shift},
+        level=DriftLevel(report.level),
+        reasons=reasons,
+        table=report.table,
+        staleness=staleness,
+        reference=reference,
+        summary={
+            "level": report.level,
+            "reasons": reasons,
+            "dataset_drift_share": report.dataset_drift_share,
+            "prediction_psi": report.prediction_psi,
+            "label_rate_shift": report.label_rate_shift,
+        },
     )
 
 
@@ -200,9 +207,15 @@ class TrainingPlan:
     warm_from: str | None = None
 
 
-def plan_training(run_date: date, window: tuple[date, ...], *, mode: str,
-                  full_retrain_days: int, parent: Lineage | None,
-                  drift_level: DriftLevel = DriftLevel.OK) -> TrainingPlan:
+def plan_training(
+    run_date: date,
+    window: tuple[date, ...],
+    *,
+    mode: str,
+    full_retrain_days: int,
+    parent: Lineage | None,
+    drift_level: DriftLevel = DriftLevel.OK,
+) -> TrainingPlan:
     """Continual training, as production CTR systems do: continue the champion's fp32
     parent on the days since it last trained, and retrain from scratch on the whole window
     every ``full_retrain_days`` days (or when continuing is not possible or not wise).
@@ -212,9 +225,9 @@ def plan_training(run_date: date, window: tuple[date, ...], *, mode: str,
     window (a gap the parent never saw); severe drift (the past may mislead); or the
     lineage's last full retrain is ``full_retrain_days`` or more days old.
     """
+
     def full(reason: str) -> TrainingPlan:
-        return TrainingPlan(mode="full", days=window, reason=reason,
-                            full_retrain_date=run_date)
+        return TrainingPlan(mode="full", days=window, reason=reason, full_retrain_date=run_date)
 
     if mode == "window":
         return full("training.mode is window")
@@ -224,17 +237,25 @@ def plan_training(run_date: date, window: tuple[date, ...], *, mode: str,
         return full("severe drift")
     age = (run_date - parent.full_retrain_date).days
     if age >= full_retrain_days:
-        return full(f"the last full retrain ({parent.full_retrain_date}) is {age} days old "
-                    f"(training.full_retrain_days = {full_retrain_days})")
+        return full(
+            f"the last full retrain ({parent.full_retrain_date}) is {age} days old "
+            f"(training.full_retrain_days = {full_retrain_days})"
+        )
     new = tuple(d for d in window if d > parent.trained_through)
     expected = (run_date - parent.trained_through).days - 1
     if not new or len(new) != expected:
-        return full(f"the parent trained through {parent.trained_through}; the days since "
-                    f"are not all in the window ({len(new)} of {expected})")
-    return TrainingPlan(mode="continual", days=new, warm_from=parent.version,
-                        full_retrain_date=parent.full_retrain_date,
-                        reason=f"continues version {parent.version} (trained through "
-                               f"{parent.trained_through}) on {len(new)} new day(s)")
+        return full(
+            f"the parent trained through {parent.trained_through}; the days since "
+            f"are not all in the window ({len(new)} of {expected})"
+        )
+    return TrainingPlan(
+        mode="continual",
+        days=new,
+        warm_from=parent.version,
+        full_retrain_date=parent.full_retrain_date,
+        reason=f"continues version {parent.version} (trained through "
+        f"{parent.trained_through}) on {len(new)} new day(s)",
+    )
 
 
 @dataclass
@@ -252,8 +273,15 @@ class Trained:
     computed_by: str = ""  # MLflow run that computed it (another one when resumed)
 
 
-def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
-               holdout_fraction: float, warm_from: LoadedModel | None = None) -> Trained:
+def train_fp32(
+    paths: list[Path],
+    schema: FeatureSchema,
+    *,
+    model,
+    training,
+    holdout_fraction: float,
+    warm_from: LoadedModel | None = None,
+) -> Trained:
     """Train the fp32 DLRM on day files (oldest first), deterministically.
 
     The days stream from their files (memory does not grow with the window); a seeded
@@ -274,31 +302,56 @@ def train_fp32(paths: list[Path], schema: FeatureSchema, *, model, training,
         warm_start(dlrm, warm_from.model)
     else:
         rows = WindowStream(paths, schema, exclude={paths[-1]: mask}).rows
-        size = auto_model_size(schema, rows, embedding_dim=model.embedding_dim,
-                               hash_sizes={f.name: f.hash_size for f in schema.categorical})
-        dlrm = DLRM.from_schema(schema, embedding_dim=size.embedding_dim,
-                                bottom_mlp=(*model.bottom_mlp[:-1], size.embedding_dim),
-                                top_mlp=model.top_mlp)
+        size = auto_model_size(
+            schema,
+            rows,
+            embedding_dim=model.embedding_dim,
+            hash_sizes={f.name: f.hash_size for f in schema.categorical},
+        )
+        dlrm = DLRM.from_schema(
+            schema,
+            embedding_dim=size.embedding_dim,
+            bottom_mlp=(*model.bottom_mlp[:-1], size.embedding_dim),
+            top_mlp=model.top_mlp,
+        )
     stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
     holdout = batch_from_frame(held, schema)
     with torch_threads(training.threads):
         report = train_dlrm(
-            dlrm, stream, seed=training.seed, epochs=training.epochs,
-            max_epochs=training.max_epochs, validation=holdout,
-            batch_size=training.batch_size, learning_rate=training.learning_rate,
+            dlrm,
+            stream,
+            seed=training.seed,
+            epochs=training.epochs,
+            max_epochs=training.max_epochs,
+            validation=holdout,
+            batch_size=training.batch_size,
+            learning_rate=training.learning_rate,
             sparse_optimizer=training.sparse_optimizer,
             sparse_learning_rate=training.sparse_learning_rate,
             embedding_weight_decay=training.embedding_weight_decay,
-            continued=warm_from is not None, fused=training.fused,
+            continued=warm_from is not None,
+            fused=training.fused,
         )
     dlrm.eval()
-    return Trained(model=dlrm, report=report, holdout=holdout, sample=held.head(1000),
-                   schema=schema, rows=stream.rows, seconds=time.perf_counter() - started)
+    return Trained(
+        model=dlrm,
+        report=report,
+        holdout=holdout,
+        sample=held.head(1000),
+        schema=schema,
+        rows=stream.rows,
+        seconds=time.perf_counter() - started,
+    )
 
 
-def fit_window_baselines(paths: list[Path], trained: Trained, *,
-                         holdout_fraction: float, seed: int,
-                         settings: BaselineSettings | None = None) -> Baselines:
+def fit_window_baselines(
+    paths: list[Path],
+    trained: Trained,
+    *,
+    holdout_fraction: float,
+    seed: int,
+    settings: BaselineSettings | None = None,
+) -> Baselines:
     """The base rate and the logistic baseline on the window's rows (the fp32 model's
     held-out share excluded, C chosen on that share). In continual mode the fp32 parent
     itself trains only on the new days; the baselines, trained from scratch, get the whole
@@ -334,8 +387,13 @@ class PreviousPlan:
     verdict: str | None = None
 
 
-def why_search(previous: PreviousPlan | None, *, reuse: bool, force: bool,
-               drift_level: DriftLevel = DriftLevel.OK) -> str | None:
+def why_search(
+    previous: PreviousPlan | None,
+    *,
+    reuse: bool,
+    force: bool,
+    drift_level: DriftLevel = DriftLevel.OK,
+) -> str | None:
     """Why a search must run today, or None when the previous plan may be reused."""
     if force:
         return "search forced"
@@ -351,9 +409,16 @@ def why_search(previous: PreviousPlan | None, *, reuse: bool, force: bool,
     return None
 
 
-def search_plan(trained: Trained, *, reason: str, budget_rel: float,
-                linear_candidates: tuple[str, ...], table_candidates: tuple[str, ...],
-                batch_size: int, threads: int) -> PlanChoice:
+def search_plan(
+    trained: Trained,
+    *,
+    reason: str,
+    budget_rel: float,
+    linear_candidates: tuple[str, ...],
+    table_candidates: tuple[str, ...],
+    batch_size: int,
+    threads: int,
+) -> PlanChoice:
     """Search a precision plan on the held-out rows: half to search on, half to confirm the
     finalists (a plan that passes the budget on the rows it was picked on can pass by
     noise)."""
@@ -361,21 +426,32 @@ def search_plan(trained: Trained, *, reason: str, budget_rel: float,
     half = len(trained.holdout) // 2
     with torch_threads(threads):
         result = search_precision_plan(
-            trained.model, trained.holdout.slice(0, half), calibration=trained.holdout,
+            trained.model,
+            trained.holdout.slice(0, half),
+            calibration=trained.holdout,
             confirmation=trained.holdout.slice(half, len(trained.holdout)),
-            budget=Budget(limit=budget_rel), linear_candidates=linear_candidates,
-            table_candidates=table_candidates, batch_size=batch_size,
+            budget=Budget(limit=budget_rel),
+            linear_candidates=linear_candidates,
+            table_candidates=table_candidates,
+            batch_size=batch_size,
         )
     # A skipped search (held-out rows without both classes) keeps the fp32 plan; it is no
     # plan to reuse tomorrow.
-    return PlanChoice(plan=result.chosen, source="skipped" if result.skipped else "searched",
-                      reason=f"{reason}; {result.reason}", result=result,
-                      seconds=time.perf_counter() - started)
+    return PlanChoice(
+        plan=result.chosen,
+        source="skipped" if result.skipped else "searched",
+        reason=f"{reason}; {result.reason}",
+        result=result,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def reuse_plan(previous: PreviousPlan) -> PlanChoice:
-    return PlanChoice(plan=previous.plan, source="reused",
-                      reason=f"reused the plan searched for {previous.run_date}")
+    return PlanChoice(
+        plan=previous.plan,
+        source="reused",
+        reason=f"reused the plan searched for {previous.run_date}",
+    )
 
 
 # --- 6: the variants -----------------------------------------------------------------------
@@ -407,13 +483,18 @@ def build_variants(trained: Trained, plan: PrecisionPlan, *, threads: int) -> Ca
             Variant.SEARCHED: plan,
         }
         variants = {
-            str(name): model if name == Variant.FP32
+            str(name): model
+            if name == Variant.FP32
             else recipe.apply(model, calibration=trained.holdout)
             for name, recipe in plans.items()
         }
-    return Candidate(variants=variants, bytes={n: model_bytes(m) for n, m in variants.items()},
-                     plans={str(n): p for n, p in plans.items()},
-                     train_samples_per_s=trained.report.samples_per_s, schema=trained.schema)
+    return Candidate(
+        variants=variants,
+        bytes={n: model_bytes(m) for n, m in variants.items()},
+        plans={str(n): p for n, p in plans.items()},
+        train_samples_per_s=trained.report.samples_per_s,
+        schema=trained.schema,
+    )
 
 
 def promotion_preference(sizes: dict[str, int]) -> list[str]:
@@ -468,12 +549,20 @@ class DayOutcome:
     rerun_mlflow_run_id: str | None = None
 
     @classmethod
-    def of_decision(cls, decision: Decision, *, run_date: date, model_name: str, run_id: str,
-                    **measured: Any) -> DayOutcome:
-        return cls(date=run_date, model_name=model_name, mlflow_run_id=run_id,
-                   decision=decision.outcome, reason=decision.reason,
-                   promoted_variant=decision.promoted, challenger_variant=decision.challenger,
-                   checks=decision.to_dict()["checks"], **measured)
+    def of_decision(
+        cls, decision: Decision, *, run_date: date, model_name: str, run_id: str, **measured: Any
+    ) -> DayOutcome:
+        return cls(
+            date=run_date,
+            model_name=model_name,
+            mlflow_run_id=run_id,
+            decision=decision.outcome,
+            reason=decision.reason,
+            promoted_variant=decision.promoted,
+            challenger_variant=decision.challenger,
+            checks=decision.to_dict()["checks"],
+            **measured,
+        )
 
     def replace(self, **changes: Any) -> DayOutcome:
         return dataclasses.replace(self, **changes)

@@ -51,8 +51,10 @@ def undefined_reason(labels: np.ndarray) -> str | None:
         return "there are no rows"
     clicks = int(labels.sum())
     if clicks == 0 or clicks == labels.size:
-        return (f"every label is {int(labels[0])} ({labels.size} rows, {clicks} clicks); "
-                "they need clicks and non-clicks")
+        return (
+            f"every label is {int(labels[0])} ({labels.size} rows, {clicks} clicks); "
+            "they need clicks and non-clicks"
+        )
     return None
 
 

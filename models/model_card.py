@@ -24,9 +24,10 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
     date of ``outcome``."""
     run_date, metrics = outcome.date, outcome.metrics
     window, parent, champion_key = outcome.window, str(Variant.FP32), CHAMPION_KEY
-    verdict, decision = outcome.verdict(variant), {"outcome": outcome.decision,
-                                                   "reason": outcome.reason,
-                                                   "checks": outcome.checks}
+    verdict, decision = (
+        outcome.verdict(variant),
+        {"outcome": outcome.decision, "reason": outcome.reason, "checks": outcome.checks},
+    )
     size_bytes = outcome.bytes[variant]
     parent_bytes = outcome.bytes.get(parent, size_bytes)
     precisions, drift = outcome.precisions.get(variant, {}), outcome.drift
@@ -38,7 +39,9 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
         "",
         "### Data",
         f"- training window: {window[0]} .. {window[-1]} ({len(window)} days), "
-        f"digest `{outcome.window_digest}`" if window else "- training window: none",
+        f"digest `{outcome.window_digest}`"
+        if window
+        else "- training window: none",
         f"- evaluated on the run date {run_date} (rows no variant trained on)",
         f"- MLflow run: `{outcome.mlflow_run_id}`",
         "",
@@ -50,9 +53,13 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
     labels = {variant: f"**{variant}** (this version)"}
     labels.setdefault(parent, f"{parent} (parent)")
     labels[champion_key] = "champion before this run"
-    labels.update({str(Baseline.CONSTANT): "baseline: base rate",
-                   str(Baseline.LOGISTIC): "baseline: logistic regression",
-                   GROUND_TRUTH_KEY: "ground truth (best reachable)"})
+    labels.update(
+        {
+            str(Baseline.CONSTANT): "baseline: base rate",
+            str(Baseline.LOGISTIC): "baseline: logistic regression",
+            GROUND_TRUTH_KEY: "ground truth (best reachable)",
+        }
+    )
     for name, label in labels.items():
         values = metrics.get(name)
         if values:
@@ -73,19 +80,27 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
         "### Drift of the run date",
     ]
     if drift:
-        lines.append(f"level **{drift.get('level', 'n/a')}**; dataset drift share "
-                     f"{_number(drift.get('dataset_drift_share'))}; prediction PSI "
-                     f"{_number(drift.get('prediction_psi'))}")
+        lines.append(
+            f"level **{drift.get('level', 'n/a')}**; dataset drift share "
+            f"{_number(drift.get('dataset_drift_share'))}; prediction PSI "
+            f"{_number(drift.get('prediction_psi'))}"
+        )
         lines += [f"- {reason}" for reason in drift.get("reasons", [])]
     else:
         lines.append("not measured")
-    lines += ["", "### Gate checks of this variant",
-              "| check | value | threshold | passed | within noise |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "### Gate checks of this variant",
+        "| check | value | threshold | passed | within noise |",
+        "|---|---|---|---|---|",
+    ]
     for check in decision.get("checks", {}).get(variant, []):
         threshold = check.get("threshold")
-        lines.append(f"| {check.get('name')} | {_number(check.get('value'))} | "
-                     f"{_number(threshold)} | {check.get('passed')} | "
-                     f"{check.get('within_noise', '')} |")
+        lines.append(
+            f"| {check.get('name')} | {_number(check.get('value'))} | "
+            f"{_number(threshold)} | {check.get('passed')} | "
+            f"{check.get('within_noise', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -121,7 +136,8 @@ def summary_markdown(outcome: DayOutcome) -> str:
         cells = " | ".join(f"{values[c]:.5f}" for c in METRIC_COLUMNS)
         size = outcome.bytes.get(name, "")
         version = outcome.registered_versions.get(
-            name, "(current champion)" if name == CHAMPION_KEY else "-")
+            name, "(current champion)" if name == CHAMPION_KEY else "-"
+        )
         lines.append(f"| {name} | {cells} | {size} | {version} |")
     lines += ["", "| variant | check | value | threshold | passed |", "|---|---|---|---|---|"]
     for variant, checks in outcome.checks.items():
@@ -134,8 +150,11 @@ def summary_markdown(outcome: DayOutcome) -> str:
         drift = outcome.drift
         lines += ["", f"**Drift:** {drift['level']}"] + [f"- {r}" for r in drift["reasons"][:10]]
     if outcome.challenger_version:
-        lines += ["", f"**Challenger for review:** version {outcome.challenger_version} "
-                      f"({outcome.challenger_variant}); `quantrec review list`"]
+        lines += [
+            "",
+            f"**Challenger for review:** version {outcome.challenger_version} "
+            f"({outcome.challenger_variant}); `quantrec review list`",
+        ]
     if outcome.report:
         lines += ["", f"Run report: `{outcome.report}`"]
     lines += [

@@ -54,9 +54,18 @@ class PairedIntervals:
     The bootstrap runs once, on first use, for every model and group.
     """
 
-    def __init__(self, labels: np.ndarray, probs: Mapping[str, np.ndarray],
-                 groups: Mapping[str, np.ndarray | None], *, refs: Sequence[str],
-                 skip: Iterable[str], samples: int, seed: int, confidence: float) -> None:
+    def __init__(
+        self,
+        labels: np.ndarray,
+        probs: Mapping[str, np.ndarray],
+        groups: Mapping[str, np.ndarray | None],
+        *,
+        refs: Sequence[str],
+        skip: Iterable[str],
+        samples: int,
+        seed: int,
+        confidence: float,
+    ) -> None:
         self.labels, self.probs, self.groups = labels, probs, dict(groups)
         self.refs, self.skip = list(refs), list(skip)
         self.samples, self.seed, self.confidence = samples, seed, confidence
@@ -75,8 +84,9 @@ class PairedIntervals:
             self._auc[(model, group)] = auc_components(*self.rows(model, group))
         return self._auc[(model, group)]
 
-    def change(self, metric: str, change: str, variant: str, ref: str, group: str
-               ) -> tuple[float, float] | None:
+    def change(
+        self, metric: str, change: str, variant: str, ref: str, group: str
+    ) -> tuple[float, float] | None:
         """Interval of the change (abs | rel) of ``metric``, ``variant`` vs ``ref``."""
         if metric == "auc":
             a, b = self.auc(variant, group), self.auc(ref, group)
@@ -87,30 +97,46 @@ class PairedIntervals:
             z = float(norm.ppf(1.0 - (1.0 - self.confidence) / 2))
             return (delta - z * se) * scale, (delta + z * se) * scale
         sums, column = self._group_sums(group)
-        return percentile_interval(bootstrap_changes(
-            sums, column, metric=metric, change=change, variant=variant, ref=ref),
-            self.confidence)
+        return percentile_interval(
+            bootstrap_changes(sums, column, metric=metric, change=change, variant=variant, ref=ref),
+            self.confidence,
+        )
 
     def value(self, metric: str, model: str, group: str) -> tuple[float, float] | None:
         """Bootstrap interval of the value of ``metric`` (ne | log_loss | calibration)."""
         sums, column = self._group_sums(group)
         return percentile_interval(
-            bootstrap_values(sums, column, metric=metric, model=model), self.confidence)
+            bootstrap_values(sums, column, metric=metric, model=model), self.confidence
+        )
 
     def _group_sums(self, group: str) -> tuple[np.ndarray, dict]:
         if self._sums is None:
-            masks = np.stack([np.ones(self.labels.size, bool) if m is None else m
-                              for m in self.groups.values()])
+            masks = np.stack(
+                [np.ones(self.labels.size, bool) if m is None else m for m in self.groups.values()]
+            )
             self._sums = paired_bootstrap_sums(
-                self.labels, self.probs, masks, refs=self.refs, skip=self.skip,
-                samples=self.samples, seed=self.seed)
+                self.labels,
+                self.probs,
+                masks,
+                refs=self.refs,
+                skip=self.skip,
+                samples=self.samples,
+                seed=self.seed,
+            )
         sums, column = self._sums
         return sums[:, list(self.groups).index(group), :], column
 
 
-def paired_bootstrap_sums(labels: np.ndarray, probs: Mapping[str, np.ndarray],
-                          groups: np.ndarray, *, refs: Sequence[str], skip: Iterable[str],
-                          samples: int, seed: int) -> tuple[np.ndarray, dict]:
+def paired_bootstrap_sums(
+    labels: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    groups: np.ndarray,
+    *,
+    refs: Sequence[str],
+    skip: Iterable[str],
+    samples: int,
+    seed: int,
+) -> tuple[np.ndarray, dict]:
     """Weighted row sums of every resample and row group, and the column index.
 
     Args:
@@ -140,8 +166,9 @@ def paired_bootstrap_sums(labels: np.ndarray, probs: Mapping[str, np.ndarray],
     return sums, {k: i for i, k in enumerate(columns)}
 
 
-def bootstrap_changes(s: np.ndarray, column: Mapping, *, metric: str, change: str,
-                      variant: str, ref: str) -> np.ndarray:
+def bootstrap_changes(
+    s: np.ndarray, column: Mapping, *, metric: str, change: str, variant: str, ref: str
+) -> np.ndarray:
     """(R,) the change of ``metric`` of ``variant`` vs ``ref`` in every resample.
 
     ``s`` is one group's float64 (R, K) slice of ``paired_bootstrap_sums``; NaN where a
@@ -161,8 +188,7 @@ def bootstrap_changes(s: np.ndarray, column: Mapping, *, metric: str, change: st
     return _drop_single_class(out, clicks, weight)
 
 
-def bootstrap_values(s: np.ndarray, column: Mapping, *, metric: str, model: str
-                     ) -> np.ndarray:
+def bootstrap_values(s: np.ndarray, column: Mapping, *, metric: str, model: str) -> np.ndarray:
     """(R,) the value of ``metric`` (ne | log_loss | calibration) of ``model`` in every
     resample of one group's (R, K) sums; NaN where a resample is single-class."""
     weight, clicks = s[:, 0], s[:, 1]
@@ -193,8 +219,7 @@ def _entropy(clicks: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate))
 
 
-def _drop_single_class(values: np.ndarray, clicks: np.ndarray, weight: np.ndarray
-                       ) -> np.ndarray:
+def _drop_single_class(values: np.ndarray, clicks: np.ndarray, weight: np.ndarray) -> np.ndarray:
     # Float32 sums of integer weights are exact below 2^24 rows, so == compares safely.
     single = (clicks <= 0) | (clicks >= weight)
     return np.where(single | ~np.isfinite(values), np.nan, values)
@@ -207,8 +232,7 @@ def _poisson_table() -> np.ndarray:
     return np.searchsorted(cdf, (np.arange(65536) + 0.5) / 65536).astype(np.uint8)
 
 
-def bootstrap_sums(table: np.ndarray, groups: np.ndarray, *, samples: int, seed: int
-                   ) -> np.ndarray:
+def bootstrap_sums(table: np.ndarray, groups: np.ndarray, *, samples: int, seed: int) -> np.ndarray:
     """Poisson(1)-weighted column sums of every resample over every row group.
 
     Rows are sorted into cells of equal group membership, so each row enters one matrix
@@ -241,12 +265,13 @@ def bootstrap_sums(table: np.ndarray, groups: np.ndarray, *, samples: int, seed:
     return np.einsum("gc,rck->rgk", cells.astype(np.float64), cell_sums)
 
 
-def _accumulate(table: np.ndarray, cell_of: np.ndarray, cell_sums: np.ndarray,
-                rng: np.random.Generator) -> None:
+def _accumulate(
+    table: np.ndarray, cell_of: np.ndarray, cell_sums: np.ndarray, rng: np.random.Generator
+) -> None:
     """Add every resample's weighted sums of each cell's rows to ``cell_sums`` (R, C, K)."""
     lookup, samples = _poisson_table(), cell_sums.shape[0]
     for start in range(0, table.shape[0], _CHUNK_ROWS):
-        rows, ids = table[start:start + _CHUNK_ROWS], cell_of[start:start + _CHUNK_ROWS]
+        rows, ids = table[start : start + _CHUNK_ROWS], cell_of[start : start + _CHUNK_ROWS]
         # Weights are drawn in row order, so a row's weights do not depend on the groups.
         # (rows, samples): sorting rows by cell then moves contiguous rows of codes.
         codes = rng.integers(0, 65536, (rows.shape[0], samples), dtype=np.uint16)
@@ -263,8 +288,9 @@ def _row_loss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return -(labels * np.log(p) + (1.0 - labels) * np.log1p(-p))
 
 
-def auc_components(labels: np.ndarray, probs: np.ndarray
-                   ) -> tuple[float, np.ndarray, np.ndarray] | None:
+def auc_components(
+    labels: np.ndarray, probs: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray] | None:
     """(AUC, v10 (positives,), v01 (negatives,)): DeLong's placements, via midranks.
 
     v10: per positive, the share of negatives scored below it; v01: per negative, the share
@@ -285,6 +311,7 @@ def paired_auc_delta(a: tuple, b: tuple) -> tuple[float, float]:
     """(AUC(a) - AUC(b), its DeLong standard error) from two models' ``auc_components``
     on the same rows; exactly (0, 0) for identical scores."""
     (auc_a, v10_a, v01_a), (auc_b, v10_b, v01_b) = a, b
-    variance = (np.var(v10_a - v10_b, ddof=1) / v10_a.size
-                + np.var(v01_a - v01_b, ddof=1) / v01_a.size)
+    variance = (
+        np.var(v10_a - v10_b, ddof=1) / v10_a.size + np.var(v01_a - v01_b, ddof=1) / v01_a.size
+    )
     return auc_a - auc_b, float(math.sqrt(max(variance, 0.0)))

@@ -140,8 +140,7 @@ class PrecisionPlan:
         version = body.pop("format_version", None)
         if version != FORMAT_VERSION:
             raise PlanError(
-                f"precision plan has format_version {version}; this reader handles "
-                f"{FORMAT_VERSION}"
+                f"precision plan has format_version {version}; this reader handles {FORMAT_VERSION}"
             )
         try:
             units = {name: UnitPlan(**unit) for name, unit in body.pop("units").items()}

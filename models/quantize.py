@@ -38,10 +38,20 @@ _FLOAT_TYPES = (nn.Linear, nn.EmbeddingBag)
 _LINEAR_TYPES = (nn.Linear, Fp16Linear, Int8DynamicLinear, Int8StaticLinear)
 
 __all__ = [
-    "Int8DynamicLinear", "PRECISIONS", "apply_precision_plan",
-    "assemble_variant", "build_skeleton", "build_variant", "calibrate_input_ranges",
-    "float_state_dict", "model_bytes", "precision_plan", "quantizable_units", "quantize_int8",
-    "uniform_plan", "unit_precision",
+    "Int8DynamicLinear",
+    "PRECISIONS",
+    "apply_precision_plan",
+    "assemble_variant",
+    "build_skeleton",
+    "build_variant",
+    "calibrate_input_ranges",
+    "float_state_dict",
+    "model_bytes",
+    "precision_plan",
+    "quantizable_units",
+    "quantize_int8",
+    "uniform_plan",
+    "unit_precision",
 ]
 
 
@@ -72,7 +82,11 @@ def uniform_plan(model: nn.Module, precision: str) -> dict[str, str]:
 
 
 def calibrate_input_ranges(
-    model: DLRM, calibration: Batch, *, units: list[str], methods: list[str],
+    model: DLRM,
+    calibration: Batch,
+    *,
+    units: list[str],
+    methods: list[str],
     batch_size: int = 8192,
 ) -> dict[tuple[str, str], tuple[float, float]]:
     """(unit, method) -> input range (low, high) of each named linear of the fp32 ``model``;
@@ -143,7 +157,9 @@ def apply_precision_plan(
             )
         ranges.update(
             calibrate_input_ranges(
-                model, calibration, units=sorted({n for n, _ in missing}),
+                model,
+                calibration,
+                units=sorted({n for n, _ in missing}),
                 methods=sorted({m for _, m in missing}),
             )
         )
@@ -194,9 +210,7 @@ def float_state_dict(model: nn.Module) -> dict[str, Tensor]:
     Lets a quantized champion warm-start an fp32 challenger.
     """
     state: dict[str, Tensor] = {}
-    quantized = {
-        n: m for n, m in quantizable_units(model).items() if unit_precision(m) != "fp32"
-    }
+    quantized = {n: m for n, m in quantizable_units(model).items() if unit_precision(m) != "fp32"}
     for name, tensor in model.state_dict().items():
         if name.rpartition(".")[0] not in quantized:
             state[name] = tensor

@@ -24,11 +24,29 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
-LIFECYCLE_COLUMNS = ("date", "frozen_ne", "fp32_ne", "champion_ne", "drift_level", "promoted",
-                     "outcome")
+LIFECYCLE_COLUMNS = (
+    "date",
+    "frozen_ne",
+    "fp32_ne",
+    "champion_ne",
+    "drift_level",
+    "promoted",
+    "outcome",
+)
 # Known check keys in reading order; any other key a gate records follows them, sorted.
-_CHECK_KEYS = ("name", "slice", "scope", "value", "threshold", "direction", "passed",
-               "within_noise", "ci_low", "ci_high", "detail")
+_CHECK_KEYS = (
+    "name",
+    "slice",
+    "scope",
+    "value",
+    "threshold",
+    "direction",
+    "passed",
+    "within_noise",
+    "ci_low",
+    "ci_high",
+    "detail",
+)
 _DRIFT_COLORS = {"warn": "#f9a825", "severe": "#c62828"}
 # An href with these schemes would run code in the reader's browser; such links become text.
 _UNSAFE_SCHEMES = {"javascript", "data", "vbscript"}
@@ -76,8 +94,9 @@ def _table(header: list[str], rows: list[list[object]], failed: list[bool] | Non
     for i, row in enumerate(rows):
         css = ' class="failed"' if failed and failed[i] else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>")
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body)
-            + "\n</tbody></table>")
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
+    )
 
 
 def _img(image: Figure | bytes, alt: str) -> str:
@@ -92,8 +111,10 @@ def _section(title: str, body: str | None) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}'
-            f"</title>\n<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}'
+        f"</title>\n<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def calibration_bins(labels: np.ndarray, probs: np.ndarray, *, bins: int = 10) -> pd.DataFrame:
@@ -107,20 +128,30 @@ def calibration_bins(labels: np.ndarray, probs: np.ndarray, *, bins: int = 10) -
     labels = np.asarray(labels, dtype=float).ravel()
     probs = np.asarray(probs, dtype=float).ravel()
     if labels.size != probs.size or labels.size == 0:
-        raise ReportError(f"labels and probs must be non-empty and of one length; got "
-                          f"{labels.size} labels and {probs.size} probs")
+        raise ReportError(
+            f"labels and probs must be non-empty and of one length; got "
+            f"{labels.size} labels and {probs.size} probs"
+        )
     if bins < 1:
         raise ReportError(f"bins must be at least 1; got {bins}")
     bad = int((~np.isfinite(labels) | ~np.isfinite(probs)).sum())
     if bad:
-        raise ReportError(f"{bad} of {labels.size} rows have a non-finite label or probability; "
-                          "drop them before binning")
+        raise ReportError(
+            f"{bad} of {labels.size} rows have a non-finite label or probability; "
+            "drop them before binning"
+        )
     codes = pd.qcut(probs, bins, labels=False, duplicates="drop")
     codes = np.nan_to_num(codes, nan=0.0)  # all predictions equal: qcut finds no edges, one bin
     frame = pd.DataFrame({"bin": codes, "p": probs, "y": labels})
-    return frame.groupby("bin", sort=True).agg(
-        mean_predicted=("p", "mean"), observed_rate=("y", "mean"), rows=("y", "size"),
-    ).reset_index(drop=True)
+    return (
+        frame.groupby("bin", sort=True)
+        .agg(
+            mean_predicted=("p", "mean"),
+            observed_rate=("y", "mean"),
+            rows=("y", "size"),
+        )
+        .reset_index(drop=True)
+    )
 
 
 def drift_figure(drift: pd.DataFrame) -> Figure:
@@ -139,8 +170,13 @@ def drift_figure(drift: pd.DataFrame) -> Figure:
     axes.set_yticks(y, [f"{f} ({s})" for f, s in zip(main.feature, main.statistic)], fontsize=8)
     axes.invert_yaxis()
     axes.set_xlabel("statistic value (| marks the threshold)")
-    axes.legend(handles=[Patch(color="#c62828", label="over threshold"),
-                         Patch(color="#90a4ae", label="within threshold")], fontsize=8)
+    axes.legend(
+        handles=[
+            Patch(color="#c62828", label="over threshold"),
+            Patch(color="#90a4ae", label="within threshold"),
+        ],
+        fontsize=8,
+    )
     return figure
 
 
@@ -184,16 +220,21 @@ def _decision_body(decision: dict) -> str:
     css = {"promoted": "pass", "rejected": "fail", "stopped": "fail"}.get(outcome, "other")
     facts = [("promoted", decision.get("promoted") or "none")]
     facts += [(k, decision[k]) for k in ("challenger", "drift_level") if decision.get(k)]
-    parts = [f'<p><span class="badge {css}">{_e(outcome)}</span> '
-             + "; ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts) + "</p>",
-             f"<blockquote>{_e(decision.get('reason', ''))}</blockquote>"]
+    parts = [
+        f'<p><span class="badge {css}">{_e(outcome)}</span> '
+        + "; ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts)
+        + "</p>",
+        f"<blockquote>{_e(decision.get('reason', ''))}</blockquote>",
+    ]
     rows = [(v, c) for v, checks in (decision.get("checks") or {}).items() for c in checks]
     if not rows:
         return "\n".join(parts + ['<p class="muted">no checks recorded</p>'])
     present = {k for _, c in rows for k in c}
     keys = [k for k in _CHECK_KEYS if k in present] + sorted(present - set(_CHECK_KEYS))
-    cells = [[v] + [("pass" if c[k] else "FAIL") if k == "passed" and k in c else c.get(k)
-                    for k in keys] for v, c in rows]
+    cells = [
+        [v] + [("pass" if c[k] else "FAIL") if k == "passed" and k in c else c.get(k) for k in keys]
+        for v, c in rows
+    ]
     parts.append(_table(["variant", *keys], cells, [c.get("passed") is False for _, c in rows]))
     return "\n".join(parts)
 
@@ -219,24 +260,36 @@ def _slices_body(slices: pd.DataFrame | None) -> str | None:
     if slices is None or slices.empty:
         return None
     columns = [c for c in ("slice", "variant", "rows", "ne", "auc") if c in slices.columns]
-    return (_img(slices_figure(slices), "NE by slice")
-            + _table(columns, slices[columns].values.tolist()))
+    return _img(slices_figure(slices), "NE by slice") + _table(
+        columns, slices[columns].values.tolist()
+    )
 
 
 def _links_body(links: dict[str, str]) -> str | None:
     if not links:
         return None
-    items = [f"<li>{_e(name)}: {_e(url)}</li>"
-             if urlsplit(str(url)).scheme.lower() in _UNSAFE_SCHEMES
-             else f'<li><a href="{_e(url)}">{_e(name)}</a></li>' for name, url in links.items()]
+    items = [
+        f"<li>{_e(name)}: {_e(url)}</li>"
+        if urlsplit(str(url)).scheme.lower() in _UNSAFE_SCHEMES
+        else f'<li><a href="{_e(url)}">{_e(name)}</a></li>'
+        for name, url in links.items()
+    ]
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def run_report_html(*, run_date: date, decision: dict, drift: pd.DataFrame | None,
-                    drift_level: str | None, drift_reasons: list[str],
-                    metrics: dict[str, dict[str, float]], calibration: dict[str, pd.DataFrame],
-                    slices: pd.DataFrame | None, staleness: dict[str, float] | None,
-                    links: dict[str, str]) -> str:
+def run_report_html(
+    *,
+    run_date: date,
+    decision: dict,
+    drift: pd.DataFrame | None,
+    drift_level: str | None,
+    drift_reasons: list[str],
+    metrics: dict[str, dict[str, float]],
+    calibration: dict[str, pd.DataFrame],
+    slices: pd.DataFrame | None,
+    staleness: dict[str, float] | None,
+    links: dict[str, str],
+) -> str:
     """One run date's report as a self-contained HTML page.
 
     Sections: the decision and every gate check, metrics per variant, drift per feature,
@@ -256,11 +309,15 @@ def run_report_html(*, run_date: date, decision: dict, drift: pd.DataFrame | Non
         _section("Decision", _decision_body(decision)),
         _section("Metrics", _table(["variant", *columns], metric_rows) if metrics else None),
         _section("Drift", _drift_body(drift, drift_level, drift_reasons)),
-        _section("Calibration", _img(calibration_figure(usable), "reliability diagram")
-                 if usable else None),
+        _section(
+            "Calibration",
+            _img(calibration_figure(usable), "reliability diagram") if usable else None,
+        ),
         _section("NE by slice", _slices_body(slices)),
-        _section("Quantization staleness", _table(["measure", "value"], list(map(list,
-                 staleness.items()))) if staleness else None),
+        _section(
+            "Quantization staleness",
+            _table(["measure", "value"], list(map(list, staleness.items()))) if staleness else None,
+        ),
         _section("Links", _links_body(links)),
     ]
     title = f"quantrec run {run_date.isoformat()}"
@@ -272,8 +329,9 @@ def _check_days(days: pd.DataFrame) -> pd.DataFrame:
     ``{champion,frozen}_gap_rel = (ne - fp32_ne) / fp32_ne`` (NaN where either NE is missing)."""
     missing = [c for c in LIFECYCLE_COLUMNS if c not in days.columns]
     if missing:
-        raise ReportError(f"days frame lacks required columns {missing}; it has "
-                          f"{list(days.columns)}")
+        raise ReportError(
+            f"days frame lacks required columns {missing}; it has {list(days.columns)}"
+        )
     if days.empty:
         raise ReportError("days frame has no rows; run the pipeline for at least one day")
     frame = days.copy()
@@ -301,9 +359,12 @@ def _gap_stats(curve: str, window: pd.DataFrame, budget_rel: float) -> dict:
 
 
 def _sentences(s: dict) -> list[str]:
-    scope = (f"the {s['days_after_shift']} run dates after the shift on {s['shift_date']} "
-             "(strictly later dates)" if s["shift_date"] else
-             f"all {s['days_after_shift']} run dates (no shift date given)")
+    scope = (
+        f"the {s['days_after_shift']} run dates after the shift on {s['shift_date']} "
+        "(strictly later dates)"
+        if s["shift_date"]
+        else f"all {s['days_after_shift']} run dates (no shift date given)"
+    )
     lines = []
     for curve, label in (("champion", "managed champion"), ("frozen", "frozen int8 model")):
         if not s[f"{curve}_days_compared"]:
@@ -316,7 +377,8 @@ def _sentences(s: dict) -> list[str]:
             f"{s[f'{curve}_days_compared']} days; its largest gap was "
             f"{100 * s[f'{curve}_max_gap_rel']:+.2f}% on {s[f'{curve}_worst_date']}; "
             f"{s[f'{curve}_days_skipped']} day(s) skipped for a missing NE. It {verdict} "
-            "within budget on every day.")
+            "within budget on every day."
+        )
     return lines
 
 
@@ -336,8 +398,9 @@ def lifecycle_summary(days: pd.DataFrame, *, budget_rel: float, shift_date: date
     ``sentences``: those numbers in words.
     """
     if not (math.isfinite(budget_rel) and budget_rel >= 0):
-        raise ReportError(f"budget_rel must be a finite fraction >= 0 (0.01 = 1%); "
-                          f"got {budget_rel}")
+        raise ReportError(
+            f"budget_rel must be a finite fraction >= 0 (0.01 = 1%); got {budget_rel}"
+        )
     frame = _check_days(days)
     window = frame if shift_date is None else frame[frame.date > shift_date]
     summary = {
@@ -362,33 +425,41 @@ def baseline_stats(frame: pd.DataFrame) -> dict:
     if "logistic_ne" not in frame:
         return {"baseline_days_compared": 0}
     both = frame[["date", "fp32_ne", "logistic_ne", "truth_ne"]].copy()
-    both = both[pd.to_numeric(both.logistic_ne, errors="coerce").notna()
-                & both.fp32_ne.notna()]
-    stats = {"baseline_days_compared": len(both),
-             "fp32_beats_logistic_days": int((both.fp32_ne < both.logistic_ne).sum())}
+    both = both[pd.to_numeric(both.logistic_ne, errors="coerce").notna() & both.fp32_ne.notna()]
+    stats = {
+        "baseline_days_compared": len(both),
+        "fp32_beats_logistic_days": int((both.fp32_ne < both.logistic_ne).sum()),
+    }
     last = both.iloc[-1] if len(both) else None
     gap = None
     if last is not None and pd.notna(last.truth_ne) and last.logistic_ne > last.truth_ne:
         gap = float((last.logistic_ne - last.fp32_ne) / (last.logistic_ne - last.truth_ne))
-    stats.update(gap_closed_last_day=gap,
-                 last_compared_date=last.date.isoformat() if last is not None else None)
+    stats.update(
+        gap_closed_last_day=gap,
+        last_compared_date=last.date.isoformat() if last is not None else None,
+    )
     return stats
 
 
 def _baseline_sentences(s: dict) -> list[str]:
     if not s.get("baseline_days_compared"):
         return []
-    lines = [f"The daily fp32 model beat the logistic baseline on "
-             f"{s['fp32_beats_logistic_days']} of {s['baseline_days_compared']} run dates."]
+    lines = [
+        f"The daily fp32 model beat the logistic baseline on "
+        f"{s['fp32_beats_logistic_days']} of {s['baseline_days_compared']} run dates."
+    ]
     if s.get("gap_closed_last_day") is not None:
-        lines.append(f"On {s['last_compared_date']} it closed "
-                     f"{100 * s['gap_closed_last_day']:.0f}% of the gap between the logistic "
-                     "baseline and the ground truth.")
+        lines.append(
+            f"On {s['last_compared_date']} it closed "
+            f"{100 * s['gap_closed_last_day']:.0f}% of the gap between the logistic "
+            "baseline and the ground truth."
+        )
     return lines
 
 
-def lifecycle_figure(days: pd.DataFrame, *, budget_rel: float, shift_date: date | None = None,
-                     title: str = "") -> Figure:
+def lifecycle_figure(
+    days: pd.DataFrame, *, budget_rel: float, shift_date: date | None = None, title: str = ""
+) -> Figure:
     """NE per run date of the frozen int8, daily fp32 and managed champion models, beside
     the logistic baseline and the ground truth where measured; warn and severe drift days
     shaded, promotions starred on the champion curve, fp32 NE plus the
@@ -406,21 +477,40 @@ def lifecycle_figure(days: pd.DataFrame, *, budget_rel: float, shift_date: date 
     axes.plot(x, frame.frozen_ne, marker=".", label="frozen int8 (first day's model)")
     axes.plot(x, frame.fp32_ne, marker=".", label="daily fp32 retrain")
     (line,) = axes.plot(x, frame.champion_ne, marker=".", label="managed champion")
-    axes.plot(x, frame.fp32_ne * (1 + budget_rel), linestyle=":", color="grey",
-              label=f"fp32 NE + {100 * budget_rel:.2g}% budget")
+    axes.plot(
+        x,
+        frame.fp32_ne * (1 + budget_rel),
+        linestyle=":",
+        color="grey",
+        label=f"fp32 NE + {100 * budget_rel:.2g}% budget",
+    )
     # The yardsticks measured the same day: a model worth serving stays below the first,
     # and the second is the best any model can reach (synthetic feed only).
-    for column, label, style in (("logistic_ne", "logistic regression baseline", "-."),
-                                 ("truth_ne", "ground truth", "--")):
+    for column, label, style in (
+        ("logistic_ne", "logistic regression baseline", "-."),
+        ("truth_ne", "ground truth", "--"),
+    ):
         if column in frame and frame[column].notna().any():
-            axes.plot(x, frame[column], linestyle=style, color="black", linewidth=1,
-                      label=label)
+            axes.plot(x, frame[column], linestyle=style, color="black", linewidth=1, label=label)
     promoted = frame.promoted.eq(True).to_numpy()
-    axes.scatter(x[promoted], frame.champion_ne[promoted], marker="*", s=160, zorder=3,
-                 color=line.get_color(), edgecolors="black", label="promotion")
+    axes.scatter(
+        x[promoted],
+        frame.champion_ne[promoted],
+        marker="*",
+        s=160,
+        zorder=3,
+        color=line.get_color(),
+        edgecolors="black",
+        label="promotion",
+    )
     if shift_date is not None:
-        axes.axvline(np.datetime64(shift_date, "D"), color="black", linestyle="--",
-                     linewidth=1, label="shift")
+        axes.axvline(
+            np.datetime64(shift_date, "D"),
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="shift",
+        )
     locator = DayLocator(interval=max(1, len(frame) // 10))  # whole days, never hours
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -430,30 +520,62 @@ def lifecycle_figure(days: pd.DataFrame, *, budget_rel: float, shift_date: date 
     return figure
 
 
-def write_lifecycle_report(days: pd.DataFrame, out_dir: Path, *, budget_rel: float,
-                           shift_date: date | None = None,
-                           title: str = "quantrec lifecycle: frozen int8, daily fp32 and "
-                                        "managed champion") -> tuple[Path, Path]:
+def write_lifecycle_report(
+    days: pd.DataFrame,
+    out_dir: Path,
+    *,
+    budget_rel: float,
+    shift_date: date | None = None,
+    title: str = "quantrec lifecycle: frozen int8, daily fp32 and managed champion",
+) -> tuple[Path, Path]:
     """Write ``lifecycle.png`` and ``lifecycle.html`` into ``out_dir`` (made if missing) and
     return both paths. The page embeds the PNG and holds the summary sentences, the summary
     numbers and one row per run date (over-budget champion days in red)."""
     summary = lifecycle_summary(days, budget_rel=budget_rel, shift_date=shift_date)
     frame = _check_days(days)
-    png = png_bytes(lifecycle_figure(frame, budget_rel=budget_rel, shift_date=shift_date,
-                                     title=title))
+    png = png_bytes(
+        lifecycle_figure(frame, budget_rel=budget_rel, shift_date=shift_date, title=title)
+    )
     counted = [shift_date is None or d > shift_date for d in frame.date]
-    header = ["date", "counted", "frozen_ne", "fp32_ne", "champion_ne", "champion gap %",
-              "frozen gap %", "drift_level", "promoted", "outcome"]
-    rows = [[r.date.isoformat(), c, r.frozen_ne, r.fp32_ne, r.champion_ne,
-             100 * r.champion_gap_rel, 100 * r.frozen_gap_rel, r.drift_level, r.promoted,
-             r.outcome] for c, r in zip(counted, frame.itertuples(index=False))]
+    header = [
+        "date",
+        "counted",
+        "frozen_ne",
+        "fp32_ne",
+        "champion_ne",
+        "champion gap %",
+        "frozen gap %",
+        "drift_level",
+        "promoted",
+        "outcome",
+    ]
+    rows = [
+        [
+            r.date.isoformat(),
+            c,
+            r.frozen_ne,
+            r.fp32_ne,
+            r.champion_ne,
+            100 * r.champion_gap_rel,
+            100 * r.frozen_gap_rel,
+            r.drift_level,
+            r.promoted,
+            r.outcome,
+        ]
+        for c, r in zip(counted, frame.itertuples(index=False))
+    ]
     over = [c and g > budget_rel for c, g in zip(counted, frame.champion_gap_rel)]
     numbers = [[k, v] for k, v in summary.items() if k != "sentences"]
-    body = (f"<h1>{_e(title)}</h1>\n" + "".join(f"<p>{_e(s)}</p>\n" for s in summary["sentences"])
-            + _img(png, "NE per run date") + "\n"
-            + "<h2>Summary</h2>\n" + _table(["measure", "value"], numbers)
-            + "\n<h2>Per run date</h2>\n<p>counted: inside the summary's window.</p>\n"
-            + _table(header, rows, over))
+    body = (
+        f"<h1>{_e(title)}</h1>\n"
+        + "".join(f"<p>{_e(s)}</p>\n" for s in summary["sentences"])
+        + _img(png, "NE per run date")
+        + "\n"
+        + "<h2>Summary</h2>\n"
+        + _table(["measure", "value"], numbers)
+        + "\n<h2>Per run date</h2>\n<p>counted: inside the summary's window.</p>\n"
+        + _table(header, rows, over)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     png_path, html_path = out_dir / "lifecycle.png", out_dir / "lifecycle.html"
     png_path.write_bytes(png)
@@ -471,20 +593,33 @@ def pareto_figure(result):
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     fp32 = result.fp32_bytes or 1
-    axes.scatter([c.bytes / fp32 for c in result.evaluated],
-                 [100 * c.ne_delta_rel for c in result.evaluated],
-                 s=12, alpha=0.5, label="scored plans")
+    axes.scatter(
+        [c.bytes / fp32 for c in result.evaluated],
+        [100 * c.ne_delta_rel for c in result.evaluated],
+        s=12,
+        alpha=0.5,
+        label="scored plans",
+    )
     finalists = {"ranked": result.ranked, "greedy": result.greedy}
     if result.chosen_by not in finalists:  # e.g. "confirmed": repaired on fresh rows
         finalists[result.chosen_by] = result.chosen
     for name, plan in finalists.items():
         chosen = name == result.chosen_by
         latency = f"{plan.latency_ms:.2f} ms / {plan.latency_batch} rows" if plan.latency_ms else ""
-        axes.scatter([plan.bytes / fp32], [100 * (plan.ne_delta_rel or 0.0)], s=140,
-                     marker="*" if chosen else "o",
-                     label=f"{name}: {latency}" + (" (chosen)" if chosen else ""))
-    axes.axhline(100 * result.budget.relative_limit(result.ne_fp32), color="red",
-                 linestyle="--", linewidth=1, label="NE budget")
+        axes.scatter(
+            [plan.bytes / fp32],
+            [100 * (plan.ne_delta_rel or 0.0)],
+            s=140,
+            marker="*" if chosen else "o",
+            label=f"{name}: {latency}" + (" (chosen)" if chosen else ""),
+        )
+    axes.axhline(
+        100 * result.budget.relative_limit(result.ne_fp32),
+        color="red",
+        linestyle="--",
+        linewidth=1,
+        label="NE budget",
+    )
     axes.set_xlabel("bytes / fp32 bytes")
     axes.set_ylabel("NE change vs fp32 (%)")
     axes.set_title("Precision search: size against NE")

@@ -44,8 +44,12 @@ from quantrec.models.search_evaluate import Budget, Candidate, Evaluator
 __all__ = ["Budget", "Candidate", "SearchResult", "search_precision_plan"]
 
 LINEAR_CANDIDATES = (
-    "fp16", "int8", "int8_tensor",
-    "int8_static_minmax", "int8_static_histogram", "int8_static_percentile",
+    "fp16",
+    "int8",
+    "int8_tensor",
+    "int8_static_minmax",
+    "int8_static_histogram",
+    "int8_static_percentile",
     "int8_static_smooth",
 )
 TABLE_CANDIDATES = ("fp16", "int8", "int4", "int4_greedy", "int2", "int2_greedy")
@@ -130,13 +134,18 @@ def search_precision_plan(
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
     undefined = undefined_reason(held_out.labels.numpy())
     if undefined is not None:
-        return _skipped(model, budget, f"search skipped: NE is undefined on the held-out rows "
-                                       f"({undefined}), so no plan can be measured; kept the "
-                                       "fp32 plan")
+        return _skipped(
+            model,
+            budget,
+            f"search skipped: NE is undefined on the held-out rows "
+            f"({undefined}), so no plan can be measured; kept the "
+            "fp32 plan",
+        )
     evaluator = Evaluator(model, held_out, calibration or held_out, budget, batch_size)
     options = {
         name: [
-            p for p in (linear_candidates if isinstance(unit, nn.Linear) else table_candidates)
+            p
+            for p in (linear_candidates if isinstance(unit, nn.Linear) else table_candidates)
             if (type(unit), p) in RECIPES
         ]
         for name, unit in evaluator.units.items()
@@ -153,13 +162,17 @@ def search_precision_plan(
         c.label: _as_plan(evaluator, sensitivity, c, latency[c.label], len(timing))
         for c in (ranked, greedy)
     }
-    unconfirmable = None if confirmation is None else undefined_reason(
-        confirmation.labels.numpy())
+    unconfirmable = None if confirmation is None else undefined_reason(confirmation.labels.numpy())
     if unconfirmable is not None:
         reason += f"; confirmation skipped: NE is undefined on its rows ({unconfirmable})"
     elif confirmation is not None:
         chosen, reason = _confirm(
-            evaluator, confirmation, plans, chosen, (ranked, greedy), reason,
+            evaluator,
+            confirmation,
+            plans,
+            chosen,
+            (ranked, greedy),
+            reason,
             lambda c: _revert_until_confirmed(evaluator, confirmation, sensitivity, ladders, c),
         )
         if chosen.label not in plans:
@@ -189,11 +202,24 @@ def search_precision_plan(
 def _skipped(model: DLRM, budget: Budget, reason: str) -> SearchResult:
     """The result of a search that could measure nothing: the parent's plan, and why."""
     fp32_bytes = model_bytes(model)
-    plan = PrecisionPlan(units=PrecisionPlan.from_model(model).units, ne_delta_rel=0.0,
-                         bytes=fp32_bytes, notes=reason)
-    return SearchResult(chosen=plan, chosen_by="skipped", reason=reason, ranked=plan,
-                        greedy=plan, sensitivity=[], evaluated=[], ne_fp32=None,
-                        budget=budget, fp32_bytes=fp32_bytes)
+    plan = PrecisionPlan(
+        units=PrecisionPlan.from_model(model).units,
+        ne_delta_rel=0.0,
+        bytes=fp32_bytes,
+        notes=reason,
+    )
+    return SearchResult(
+        chosen=plan,
+        chosen_by="skipped",
+        reason=reason,
+        ranked=plan,
+        greedy=plan,
+        sensitivity=[],
+        evaluated=[],
+        ne_fp32=None,
+        budget=budget,
+        fp32_bytes=fp32_bytes,
+    )
 
 
 def _sensitivity(
@@ -212,20 +238,21 @@ def _sensitivity(
     return table
 
 
-def _ladder(
-    evaluator: Evaluator, sensitivity: dict, name: str, precisions: list[str]
-) -> list[str]:
+def _ladder(evaluator: Evaluator, sensitivity: dict, name: str, precisions: list[str]) -> list[str]:
     """The unit's Pareto-optimal precisions, fewest bytes first, ending with fp32."""
     for precision in precisions:
         evaluator.module(name, precision)  # records its bytes
-    ordered = sorted(precisions, key=lambda p: (evaluator.unit_bytes[(name, p)],
-                                                sensitivity[(name, p)]))
+    ordered = sorted(
+        precisions, key=lambda p: (evaluator.unit_bytes[(name, p)], sensitivity[(name, p)])
+    )
     ladder: list[str] = []
     for precision in ordered:
         if not ladder or sensitivity[(name, precision)] < sensitivity[(name, ladder[-1])]:
-            if ladder and evaluator.unit_bytes[(name, precision)] == evaluator.unit_bytes[
-                (name, ladder[-1])
-            ]:
+            if (
+                ladder
+                and evaluator.unit_bytes[(name, precision)]
+                == evaluator.unit_bytes[(name, ladder[-1])]
+            ):
                 ladder[-1] = precision  # same bytes, less sensitive
             else:
                 ladder.append(precision)
@@ -313,8 +340,9 @@ def _confirm(
     ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
     passed = {}
     for candidate in finalists:
-        ne = score(evaluator.variant(candidate.precisions), rows,
-                   batch_size=evaluator.batch_size).ne
+        ne = score(
+            evaluator.variant(candidate.precisions), rows, batch_size=evaluator.batch_size
+        ).ne
         plans[candidate.label].extra["confirmation_ne_delta_rel"] = (ne - ne_fp32) / ne_fp32
         passed[candidate.label] = evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne)
     if passed[chosen.label]:
@@ -343,8 +371,11 @@ def _revert_until_confirmed(
         precisions = {n: ladders[n][i] for n, i in step.items()}
         ne = score(evaluator.variant(precisions), rows, batch_size=evaluator.batch_size).ne
         candidate = Candidate(
-            label="confirmed", precisions=precisions, ne=ne,
-            ne_delta_rel=(ne - ne_fp32) / ne_fp32, bytes=evaluator.bytes_of(precisions),
+            label="confirmed",
+            precisions=precisions,
+            ne=ne,
+            ne_delta_rel=(ne - ne_fp32) / ne_fp32,
+            bytes=evaluator.bytes_of(precisions),
             within_budget=evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne),
         )
         evaluator.evaluated.append(candidate)

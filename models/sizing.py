@@ -123,8 +123,9 @@ class ModelSize:
     def apply(self, schema: FeatureSchema) -> FeatureSchema:
         """``schema`` with these hash sizes (the contract a model of this size scores)."""
         features = tuple(
-            CategoricalFeature(name=f.name, hash_size=self.hash_sizes[f.name],
-                               multi_valued=f.multi_valued)
+            CategoricalFeature(
+                name=f.name, hash_size=self.hash_sizes[f.name], multi_valued=f.multi_valued
+            )
             for f in schema.categorical
         )
         return schema.model_copy(update={"categorical": features})

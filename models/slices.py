@@ -50,8 +50,11 @@ def head_ids(reference_ids: Iterable, share: float) -> np.ndarray:
     """
     if not 0.0 < share <= 1.0:
         raise SliceError(f"head traffic share must lie in (0, 1], got {share}")
-    series = (pd.Series(reference_ids) if isinstance(reference_ids, (pd.Series, np.ndarray))
-              else pd.Series(list(reference_ids)))
+    series = (
+        pd.Series(reference_ids)
+        if isinstance(reference_ids, (pd.Series, np.ndarray))
+        else pd.Series(list(reference_ids))
+    )
     counts = _flat(series).value_counts(sort=False)
     if counts.empty:
         return np.asarray([])

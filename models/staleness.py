@@ -75,8 +75,9 @@ class Staleness:
         """Flat ``staleness.*`` metrics (unit names keep their dots: valid MLflow keys)."""
         metrics = {f"staleness.out_of_range.{n}": v for n, v in self.out_of_range.items()}
         metrics |= {f"staleness.embedding_error.{n}": v for n, v in self.embedding_error.items()}
-        metrics |= {f"staleness.embedding_error_max.{n}": v
-                    for n, v in self.embedding_error_max.items()}
+        metrics |= {
+            f"staleness.embedding_error_max.{n}": v for n, v in self.embedding_error_max.items()
+        }
         if self.out_of_range_overall is not None:
             metrics["staleness.out_of_range"] = self.out_of_range_overall
         if self.embedding_error_overall is not None:
@@ -120,9 +121,10 @@ def quantization_staleness(
         outside[name] += int(((inputs < low) | (inputs > high)).sum())
         seen[name] += inputs.numel()
 
-    hooks = [unit.register_forward_pre_hook(
-        lambda module, args, name=name: count(name, module, args[0]))
-        for name, unit in static.items()]
+    hooks = [
+        unit.register_forward_pre_hook(lambda module, args, name=name: count(name, module, args[0]))
+        for name, unit in static.items()
+    ]
     try:
         low_probs = predict_proba(low_precision, batch, batch_size=batch_size)
     finally:
@@ -159,13 +161,17 @@ def _table_errors(low_precision: DLRM, parent: DLRM, batch: Batch) -> dict[str, 
             reference = parent.get_submodule(name)
         except AttributeError as err:
             raise StalenessError(f"parent has no table {name!r} to compare with") from err
-        shape = tuple(table.weight_fp16.shape) if isinstance(table, Fp16EmbeddingBag) else (
-            table.num_embeddings, table.embedding_dim)
+        shape = (
+            tuple(table.weight_fp16.shape)
+            if isinstance(table, Fp16EmbeddingBag)
+            else (table.num_embeddings, table.embedding_dim)
+        )
         if not isinstance(reference, nn.EmbeddingBag) or tuple(reference.weight.shape) != shape:
             raise StalenessError(
                 f"{name}: parent unit {type(reference).__name__} does not match the quantized "
                 f"table ({shape[0]} X {shape[1]}); pass the fp32 parent the low-precision "
-                "model was quantized from")
+                "model was quantized from"
+            )
         active = torch.unique(ids)
         with torch.inference_mode():
             # One id per bag: the table's own lookup returns exactly its dequantized rows,

@@ -93,7 +93,7 @@ def take_rows(batch: Batch, index: Tensor) -> Batch:
             values.append(v[index])
             offsets.append(new_offsets)
         else:
-            one = KeyedJaggedIds(keys=batch.sparse.keys[k:k + 1], values=(v,), offsets=(o,))
+            one = KeyedJaggedIds(keys=batch.sparse.keys[k : k + 1], values=(v,), offsets=(o,))
             taken = one.take(index)
             values.append(taken.values[0])
             offsets.append(taken.offsets[0])
@@ -116,10 +116,11 @@ def batches_of(batch: Batch, *, batch_size: int) -> Iterator[Batch]:
     for i, (start, stop) in enumerate(zip(starts[:-1], starts[1:])):
         values, offsets = [], []
         for v, o, cut in zip(batch.sparse.values, batch.sparse.offsets, cuts):
-            values.append(v[cut[i]:cut[i + 1]])
+            values.append(v[cut[i] : cut[i + 1]])
             offsets.append(o[start:stop] - cut[i])
-        sparse = KeyedJaggedIds(keys=batch.sparse.keys, values=tuple(values),
-                                offsets=tuple(offsets))
+        sparse = KeyedJaggedIds(
+            keys=batch.sparse.keys, values=tuple(values), offsets=tuple(offsets)
+        )
         yield Batch(dense=batch.dense[start:stop], sparse=sparse, labels=batch.labels[start:stop])
 
 

@@ -32,14 +32,19 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     embedding_dim: int | None = Field(
-        None, gt=0, description="Width of every embedding row; None: from the training rows "
+        None,
+        gt=0,
+        description="Width of every embedding row; None: from the training rows "
         "and the vocabulary (models.sizing.auto_model_size: the power of two nearest "
         "1.6 * rows ** 0.2 within [4, 32], e.g. 8 for 2,000 rows, 16 for 280k, 32 from about "
-        "1M rows). The feed's hash sizes are kept.")
+        "1M rows). The feed's hash sizes are kept.",
+    )
     bottom_mlp: tuple[int, ...] = Field(
-        (64, 16), description="Dense-feature MLP; its last size is the embedding width (it "
+        (64, 16),
+        description="Dense-feature MLP; its last size is the embedding width (it "
         "must equal embedding_dim when that is set; with embedding_dim None it is replaced by "
-        "the width chosen from the data).")
+        "the width chosen from the data).",
+    )
     top_mlp: tuple[int, ...] = Field((64, 32, 1), description="MLP over the interactions.")
 
     @model_validator(mode="after")
@@ -64,16 +69,24 @@ class TrainingConfig(_Section):
         "from scratch on the whole window every day.",
     )
     full_retrain_days: int = Field(
-        7, gt=0, description="continual: retrain from scratch at least this often (days).")
+        7, gt=0, description="continual: retrain from scratch at least this often (days)."
+    )
     epochs: int | None = Field(
-        None, gt=0, description="Passes over the training days; None: early stopping on the "
-        "held-out rows (the best epoch's weights kept), at most max_epochs.")
-    max_epochs: int = Field(DEFAULT_MAX_EPOCHS, gt=0,
-                            description="Most passes with early stopping.")
+        None,
+        gt=0,
+        description="Passes over the training days; None: early stopping on the "
+        "held-out rows (the best epoch's weights kept), at most max_epochs.",
+    )
+    max_epochs: int = Field(
+        DEFAULT_MAX_EPOCHS, gt=0, description="Most passes with early stopping."
+    )
     batch_size: int | None = Field(
-        None, gt=0, description="Samples per optimizer step; None: from the rows "
+        None,
+        gt=0,
+        description="Samples per optimizer step; None: from the rows "
         "(models.sizing.auto_batch_size: the power of two nearest 2 * sqrt(rows), in "
-        "[32, 8192]).")
+        "[32, 8192]).",
+    )
     learning_rate: float | None = Field(
         None,
         gt=0,
@@ -81,7 +94,8 @@ class TrainingConfig(_Section):
         "sparse_adam; None: 3e-3 * sqrt(batch_size / 1024) (models.sizing).",
     )
     embedding_weight_decay: float = Field(
-        0.0, ge=0, description="Row-wise Adagrad's lazy L2 on the embedding rows.")
+        0.0, ge=0, description="Row-wise Adagrad's lazy L2 on the embedding rows."
+    )
     sparse_optimizer: Literal["rowwise_adagrad", "sparse_adam"] = Field(
         "rowwise_adagrad",
         description="Optimizer of the fused embedding table, updating only the rows a step "
@@ -145,30 +159,45 @@ class ValidationConfig(_Section):
     (``data_checks.reference.Tolerances``; each bound is relative to the window)."""
 
     margin: float = Field(
-        0.5, ge=0, description="Share of a dense column's reference range added above its "
-        "max (and below its min when it goes negative).")
+        0.5,
+        ge=0,
+        description="Share of a dense column's reference range added above its "
+        "max (and below its min when it goes negative).",
+    )
     range_mostly: float = Field(
-        0.99, gt=0, le=1, description="Share of a dense column's rows that must lie in range "
-        "(heavy-tailed counts set a few new extremes; a unit change moves most rows).")
+        0.99,
+        gt=0,
+        le=1,
+        description="Share of a dense column's rows that must lie in range "
+        "(heavy-tailed counts set a few new extremes; a unit change moves most rows).",
+    )
     label_rate_factors: tuple[float, float] = Field(
-        (0.5, 2.0), description="The click rate must lie in [low, high] x the window's. A "
-        "real log with few clicks varies more from day to day: widen it, e.g. [0.2, 5.0].")
+        (0.5, 2.0),
+        description="The click rate must lie in [low, high] x the window's. A "
+        "real log with few clicks varies more from day to day: widen it, e.g. [0.2, 5.0].",
+    )
     row_factors: tuple[float, float] = Field(
-        (0.2, 5.0), description="Rows of the day within [low x smallest, high x largest] "
-        "window day.")
+        (0.2, 5.0),
+        description="Rows of the day within [low x smallest, high x largest] window day.",
+    )
     cardinality_factor: float = Field(
-        5.0, gt=0, description="Distinct ids of a day at most this times the window's most.")
+        5.0, gt=0, description="Distinct ids of a day at most this times the window's most."
+    )
     max_duplicate_share: float = Field(
-        0.05, ge=0, le=1, description="Share of fully duplicated rows allowed (or twice the "
-        "window's, if larger).")
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of fully duplicated rows allowed (or twice the window's, if larger).",
+    )
 
     @model_validator(mode="after")
     def _ordered_factors(self) -> ValidationConfig:
         for name in ("label_rate_factors", "row_factors"):
             low, high = getattr(self, name)
             if not 0 <= low <= 1 <= high:
-                raise ValueError(f"validation.{name} needs 0 <= low <= 1 <= high; got "
-                                 f"[{low}, {high}]")
+                raise ValueError(
+                    f"validation.{name} needs 0 <= low <= 1 <= high; got [{low}, {high}]"
+                )
         return self
 
 

@@ -30,8 +30,13 @@ def _is_io_error(task, task_run, state) -> bool:
     return False
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
-      retry_condition_fn=_is_io_error)
+@task(
+    name="ingest",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_is_io_error,
+)
 def ingest_days(run_date: date, window_days: int, feed, run_id: str) -> Partitions:
     """Write the window and the run date into the lake (days already there are kept).
     ``feed`` is the config's ``[feed]`` section."""
@@ -40,10 +45,10 @@ def ingest_days(run_date: date, window_days: int, feed, run_id: str) -> Partitio
         partitions = admit_days(home.day_lake(), feed.build(run_date), run_date, window_days)
     for day, why in partitions.skipped.items():
         get_run_logger().warning("day %s: %s", day, why)
-    client.log_dict(run_id, {d.isoformat(): w for d, w in partitions.skipped.items()},
-                    "ingest/skipped.json")
-    get_run_logger().info("lake at %s: %d usable day(s)", home.lake,
-                          len(partitions.digests))
+    client.log_dict(
+        run_id, {d.isoformat(): w for d, w in partitions.skipped.items()}, "ingest/skipped.json"
+    )
+    get_run_logger().info("lake at %s: %d usable day(s)", home.lake, len(partitions.digests))
     return partitions
 
 
@@ -57,8 +62,12 @@ def validate_run_date(partitions: Partitions, config: QuantrecConfig, run_id: st
     day_lake, day = home.day_lake(), partitions.run_date
     with stage_timer(client, run_id, "validate"):
         report, profile = validate_lake_day(
-            day_lake, day, partitions.window, partitions.schema,
-            tolerances=Tolerances(**config.validation.model_dump()))
+            day_lake,
+            day,
+            partitions.window,
+            partitions.schema,
+            tolerances=Tolerances(**config.validation.model_dump()),
+        )
     if profile is not None:
         client.log_text(run_id, profile.to_json(), "validation/reference_profile.json")
     client.log_dict(run_id, report.to_dict(), "validation/report.json")
@@ -70,5 +79,9 @@ def validate_run_date(partitions: Partitions, config: QuantrecConfig, run_id: st
         if day_lake.exists(day):
             quarantined = str(day_lake.quarantine(day, report.to_dict()))
             client.set_tag(run_id, Tag.QUARANTINED, quarantined)
-    return Validation(passed=report.passed, summary=report.summary(), report=report.to_dict(),
-                      quarantined=quarantined)
+    return Validation(
+        passed=report.passed,
+        summary=report.summary(),
+        report=report.to_dict(),
+        quarantined=quarantined,
+    )

@@ -37,8 +37,9 @@ def _window_frame(partitions: Partitions) -> pd.DataFrame:
 
 
 @mlflow_task("save-reference-profile")
-def save_reference_profile(trained: Trained, partitions: Partitions, config: QuantrecConfig,
-                           run_id: str) -> None:
+def save_reference_profile(
+    trained: Trained, partitions: Partitions, config: QuantrecConfig, run_id: str
+) -> None:
     """Profile the candidate's training window and log it with the run.
 
     The scores binned for prediction drift are the fp32 parent's on the held-out rows:
@@ -47,9 +48,14 @@ def save_reference_profile(trained: Trained, partitions: Partitions, config: Qua
     _, client = connect()
     scores = predict_proba(trained.model, trained.holdout, batch_size=config.evaluation.batch_size)
     profile = DriftProfile.build(
-        _window_frame(partitions), partitions.schema, scores=scores,
-        source={"run_id": run_id, "days": [d.isoformat() for d in partitions.window],
-                "window_digest": partitions.window_digest()},
+        _window_frame(partitions),
+        partitions.schema,
+        scores=scores,
+        source={
+            "run_id": run_id,
+            "days": [d.isoformat() for d in partitions.window],
+            "window_digest": partitions.window_digest(),
+        },
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = profile.save(Path(tmp) / "reference_profile")
@@ -60,16 +66,19 @@ def champion_profile(champion: Champion) -> DriftProfile | None:
     """The reference profile saved with the champion's run, or None (an older run)."""
     try:
         local = mlflow.artifacts.download_artifacts(
-            run_id=champion.run_id, artifact_path=PROFILE_ARTIFACT,
-            dst_path=tempfile.mkdtemp(prefix="quantrec-profile-"))
+            run_id=champion.run_id,
+            artifact_path=PROFILE_ARTIFACT,
+            dst_path=tempfile.mkdtemp(prefix="quantrec-profile-"),
+        )
     except (MlflowException, OSError):
         return None
     return DriftProfile.load(local)
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
-def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
-                           config: QuantrecConfig, run_id: str) -> DriftOutcome:
+def measure_run_date_drift(
+    partitions: Partitions, champion: Champion | None, config: QuantrecConfig, run_id: str
+) -> DriftOutcome:
     """Drift of the run date against the champion's saved reference (or, on the first
     day, the training window), the champion's prediction drift and quantization
     staleness. Every score is logged, under threshold or not, with the per-feature table.
@@ -83,8 +92,9 @@ def measure_run_date_drift(partitions: Partitions, champion: Champion | None,
         if profile is not None:
             schema = champion.loaded.schema
             batch = batch_from_frame(day, schema)
-            scores = predict_proba(champion.loaded.model, batch,
-                                   batch_size=config.evaluation.batch_size)
+            scores = predict_proba(
+                champion.loaded.model, batch, batch_size=config.evaluation.batch_size
+            )
             staleness = champion_staleness(champion, batch, config)
             reference = f"champion version {champion.version} (run {champion.run_id})"
         else:
@@ -106,6 +116,7 @@ def champion_staleness(champion: Champion, batch, config: QuantrecConfig) -> dic
     if champion.parent_version is None or champion.parent_version == champion.version:
         return {}
     parent = load_version(champion.model_name, champion.parent_version)
-    staleness = quantization_staleness(champion.loaded.model, parent.model, batch,
-                                       batch_size=config.evaluation.batch_size)
+    staleness = quantization_staleness(
+        champion.loaded.model, parent.model, batch, batch_size=config.evaluation.batch_size
+    )
     return staleness.to_metrics()

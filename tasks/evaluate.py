@@ -15,13 +15,22 @@ from quantrec.models.batch import batch_from_frame
 from quantrec.models.evaluation import Evaluation, evaluate, run_date_slices, slice_roles
 from quantrec.models.gate import Decision, decide, reject_invalid_data
 from quantrec.models.lifecycle import (
-    Candidate, Champion, Partitions, Validation, promotion_preference,
+    Candidate,
+    Champion,
+    Partitions,
+    Validation,
+    promotion_preference,
 )
 from quantrec.models.names import CHAMPION_KEY, Tag, Variant
 from quantrec.tasks.config import QuantrecConfig
-from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import (
-    connect, dataset_entity, flatten, log_dataset, log_metrics, mlflow_task, stage_timer,
+    connect,
+    dataset_entity,
+    flatten,
+    log_dataset,
+    log_metrics,
+    mlflow_task,
+    stage_timer,
 )
 
 # Rows of the run date whose schema stands for the day in its MLflow dataset record: the
@@ -30,37 +39,68 @@ DATASET_SAMPLE_ROWS = 1000
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_variants(partitions: Partitions, candidate: Candidate, champion: Champion | None,
-                      baselines: Baselines, config: QuantrecConfig, run_id: str) -> Evaluation:
+def evaluate_variants(
+    partitions: Partitions,
+    candidate: Candidate,
+    champion: Champion | None,
+    baselines: Baselines,
+    config: QuantrecConfig,
+    run_id: str,
+) -> Evaluation:
     """NE, AUC, log loss and calibration of each variant and the champion on the same
     rows, overall and per slice, beside the baselines (and the truth, on synthetic days)."""
     home, client = connect()
     day_lake, day, gate = home.day_lake(), partitions.run_date, config.gate
     with stage_timer(client, run_id, "evaluate"):
         frame = day_lake.read(day)
-        log_dataset(client, run_id, dataset_entity(
-            frame.head(DATASET_SAMPLE_ROWS), rows=len(frame), name=f"day {day}",
-            source=str(day_lake.path(day)), digest=partitions.digests[day][:16],
-            label=partitions.schema.label), context="evaluation")
+        log_dataset(
+            client,
+            run_id,
+            dataset_entity(
+                frame.head(DATASET_SAMPLE_ROWS),
+                rows=len(frame),
+                name=f"day {day}",
+                source=str(day_lake.path(day)),
+                digest=partitions.digests[day][:16],
+                label=partitions.schema.label,
+            ),
+            context="evaluation",
+        )
         user, item = slice_roles(partitions.schema, gate.user_column, gate.item_column)
         columns = [c for c in (user, item) if c and c in frame.columns]
         slices = run_date_slices(
-            frame, (pd.read_parquet(day_lake.path(d), columns=columns) for d in partitions.window),
-            user=user, item=item, head_traffic_share=gate.head_traffic_share,
-            slice_columns=gate.slice_columns, max_values=gate.max_slice_values)
+            frame,
+            (pd.read_parquet(day_lake.path(d), columns=columns) for d in partitions.window),
+            user=user,
+            item=item,
+            head_traffic_share=gate.head_traffic_share,
+            slice_columns=gate.slice_columns,
+            max_values=gate.max_slice_values,
+        )
         evaluation = evaluate(
-            batch_from_frame(frame, candidate.schema), candidate.variants, slices=slices,
-            champion=None if champion is None else (
-                champion.loaded.model, batch_from_frame(frame, champion.loaded.schema)),
-            batch_size=config.evaluation.batch_size, threads=config.training.threads,
-            baselines=baselines, truth=_ground_truth(config, day, len(frame)))
-    log_metrics(client, run_id, flatten("", {n: m.to_dict()
-                                             for n, m in evaluation.metrics.items()}))
+            batch_from_frame(frame, candidate.schema),
+            candidate.variants,
+            slices=slices,
+            champion=None
+            if champion is None
+            else (champion.loaded.model, batch_from_frame(frame, champion.loaded.schema)),
+            batch_size=config.evaluation.batch_size,
+            threads=config.training.threads,
+            baselines=baselines,
+            truth=_ground_truth(config, day, len(frame)),
+        )
+    log_metrics(
+        client, run_id, flatten("", {n: m.to_dict() for n, m in evaluation.metrics.items()})
+    )
     table = evaluation.slice_table()
-    log_metrics(client, run_id, {
-        f"slice.{row.slice}.{row.variant}.ne".replace("=", "_"): row.ne
-        for row in table.itertuples(index=False)
-    })
+    log_metrics(
+        client,
+        run_id,
+        {
+            f"slice.{row.slice}.{row.variant}.ne".replace("=", "_"): row.ne
+            for row in table.itertuples(index=False)
+        },
+    )
     if not table.empty:
         client.log_text(run_id, table.to_csv(index=False), "evaluation/slices.csv")
     return evaluation
@@ -77,8 +117,14 @@ def _ground_truth(config: QuantrecConfig, day, rows: int):
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def decide_promotion(validation: Validation, evaluation: Evaluation, sizes: dict[str, int],
-                     config: QuantrecConfig, drift_level: str, run_id: str) -> Decision:
+def decide_promotion(
+    validation: Validation,
+    evaluation: Evaluation,
+    sizes: dict[str, int],
+    config: QuantrecConfig,
+    drift_level: str,
+    run_id: str,
+) -> Decision:
     """Apply the gate and write the decision (JSON, text and run tags), pass or fail.
 
     The drift level tightens the budget (warn) or sends the winner to review (severe).
@@ -119,10 +165,13 @@ def _record_decision(client, run_id: str, decision: Decision) -> None:
     client.set_tag(run_id, Tag.PROMOTED_VARIANT, decision.promoted or "none")
     client.set_tag(run_id, Tag.CHALLENGER_VARIANT, decision.challenger or "none")
     client.set_tag(run_id, Tag.DECISION_REASON, decision.reason[:5000])
-    within_noise = [f"{v}:{c.name}" for v, cs in decision.checks.items() for c in cs
-                    if c.within_noise]
+    within_noise = [
+        f"{v}:{c.name}" for v, cs in decision.checks.items() for c in cs if c.within_noise
+    ]
     client.set_tag(run_id, Tag.WITHIN_NOISE, ", ".join(within_noise)[:5000] or "none")
     for variant, checks in decision.checks.items():
-        log_metrics(client, run_id, {
-            f"gate.{variant}.{c.name}": c.value for c in checks if c.value is not None
-        })
+        log_metrics(
+            client,
+            run_id,
+            {f"gate.{variant}.{c.name}": c.value for c in checks if c.value is not None},
+        )

@@ -56,13 +56,16 @@ def day_outcomes(start: date, end: date, experiment: str) -> dict[date, DayOutco
         outcome = DayOutcome.from_record(record)
         outcomes[outcome.date] = outcome  # later runs win
     if not outcomes:
-        raise ReportError(f"no finished lifecycle run between {start} and {end} in experiment "
-                          f"{experiment!r}; run `quantrec backfill --start {start} --end {end}`")
+        raise ReportError(
+            f"no finished lifecycle run between {start} and {end} in experiment "
+            f"{experiment!r}; run `quantrec backfill --start {start} --end {end}`"
+        )
     return dict(sorted(outcomes.items()))
 
 
-def lifecycle_frame(outcomes: dict[date, DayOutcome], model_name: str,
-                    batch_size: int) -> pd.DataFrame:
+def lifecycle_frame(
+    outcomes: dict[date, DayOutcome], model_name: str, batch_size: int
+) -> pd.DataFrame:
     """One row per run date: frozen_ne, fp32_ne, champion_ne, the baselines' and the
     truth's NE, the training mode, drift_level, promoted, outcome."""
     frozen = _frozen_model(outcomes, model_name)
@@ -74,20 +77,24 @@ def lifecycle_frame(outcomes: dict[date, DayOutcome], model_name: str,
         if frozen is not None and day_lake.exists(day):
             batch = batch_from_frame(day_lake.read(day), frozen.schema)
             frozen_ne = score(frozen.model, batch, batch_size=batch_size).ne
-        rows.append({
-            "date": day,
-            "frozen_ne": frozen_ne,
-            "fp32_ne": outcome.metrics.get(Variant.FP32, {}).get("ne", math.nan),
-            "champion_ne": served_ne(outcome, approved),
-            "logistic_ne": outcome.metrics.get(Baseline.LOGISTIC, {}).get("ne", math.nan),
-            "constant_ne": outcome.metrics.get(Baseline.CONSTANT, {}).get("ne", math.nan),
-            "truth_ne": outcome.metrics.get(GROUND_TRUTH_KEY, {}).get("ne", math.nan),
-            "training_mode": outcome.training_mode,
-            "drift_level": outcome.drift_level,
-            "promoted": (outcome.champion_version != outcome.champion_version_before
-                         or outcome.challenger_version in approved),
-            "outcome": outcome.decision,
-        })
+        rows.append(
+            {
+                "date": day,
+                "frozen_ne": frozen_ne,
+                "fp32_ne": outcome.metrics.get(Variant.FP32, {}).get("ne", math.nan),
+                "champion_ne": served_ne(outcome, approved),
+                "logistic_ne": outcome.metrics.get(Baseline.LOGISTIC, {}).get("ne", math.nan),
+                "constant_ne": outcome.metrics.get(Baseline.CONSTANT, {}).get("ne", math.nan),
+                "truth_ne": outcome.metrics.get(GROUND_TRUTH_KEY, {}).get("ne", math.nan),
+                "training_mode": outcome.training_mode,
+                "drift_level": outcome.drift_level,
+                "promoted": (
+                    outcome.champion_version != outcome.champion_version_before
+                    or outcome.challenger_version in approved
+                ),
+                "outcome": outcome.decision,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -95,7 +102,8 @@ def _approved_versions(model_name: str) -> set[str]:
     _, client = connect()
     try:
         found = client.search_model_versions(
-            f"name='{model_name}' and tags.`{Tag.REVIEW}` = 'approved'")
+            f"name='{model_name}' and tags.`{Tag.REVIEW}` = 'approved'"
+        )
     except MlflowException:
         return set()
     return {str(v.version) for v in found}
@@ -109,8 +117,9 @@ def _frozen_model(outcomes: dict[date, DayOutcome], model_name: str):
     return None
 
 
-def write_report(start: date, end: date, out: Path, config: QuantrecConfig,
-                 *, shift_date: date | None = None) -> tuple[Path, Path, dict]:
+def write_report(
+    start: date, end: date, out: Path, config: QuantrecConfig, *, shift_date: date | None = None
+) -> tuple[Path, Path, dict]:
     """Write ``lifecycle.png``, ``lifecycle.html`` and ``lifecycle.csv`` into ``out``;
     return the first two and the summary numbers."""
     outcomes = day_outcomes(start, end, config.registry.experiment)

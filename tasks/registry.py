@@ -49,25 +49,36 @@ def load_champion(model_name: str) -> Champion | None:
         return None
     tags = client.get_model_version(model_name, version).tags
     run_id = tags.get(Tag.MLFLOW_RUN_ID, "")
-    siblings = client.search_model_versions(
-        f"name='{model_name}' and tags.`{Tag.MLFLOW_RUN_ID}` = '{run_id}'") if run_id else []
+    siblings = (
+        client.search_model_versions(
+            f"name='{model_name}' and tags.`{Tag.MLFLOW_RUN_ID}` = '{run_id}'"
+        )
+        if run_id
+        else []
+    )
     parents = [v for v in siblings if v.tags.get(Tag.VARIANT) == Variant.FP32]
     parent = max(parents, key=lambda v: int(v.version)) if parents else None
-    return Champion(version=version, loaded=load_version(model_name, version),
-                    model_name=model_name, run_id=run_id,
-                    parent_version=str(parent.version) if parent else None,
-                    parent_lineage=_lineage(parent) if parent else None)
+    return Champion(
+        version=version,
+        loaded=load_version(model_name, version),
+        model_name=model_name,
+        run_id=run_id,
+        parent_version=str(parent.version) if parent else None,
+        parent_lineage=_lineage(parent) if parent else None,
+    )
 
 
 def _lineage(version) -> Lineage | None:
     """What the fp32 parent version recorded of its training; None for a version that
     recorded nothing (it cannot be continued)."""
-    through, full = (version.tags.get(Tag.TRAINED_THROUGH),
-                     version.tags.get(Tag.FULL_RETRAIN_DATE))
+    through, full = (version.tags.get(Tag.TRAINED_THROUGH), version.tags.get(Tag.FULL_RETRAIN_DATE))
     if not through or not full:
         return None
-    return Lineage(version=str(version.version), trained_through=date.fromisoformat(through),
-                   full_retrain_date=date.fromisoformat(full))
+    return Lineage(
+        version=str(version.version),
+        trained_through=date.fromisoformat(through),
+        full_retrain_date=date.fromisoformat(full),
+    )
 
 
 def registered_for(client, model_name: str, run_key: str) -> dict[str, str]:
@@ -89,8 +100,14 @@ def registered_for(client, model_name: str, run_key: str) -> dict[str, str]:
 
 
 @mlflow_task("register")
-def register_variants(outcome: DayOutcome, variants: dict, plans: dict[str, PrecisionPlan],
-                      schema: FeatureSchema, run_key: str, force: bool = False) -> DayOutcome:
+def register_variants(
+    outcome: DayOutcome,
+    variants: dict,
+    plans: dict[str, PrecisionPlan],
+    schema: FeatureSchema,
+    run_key: str,
+    force: bool = False,
+) -> DayOutcome:
     """Register every variant as a version tagged with its verdict; the outcome with the
     versions (name -> version).
 
@@ -120,8 +137,7 @@ def register_variants(outcome: DayOutcome, variants: dict, plans: dict[str, Prec
             Tag.RUN_DATE: outcome.date.isoformat(),
             Tag.VARIANT: name,
             Tag.DECISION: outcome.verdict(name),
-            Tag.NE: (f"{outcome.metrics[name]['ne']:.6f}" if name in outcome.metrics
-                     else "n/a"),
+            Tag.NE: (f"{outcome.metrics[name]['ne']:.6f}" if name in outcome.metrics else "n/a"),
             Tag.BYTES: str(outcome.bytes[name]),
             Tag.MLFLOW_RUN_ID: run_id,
             Tag.RUN_KEY: run_key,
@@ -139,11 +155,18 @@ def register_variants(outcome: DayOutcome, variants: dict, plans: dict[str, Prec
     return outcome.replace(registered_versions=versions)
 
 
-def _log_version(run_id: str, name: str, model, schema: FeatureSchema,
-                 plan: PrecisionPlan | None, model_name: str) -> str:
+def _log_version(
+    run_id: str,
+    name: str,
+    model,
+    schema: FeatureSchema,
+    plan: PrecisionPlan | None,
+    model_name: str,
+) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = save_model(model, Path(tmp) / "artifact", schema=schema,
-                              precision=name, plan=plan)
+        artifact = save_model(
+            model, Path(tmp) / "artifact", schema=schema, precision=name, plan=plan
+        )
         mlflow.start_run(run_id=run_id)
         try:
             info = mlflow.pyfunc.log_model(
@@ -184,9 +207,12 @@ def set_challenger(outcome: DayOutcome) -> DayOutcome:
     version = outcome.registered_versions[outcome.challenger_variant]
     client.set_registered_model_alias(model_name, Alias.CHALLENGER, version)
     client.set_model_version_tag(model_name, version, Tag.REVIEW, "pending")
-    client.set_model_version_tag(model_name, version, Tag.CHALLENGER_REASON,
-                                 outcome.reason[:5000])
+    client.set_model_version_tag(model_name, version, Tag.CHALLENGER_REASON, outcome.reason[:5000])
     client.set_tag(outcome.mlflow_run_id, Tag.CHALLENGER_VERSION, version)
-    get_run_logger().warning("version %s of %s is the challenger, awaiting review: %s",
-                             version, model_name, outcome.reason)
+    get_run_logger().warning(
+        "version %s of %s is the challenger, awaiting review: %s",
+        version,
+        model_name,
+        outcome.reason,
+    )
     return outcome.replace(challenger_version=version)

@@ -15,17 +15,20 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from quantrec.models.lifecycle import DayOutcome, DriftOutcome
 from quantrec.models.evaluation import Evaluation
 from quantrec.models.gate import Decision
+from quantrec.models.lifecycle import DayOutcome, DriftOutcome
 from quantrec.models.model_card import METRIC_COLUMNS, summary_markdown
 from quantrec.models.names import Outcome, Tag
 from quantrec.models.report_render import calibration_bins, run_report_html
 from quantrec.tasks.settings import code_version, config_hash
 from quantrec.tasks.tracking import (
-    RECORD_ARTIFACT, connect, experiment_id, mlflow_task, start_run,
+    RECORD_ARTIFACT,
+    connect,
+    experiment_id,
+    mlflow_task,
+    start_run,
 )
-
 
 
 @mlflow_task("open-run")
@@ -41,14 +44,19 @@ def open_lifecycle_run(run_date: date, experiment: str, config_json: str) -> str
     for stale in client.search_runs(
         [exp_id],
         filter_string=f"tags.`{Tag.RUN_DATE}` = '{run_date.isoformat()}' "
-                      "and attributes.status = 'RUNNING'",
+        "and attributes.status = 'RUNNING'",
     ):
         client.set_tag(stale.info.run_id, Tag.DECISION, Outcome.CRASHED)
         client.set_terminated(stale.info.run_id, status="KILLED")
     run_id = start_run(
-        client, exp_id, run_date,
-        tags={Tag.FLOW: "daily_lifecycle", Tag.CONFIG_HASH: config_hash(config_json),
-              Tag.CODE_VERSION: code_version()},
+        client,
+        exp_id,
+        run_date,
+        tags={
+            Tag.FLOW: "daily_lifecycle",
+            Tag.CONFIG_HASH: config_hash(config_json),
+            Tag.CODE_VERSION: code_version(),
+        },
     )
     client.log_text(run_id, config_json, "config.json")
     return run_id
@@ -69,8 +77,9 @@ def finished_outcome(experiment: str, run_key: str, run_id: str) -> DayOutcome |
     for run in runs:
         if run.info.run_id != run_id and Tag.REUSED_FROM not in run.data.tags:
             try:
-                return DayOutcome.from_record(mlflow.artifacts.load_dict(
-                    f"runs:/{run.info.run_id}/{RECORD_ARTIFACT}"))
+                return DayOutcome.from_record(
+                    mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{RECORD_ARTIFACT}")
+                )
             except (MlflowException, OSError):
                 continue
     return None
@@ -83,19 +92,23 @@ def publish_reused(outcome: DayOutcome, run_id: str) -> DayOutcome:
     client.set_tag(run_id, Tag.REUSED_FROM, outcome.mlflow_run_id)
     client.set_tag(run_id, Tag.DECISION, Outcome.REUSED)
     day = outcome.date.isoformat()
-    note = (f"# quantrec lifecycle, run date {day}: nothing to do\n\n"
-            f"Run `{outcome.mlflow_run_id}` already ran this date on the same data, "
-            f"configuration and code (decision: {outcome.decision}). Rerun with `--force` "
-            "to train and register again.")
-    create_markdown_artifact(markdown=note, key=f"lifecycle-{day}",
-                             description=f"quantrec rerun of {day}: reused")
+    note = (
+        f"# quantrec lifecycle, run date {day}: nothing to do\n\n"
+        f"Run `{outcome.mlflow_run_id}` already ran this date on the same data, "
+        f"configuration and code (decision: {outcome.decision}). Rerun with `--force` "
+        "to train and register again."
+    )
+    create_markdown_artifact(
+        markdown=note, key=f"lifecycle-{day}", description=f"quantrec rerun of {day}: reused"
+    )
     client.set_terminated(run_id, status="FINISHED")
     return outcome.replace(reused_from=outcome.mlflow_run_id, rerun_mlflow_run_id=run_id)
 
 
 @mlflow_task("run-report")
-def publish_run_report(outcome: DayOutcome, decision: Decision, drift: DriftOutcome,
-                       evaluation: Evaluation) -> DayOutcome:
+def publish_run_report(
+    outcome: DayOutcome, decision: Decision, drift: DriftOutcome, evaluation: Evaluation
+) -> DayOutcome:
     """Log the run's HTML report (drift, calibration, NE by slice, the decision); the
     outcome with where it is (an MLflow UI link when its address is known, else the
     artifact URI)."""
@@ -104,16 +117,25 @@ def publish_run_report(outcome: DayOutcome, decision: Decision, drift: DriftOutc
     base = _ui_base(client)
     links = {"MLflow run": _run_url(client, base, run_id)} if base else {}
     html = run_report_html(
-        run_date=outcome.date, decision=decision.to_dict(), drift=drift.table,
-        drift_level=drift.level, drift_reasons=drift.reasons,
+        run_date=outcome.date,
+        decision=decision.to_dict(),
+        drift=drift.table,
+        drift_level=drift.level,
+        drift_reasons=drift.reasons,
         metrics={n: m.to_dict() for n, m in evaluation.metrics.items()},
-        calibration={n: calibration_bins(evaluation.labels, p)
-                     for n, p in evaluation.predictions.items()},
-        slices=evaluation.slice_table(), staleness=drift.staleness, links=links,
+        calibration={
+            n: calibration_bins(evaluation.labels, p) for n, p in evaluation.predictions.items()
+        },
+        slices=evaluation.slice_table(),
+        staleness=drift.staleness,
+        links=links,
     )
     client.log_text(run_id, html, "report.html")
-    where = (f"{base}/get-artifact?path=report.html&run_uuid={run_id}" if base
-             else f"runs:/{run_id}/report.html")
+    where = (
+        f"{base}/get-artifact?path=report.html&run_uuid={run_id}"
+        if base
+        else f"runs:/{run_id}/report.html"
+    )
     return outcome.replace(report=where)
 
 
@@ -126,17 +148,22 @@ def publish_summary(outcome: DayOutcome) -> DayOutcome:
     client.log_dict(run_id, outcome.to_record(), RECORD_ARTIFACT)
     links = mlflow_links(client, outcome)
     create_markdown_artifact(
-        markdown=summary_markdown(outcome) + "".join(
-            f"\n\n[{name}]({url})" for name, url in links.items()),
+        markdown=summary_markdown(outcome)
+        + "".join(f"\n\n[{name}]({url})" for name, url in links.items()),
         key=f"lifecycle-{day}",
         description=f"quantrec decision for {day}",
     )
     if outcome.metrics:
         create_table_artifact(
-            table=[{"variant": name, **{m: round(v[m], 6) for m in METRIC_COLUMNS},
+            table=[
+                {
+                    "variant": name,
+                    **{m: round(v[m], 6) for m in METRIC_COLUMNS},
                     "bytes": outcome.bytes.get(name),
-                    "version": outcome.registered_versions.get(name)}
-                   for name, v in outcome.metrics.items()],
+                    "version": outcome.registered_versions.get(name),
+                }
+                for name, v in outcome.metrics.items()
+            ],
             key=f"variants-{day}",
             description=f"Variants x metrics on {day}",
         )
@@ -167,7 +194,8 @@ def mlflow_links(client, outcome: DayOutcome) -> dict[str, str]:
         links["run report"] = outcome.report
     for variant, version in outcome.registered_versions.items():
         links[f"model version {version} ({variant})"] = (
-            f"{base}/#/models/{outcome.model_name}/versions/{version}")
+            f"{base}/#/models/{outcome.model_name}/versions/{version}"
+        )
     return links
 
 

@@ -63,9 +63,7 @@ def pending_reviews(model_name: str) -> list[Pending]:
     """Versions tagged ``quantrec.review=pending`` (the challengers), newest first."""
     _, client = connect()
     aliases = _aliases(client, model_name)
-    found = client.search_model_versions(
-        f"name='{model_name}' and tags.`{Tag.REVIEW}` = 'pending'"
-    )
+    found = client.search_model_versions(f"name='{model_name}' and tags.`{Tag.REVIEW}` = 'pending'")
     pending = []
     for version in sorted(found, key=lambda v: int(v.version), reverse=True):
         run_id = version.tags.get(Tag.MLFLOW_RUN_ID)
@@ -73,14 +71,16 @@ def pending_reviews(model_name: str) -> list[Pending]:
             decision = mlflow.artifacts.load_dict(f"runs:/{run_id}/decision.json")
         except (MlflowException, OSError):
             decision = None
-        pending.append(Pending(
-            version=str(version.version),
-            run_date=version.tags.get(Tag.RUN_DATE, ""),
-            variant=version.tags.get(Tag.VARIANT, ""),
-            aliases=tuple(a for a, v in aliases.items() if v == str(version.version)),
-            reason=version.tags.get(Tag.CHALLENGER_REASON, ""),
-            decision=decision,
-        ))
+        pending.append(
+            Pending(
+                version=str(version.version),
+                run_date=version.tags.get(Tag.RUN_DATE, ""),
+                variant=version.tags.get(Tag.VARIANT, ""),
+                aliases=tuple(a for a, v in aliases.items() if v == str(version.version)),
+                reason=version.tags.get(Tag.CHALLENGER_REASON, ""),
+                decision=decision,
+            )
+        )
     return pending
 
 
@@ -103,9 +103,11 @@ def _require_challenger(model_name: str, found, aliases: dict[str, str]) -> None
     if challenger == version and review == "pending":
         return
     held = [alias for alias, held_by in aliases.items() if held_by == version]
-    what = [f"gate decision {found.tags.get(Tag.DECISION, 'not recorded')!r}",
-            f"review {repr(review) if review else 'never requested'}",
-            f"aliases {', '.join(sorted(held)) or 'none'}"]
+    what = [
+        f"gate decision {found.tags.get(Tag.DECISION, 'not recorded')!r}",
+        f"review {repr(review) if review else 'never requested'}",
+        f"aliases {', '.join(sorted(held)) or 'none'}",
+    ]
     if aliases.get(Alias.CHAMPION) == version:
         what.insert(0, "it is the champion already")
     raise ReviewError(
@@ -113,7 +115,7 @@ def _require_challenger(model_name: str, found, aliases: dict[str, str]) -> None
         f"(the challenger is {'version ' + challenger if challenger else 'none'}); "
         f"version {version}: {'; '.join(what)}. `quantrec review approve` applies only to "
         f"the current challenger; to make version {version} the champion anyway, record an "
-        f"override: quantrec promote {version} --reason \"...\""
+        f'override: quantrec promote {version} --reason "..."'
     )
 
 
@@ -127,30 +129,53 @@ def approve(model_name: str, version: str, reason: str = "") -> dict:
     aliases = _aliases(client, model_name)
     _require_challenger(model_name, found, aliases)
     before = aliases.get(Alias.CHAMPION)
-    _tag(client, model_name, version, {
-        Tag.REVIEW: "approved", Tag.REVIEWED_BY: os_user(),
-        Tag.REVIEWED_AT: _now(), Tag.REVIEW_REASON: reason or "approved",
-    })
+    _tag(
+        client,
+        model_name,
+        version,
+        {
+            Tag.REVIEW: "approved",
+            Tag.REVIEWED_BY: os_user(),
+            Tag.REVIEWED_AT: _now(),
+            Tag.REVIEW_REASON: reason or "approved",
+        },
+    )
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)
-    return {"action": "approve", "version": version, "champion_before": before,
-            "champion": after, "by": os_user()}
+    return {
+        "action": "approve",
+        "version": version,
+        "champion_before": before,
+        "champion": after,
+        "by": os_user(),
+    }
 
 
 @mlflow_task("reject-challenger", **_RETRY)
 def reject(model_name: str, version: str, reason: str) -> dict:
     """Record that ``version`` must not serve; the champion does not move."""
     if not reason.strip():
-        raise ReviewError("a rejection needs a reason: --reason \"...\"")
+        raise ReviewError('a rejection needs a reason: --reason "..."')
     _, client = connect()
     version = str(_version(client, model_name, version).version)
-    _tag(client, model_name, version, {
-        Tag.REVIEW: "rejected", Tag.REVIEWED_BY: os_user(),
-        Tag.REVIEWED_AT: _now(), Tag.REVIEW_REASON: reason,
-    })
+    _tag(
+        client,
+        model_name,
+        version,
+        {
+            Tag.REVIEW: "rejected",
+            Tag.REVIEWED_BY: os_user(),
+            Tag.REVIEWED_AT: _now(),
+            Tag.REVIEW_REASON: reason,
+        },
+    )
     _drop_challenger(client, model_name, version)
-    return {"action": "reject", "version": version,
-            "champion": _aliases(client, model_name).get(Alias.CHAMPION), "by": os_user()}
+    return {
+        "action": "reject",
+        "version": version,
+        "champion": _aliases(client, model_name).get(Alias.CHAMPION),
+        "by": os_user(),
+    }
 
 
 @mlflow_task("rollback-champion", **_RETRY)
@@ -160,35 +185,53 @@ def rollback(model_name: str, reason: str = "") -> dict:
     aliases = _aliases(client, model_name)
     previous, current = aliases.get(Alias.PREVIOUS), aliases.get(Alias.CHAMPION)
     if previous is None:
-        raise ReviewError(f"model {model_name!r} has no 'previous' alias to roll back to "
-                          f"(champion is {current})")
+        raise ReviewError(
+            f"model {model_name!r} has no 'previous' alias to roll back to (champion is {current})"
+        )
     if current is not None:
-        _tag(client, model_name, current, {
-            Tag.ROLLED_BACK_BY: os_user(), Tag.ROLLED_BACK_AT: _now(),
-            Tag.ROLLED_BACK_REASON: reason or "rollback",
-        })
+        _tag(
+            client,
+            model_name,
+            current,
+            {
+                Tag.ROLLED_BACK_BY: os_user(),
+                Tag.ROLLED_BACK_AT: _now(),
+                Tag.ROLLED_BACK_REASON: reason or "rollback",
+            },
+        )
     client.set_registered_model_alias(model_name, Alias.CHAMPION, previous)
     # The demoted version is not a safe place to return to; previous is now ambiguous.
     client.delete_registered_model_alias(model_name, Alias.PREVIOUS)
-    return {"action": "rollback", "champion_before": current, "champion": previous,
-            "by": os_user()}
+    return {"action": "rollback", "champion_before": current, "champion": previous, "by": os_user()}
 
 
 @mlflow_task("override-gate", **_RETRY)
 def promote_override(model_name: str, version: str, reason: str) -> dict:
     """Promote ``version`` although the gate did not: recorded with reason and user."""
     if not reason.strip():
-        raise ReviewError("overriding the gate needs a reason: --reason \"...\"")
+        raise ReviewError('overriding the gate needs a reason: --reason "..."')
     _, client = connect()
     found = _version(client, model_name, version)
     version = str(found.version)
     before = _aliases(client, model_name).get(Alias.CHAMPION)
-    _tag(client, model_name, version, {
-        Tag.OVERRIDE_REASON: reason, Tag.OVERRIDE_BY: os_user(),
-        Tag.OVERRIDE_AT: _now(),
-        Tag.OVERRIDE_OF_DECISION: found.tags.get(Tag.DECISION, "unknown"),
-    })
+    _tag(
+        client,
+        model_name,
+        version,
+        {
+            Tag.OVERRIDE_REASON: reason,
+            Tag.OVERRIDE_BY: os_user(),
+            Tag.OVERRIDE_AT: _now(),
+            Tag.OVERRIDE_OF_DECISION: found.tags.get(Tag.DECISION, "unknown"),
+        },
+    )
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)
-    return {"action": "promote", "version": version, "champion_before": before,
-            "champion": after, "by": os_user(), "reason": reason}
+    return {
+        "action": "promote",
+        "version": version,
+        "champion_before": before,
+        "champion": after,
+        "by": os_user(),
+        "reason": reason,
+    }

@@ -14,7 +14,12 @@ import mlflow
 from prefect import get_run_logger, task
 
 from quantrec.models.lifecycle import (
-    PlanChoice, PreviousPlan, Trained, reuse_plan, search_plan, why_search,
+    PlanChoice,
+    PreviousPlan,
+    Trained,
+    reuse_plan,
+    search_plan,
+    why_search,
 )
 from quantrec.models.names import DriftLevel, Tag
 from quantrec.models.plan import PrecisionPlan
@@ -37,23 +42,39 @@ def previous_plan(client, experiment: str, run_date: date) -> PreviousPlan | Non
         filter_string=f"tags.`{Tag.PLAN_SOURCE}` != ''",
         max_results=1000,
     )
-    earlier = [r for r in runs if r.data.tags.get(Tag.RUN_DATE, "") < run_date.isoformat()
-               and r.data.tags[Tag.PLAN_SOURCE] != "skipped"]
+    earlier = [
+        r
+        for r in runs
+        if r.data.tags.get(Tag.RUN_DATE, "") < run_date.isoformat()
+        and r.data.tags[Tag.PLAN_SOURCE] != "skipped"
+    ]
     if not earlier:
         return None
     latest = max(earlier, key=lambda r: (r.data.tags[Tag.RUN_DATE], r.info.start_time))
     text = mlflow.artifacts.load_text(f"runs:/{latest.info.run_id}/{PLAN_ARTIFACT}")
-    return PreviousPlan(plan=PrecisionPlan.from_json(text),
-                        run_date=latest.data.tags[Tag.RUN_DATE],
-                        verdict=latest.data.tags.get(Tag.SEARCHED_VERDICT))
+    return PreviousPlan(
+        plan=PrecisionPlan.from_json(text),
+        run_date=latest.data.tags[Tag.RUN_DATE],
+        verdict=latest.data.tags.get(Tag.SEARCHED_VERDICT),
+    )
 
 
-@task(name="precision-plan", cache_key_fn=stage_cache_key("search"), persist_result=True,
-      cache_expiration=STAGE_RESULT_TTL,
-      result_storage_key="quantrec-search-{parameters[run_key]}")
-def choose_precision_plan(trained: Trained, run_date: date, config: QuantrecConfig,
-                          run_key: str, run_id: str, force: bool = False,
-                          drift_level: DriftLevel = DriftLevel.OK) -> PlanChoice:
+@task(
+    name="precision-plan",
+    cache_key_fn=stage_cache_key("search"),
+    persist_result=True,
+    cache_expiration=STAGE_RESULT_TTL,
+    result_storage_key="quantrec-search-{parameters[run_key]}",
+)
+def choose_precision_plan(
+    trained: Trained,
+    run_date: date,
+    config: QuantrecConfig,
+    run_key: str,
+    run_id: str,
+    force: bool = False,
+    drift_level: DriftLevel = DriftLevel.OK,
+) -> PlanChoice:
     """Search a plan on the held-out rows, or reuse the last one.
 
     Its result is persisted under ``run_key`` (the search decision is part of the key);
@@ -61,16 +82,20 @@ def choose_precision_plan(trained: Trained, run_date: date, config: QuantrecConf
     """
     _, client = connect()
     previous = previous_plan(client, config.registry.experiment, run_date)
-    reason = why_search(previous, reuse=config.search.reuse_plan, force=force,
-                        drift_level=drift_level)
+    reason = why_search(
+        previous, reuse=config.search.reuse_plan, force=force, drift_level=drift_level
+    )
     if reason is None:
         choice = reuse_plan(previous)
     else:
         choice = search_plan(
-            trained, reason=reason, budget_rel=config.gate.quantization_ne_budget_rel,
+            trained,
+            reason=reason,
+            budget_rel=config.gate.quantization_ne_budget_rel,
             linear_candidates=config.search.linear_candidates,
             table_candidates=config.search.table_candidates,
-            batch_size=config.evaluation.batch_size, threads=config.training.threads,
+            batch_size=config.evaluation.batch_size,
+            threads=config.training.threads,
         )
     choice.computed_by = run_id
     get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
@@ -94,10 +119,14 @@ def record_plan(choice: PlanChoice, run_id: str) -> None:
 def _record_search(client, run_id: str, result: SearchResult) -> None:
     """The search's evidence: every candidate, the sensitivity table, a Pareto chart."""
     client.log_dict(run_id, result.to_dict(), "search/search.json")
-    log_metrics(client, run_id, {
-        "search.ne_fp32_holdout": result.ne_fp32,
-        "search.chosen_ne_delta_rel": result.chosen.ne_delta_rel,
-        "search.chosen_bytes": result.chosen.bytes,
-        "search.candidates": len(result.evaluated),
-    })
+    log_metrics(
+        client,
+        run_id,
+        {
+            "search.ne_fp32_holdout": result.ne_fp32,
+            "search.chosen_ne_delta_rel": result.chosen.ne_delta_rel,
+            "search.chosen_bytes": result.chosen.bytes,
+            "search.candidates": len(result.evaluated),
+        },
+    )
     client.log_figure(run_id, pareto_figure(result), "search/pareto.png")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -193,13 +193,21 @@ def _holder(path: Path) -> str:
         info = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         return "another process"
-    return (f"pid {info.get('pid')} on {info.get('host')} (user {info.get('user')}, "
-            f"since {info.get('since')})")
+    return (
+        f"pid {info.get('pid')} on {info.get('host')} (user {info.get('user')}, "
+        f"since {info.get('since')})"
+    )
 
 
 @contextmanager
-def run_date_lock(model_name: str, run_date: date, *, wait: bool = False,
-                  timeout_s: float = 6 * 3600, poll_s: float = 2.0) -> Iterator[Path]:
+def run_date_lock(
+    model_name: str,
+    run_date: date,
+    *,
+    wait: bool = False,
+    timeout_s: float = 6 * 3600,
+    poll_s: float = 2.0,
+) -> Iterator[Path]:
     """Hold the exclusive lock of (model, run date) for the block.
 
     Raises:
@@ -224,10 +232,16 @@ def run_date_lock(model_name: str, run_date: date, *, wait: bool = False,
                 time.sleep(poll_s)
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "user": os_user(),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }))
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "user": os_user(),
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
         handle.flush()
         yield path
     finally:

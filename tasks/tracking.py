@@ -44,8 +44,12 @@ def mlflow_task(name: str, **options):
     """A Prefect task that talks to MLflow: never cached, retried with exponential backoff
     and jitter (a tracking server restarting, a locked SQLite file). ``options`` override,
     e.g. ``retry_condition_fn``."""
-    policy = dict(cache_policy=NO_CACHE, retries=3, retry_jitter_factor=0.5,
-                  retry_delay_seconds=exponential_backoff(backoff_factor=2))
+    policy = dict(
+        cache_policy=NO_CACHE,
+        retries=3,
+        retry_jitter_factor=0.5,
+        retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    )
     return task(name=name, **{**policy, **options})
 
 
@@ -66,8 +70,9 @@ def experiment_id(client: MlflowClient, home: Home, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def start_run(client: MlflowClient, experiment: str, run_date: date,
-              tags: Mapping[str, str]) -> str:
+def start_run(
+    client: MlflowClient, experiment: str, run_date: date, tags: Mapping[str, str]
+) -> str:
     """Open this run date's MLflow run and return its id."""
     run = client.create_run(
         experiment,
@@ -142,15 +147,16 @@ def stage_timings(run_ids: list[str]) -> dict[str, list[float]]:
     for run_id in run_ids:
         for key, value in client.get_run(run_id).data.metrics.items():
             if key.startswith("time.") and key.endswith("_s"):
-                timings.setdefault(key[len("time."):-len("_s")], []).append(value)
+                timings.setdefault(key[len("time.") : -len("_s")], []).append(value)
     return timings
 
 
 # --- datasets ------------------------------------------------------------------------------
 
 
-def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, digest: str, label: str,
-                   rows: int | None = None):
+def dataset_entity(
+    frame: pd.DataFrame, *, name: str, source: str, digest: str, label: str, rows: int | None = None
+):
     """The MLflow description of a frame (name, digest, source, schema, profile). With
     ``rows``, ``frame`` is a sample: the schema is the sample's, the profile counts ``rows``
     (a streamed window, a large day: never profiled whole)."""
@@ -167,9 +173,14 @@ def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, digest: str, 
         )._to_mlflow_entity()
     if rows is None:
         return entity
-    return Dataset(name=entity.name, digest=entity.digest, source_type=entity.source_type,
-                   source=entity.source, schema=entity.schema,
-                   profile=json.dumps({"num_rows": rows, "num_elements": rows * frame.shape[1]}))
+    return Dataset(
+        name=entity.name,
+        digest=entity.digest,
+        source_type=entity.source_type,
+        source=entity.source,
+        schema=entity.schema,
+        profile=json.dumps({"num_rows": rows, "num_elements": rows * frame.shape[1]}),
+    )
 
 
 def log_dataset(client, run_id: str, entity, *, context: str) -> None:
@@ -225,13 +236,15 @@ def record_manifest(client, model_name: str, version: str, run_id: str) -> Manif
     with tempfile.TemporaryDirectory(prefix="quantrec-manifest-") as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=_model_artifacts(client, model_name, version),
-            dst_path=str(Path(tmp) / "model"))
+            dst_path=str(Path(tmp) / "model"),
+        )
         manifest = take_manifest(Path(local))
         path = Path(tmp) / f"{model_name}-v{version}.json"
         path.write_text(manifest.to_json())
         client.log_artifact(run_id, str(path), artifact_path=MANIFEST_DIR)
-    client.set_model_version_tag(model_name, version, Tag.MANIFEST,
-                                 f"runs:/{run_id}/{MANIFEST_DIR}/{path.name}")
+    client.set_model_version_tag(
+        model_name, version, Tag.MANIFEST, f"runs:/{run_id}/{MANIFEST_DIR}/{path.name}"
+    )
     client.set_model_version_tag(model_name, version, Tag.MANIFEST_SHA256, manifest.sha256)
     return manifest
 
@@ -245,18 +258,22 @@ def _manifest_of(client, model_name: str, version: str, into: Path) -> Manifest:
             f"{Tag.MANIFEST_SHA256}): it was registered before quantrec recorded manifests, "
             "or its registration was interrupted, so its files cannot be verified and it is "
             f"not loaded. Register it again (quantrec run --date "
-            f"{tags.get(Tag.RUN_DATE, 'RUN_DATE')} --force) or promote a verified version.")
+            f"{tags.get(Tag.RUN_DATE, 'RUN_DATE')} --force) or promote a verified version."
+        )
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
     except (MlflowException, OSError) as err:
-        raise IntegrityError(f"model {model_name!r} version {version}: its manifest {uri} "
-                             f"cannot be read ({err}); the version is not loaded") from err
+        raise IntegrityError(
+            f"model {model_name!r} version {version}: its manifest {uri} "
+            f"cannot be read ({err}); the version is not loaded"
+        ) from err
     found = file_sha256(local)
     if found != expected:
         raise IntegrityError(
             f"model {model_name!r} version {version}: the manifest {uri} has sha256 {found}, "
             f"the registry's {Tag.MANIFEST_SHA256} tag says {expected}; the manifest was "
-            "changed after registration and the version is not loaded")
+            "changed after registration and the version is not loaded"
+        )
     return Manifest.from_json(local.read_text())
 
 
@@ -266,16 +283,19 @@ def verified_copy(model_name: str, version: str, into: Path) -> Path:
     file and both hashes when a file differs, is missing or is not in the manifest."""
     _, client = connect()
     manifest = _manifest_of(client, model_name, version, into / "manifest")
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=_model_artifacts(client, model_name, version),
-        dst_path=str(into / "model")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=_model_artifacts(client, model_name, version), dst_path=str(into / "model")
+        )
+    )
     mismatches = manifest.mismatches(local)
     if mismatches:
         raise IntegrityError(
             f"model {model_name!r} version {version} does not match its manifest: "
             + "; ".join(m.describe() for m in mismatches)
             + ". The registered files were changed after registration; nothing of the "
-            "version was loaded. Restore the files or register the version again.")
+            "version was loaded. Restore the files or register the version again."
+        )
     return local
 
 

@@ -9,39 +9,63 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from quantrec.models.lifecycle import (
-    Candidate, Champion, Partitions, Trained, TrainingPlan, build_variants,
-    fit_window_baselines, plan_training, train_fp32,
-)
 from quantrec.models.baselines import Baselines
+from quantrec.models.lifecycle import (
+    Candidate,
+    Champion,
+    Partitions,
+    Trained,
+    TrainingPlan,
+    build_variants,
+    fit_window_baselines,
+    plan_training,
+    train_fp32,
+)
 from quantrec.models.names import Tag
 from quantrec.models.plan import PrecisionPlan
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import STAGE_RESULT_TTL, pause_point, quantrec_home, stage_cache_key
 from quantrec.tasks.tracking import (
-    connect, dataset_entity, flatten, load_version, log_dataset, log_metrics, log_params,
-    mlflow_task, stage_timer,
+    connect,
+    dataset_entity,
+    flatten,
+    load_version,
+    log_dataset,
+    log_metrics,
+    log_params,
+    mlflow_task,
+    stage_timer,
 )
 
+
 @task(name="plan-training", cache_policy=NO_CACHE)
-def plan_candidate_training(partitions: Partitions, champion: Champion | None,
-                            config: QuantrecConfig, drift_level: str) -> TrainingPlan:
+def plan_candidate_training(
+    partitions: Partitions, champion: Champion | None, config: QuantrecConfig, drift_level: str
+) -> TrainingPlan:
     """Continue the champion's fp32 parent on the new days, or retrain on the window
     (``models.lifecycle.plan_training``)."""
     plan = plan_training(
-        partitions.run_date, partitions.window, mode=config.training.mode,
+        partitions.run_date,
+        partitions.window,
+        mode=config.training.mode,
         full_retrain_days=config.training.full_retrain_days,
-        parent=champion.parent_lineage if champion else None, drift_level=drift_level)
-    get_run_logger().info("training %s on %d day(s): %s", plan.mode, len(plan.days),
-                          plan.reason)
+        parent=champion.parent_lineage if champion else None,
+        drift_level=drift_level,
+    )
+    get_run_logger().info("training %s on %d day(s): %s", plan.mode, len(plan.days), plan.reason)
     return plan
 
 
-@task(name="train-fp32", cache_key_fn=stage_cache_key("train"), persist_result=True,
-      cache_expiration=STAGE_RESULT_TTL,
-      result_storage_key="quantrec-train-{parameters[run_key]}")
-def train_candidate(partitions: Partitions, plan: TrainingPlan, config: QuantrecConfig,
-                    run_key: str, run_id: str) -> Trained:
+@task(
+    name="train-fp32",
+    cache_key_fn=stage_cache_key("train"),
+    persist_result=True,
+    cache_expiration=STAGE_RESULT_TTL,
+    result_storage_key="quantrec-train-{parameters[run_key]}",
+)
+def train_candidate(
+    partitions: Partitions, plan: TrainingPlan, config: QuantrecConfig, run_key: str, run_id: str
+) -> Trained:
     """Train the fp32 DLRM on the plan's days, deterministically, from scratch or from the
     champion's parent.
 
@@ -51,38 +75,61 @@ def train_candidate(partitions: Partitions, plan: TrainingPlan, config: Quantrec
     day_lake = quantrec_home().day_lake()
     warm = load_version(config.registry.model_name, plan.warm_from) if plan.warm_from else None
     pause_point("train")
-    trained = train_fp32([day_lake.path(day) for day in plan.days], partitions.schema,
-                         model=config.model, training=config.training,
-                         holdout_fraction=config.search.holdout_fraction, warm_from=warm)
+    trained = train_fp32(
+        [day_lake.path(day) for day in plan.days],
+        partitions.schema,
+        model=config.model,
+        training=config.training,
+        holdout_fraction=config.search.holdout_fraction,
+        warm_from=warm,
+    )
     trained.computed_by, trained.plan = run_id, plan
-    get_run_logger().info("trained on %d rows at %.0f samples/s", trained.rows,
-                          trained.report.samples_per_s)
+    get_run_logger().info(
+        "trained on %d rows at %.0f samples/s", trained.rows, trained.report.samples_per_s
+    )
     return trained
 
 
 @mlflow_task("record-training")
-def record_training(trained: Trained, partitions: Partitions, config: QuantrecConfig,
-                    run_id: str) -> None:
+def record_training(
+    trained: Trained, partitions: Partitions, config: QuantrecConfig, run_id: str
+) -> None:
     """Log the training parameters, dataset, throughput and stage time to the run."""
     home, client = connect()
-    log_params(client, run_id, flatten("", {"model": config.model.model_dump(),
-                                            "training": config.training.model_dump()}))
+    log_params(
+        client,
+        run_id,
+        flatten("", {"model": config.model.model_dump(), "training": config.training.model_dump()}),
+    )
     window = trained.plan.days if trained.plan else partitions.window
-    log_dataset(client, run_id, dataset_entity(
-        trained.sample, rows=trained.rows, name=f"window {window[0]}..{window[-1]}",
-        source=str(home.lake), digest=partitions.window_digest(),
-        label=partitions.schema.label), context="training")
-    log_metrics(client, run_id, {
-        "train.rows": trained.rows,
-        "search.holdout_rows": len(trained.holdout),
-        "train.samples_per_s": trained.report.samples_per_s,
-        "train.final_loss": trained.report.final_loss,
-        "train.seconds": trained.report.seconds,
-        "train.epochs": trained.report.epochs,
-        "train.best_epoch": trained.report.best_epoch,
-        "model.embedding_dim": trained.model.architecture()["embedding_dim"],
-        "time.train_s": trained.seconds,
-    })
+    log_dataset(
+        client,
+        run_id,
+        dataset_entity(
+            trained.sample,
+            rows=trained.rows,
+            name=f"window {window[0]}..{window[-1]}",
+            source=str(home.lake),
+            digest=partitions.window_digest(),
+            label=partitions.schema.label,
+        ),
+        context="training",
+    )
+    log_metrics(
+        client,
+        run_id,
+        {
+            "train.rows": trained.rows,
+            "search.holdout_rows": len(trained.holdout),
+            "train.samples_per_s": trained.report.samples_per_s,
+            "train.final_loss": trained.report.final_loss,
+            "train.seconds": trained.report.seconds,
+            "train.epochs": trained.report.epochs,
+            "train.best_epoch": trained.report.best_epoch,
+            "model.embedding_dim": trained.model.architecture()["embedding_dim"],
+            "time.train_s": trained.seconds,
+        },
+    )
     if trained.plan is not None:
         client.set_tag(run_id, Tag.TRAINING_MODE, trained.plan.mode)
         client.set_tag(run_id, Tag.TRAINING_REASON, trained.plan.reason[:5000])
@@ -92,25 +139,33 @@ def record_training(trained: Trained, partitions: Partitions, config: QuantrecCo
 
 
 @task(name="fit-baselines", cache_policy=NO_CACHE)
-def fit_run_baselines(trained: Trained, partitions: Partitions, config: QuantrecConfig,
-                      run_id: str) -> Baselines:
+def fit_run_baselines(
+    trained: Trained, partitions: Partitions, config: QuantrecConfig, run_id: str
+) -> Baselines:
     """The base rate and the logistic regression every candidate must beat, fitted on the
     window's rows; their choices are logged (``baselines.json``)."""
     home, client = connect()
     day_lake = home.day_lake()
     with stage_timer(client, run_id, "baselines"):
         baselines = fit_window_baselines(
-            [day_lake.path(day) for day in partitions.window], trained,
-            holdout_fraction=config.search.holdout_fraction, seed=config.training.seed)
+            [day_lake.path(day) for day in partitions.window],
+            trained,
+            holdout_fraction=config.search.holdout_fraction,
+            seed=config.training.seed,
+        )
     client.log_dict(run_id, baselines.to_dict(), "baselines.json")
-    get_run_logger().info("baselines: base rate %.4f; %s", baselines.base_rate,
-                          baselines.logistic.reason if baselines.logistic else baselines.note)
+    get_run_logger().info(
+        "baselines: base rate %.4f; %s",
+        baselines.base_rate,
+        baselines.logistic.reason if baselines.logistic else baselines.note,
+    )
     return baselines
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
-def quantize_variants(trained: Trained, plan: PrecisionPlan, run_id: str,
-                      threads: int) -> Candidate:
+def quantize_variants(
+    trained: Trained, plan: PrecisionPlan, run_id: str, threads: int
+) -> Candidate:
     """fp32, fp16 and int8 everywhere, and the precision plan's variant (``searched``),
     re-calibrated on the held-out rows."""
     _, client = connect()

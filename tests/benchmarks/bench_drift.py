@@ -55,26 +55,34 @@ def main() -> None:
     window = pd.concat([feed.day(d) for d in days], ignore_index=True)
     day = feed.day(SHIFT)
     window_scores, day_scores = _scores(window), _scores(day)
-    print(f"data: day {len(day):,} rows x {day.shape[1]} columns, window {len(window):,} "
-          f"rows ({args.reference_days} day(s)), made in {time.perf_counter() - start:.1f} s")
+    print(
+        f"data: day {len(day):,} rows x {day.shape[1]} columns, window {len(window):,} "
+        f"rows ({args.reference_days} day(s)), made in {time.perf_counter() - start:.1f} s"
+    )
 
-    build_s, profile = _best(args.repeats, lambda: DriftProfile.build(
-        window, schema, scores=window_scores, source={"bench": True}))
+    build_s, profile = _best(
+        args.repeats,
+        lambda: DriftProfile.build(window, schema, scores=window_scores, source={"bench": True}),
+    )
     vocab = sum(p.vocabulary.size for p in profile.categorical.values())
     print(f"build profile:          {build_s:6.2f} s  ({vocab:,} vocabulary ids in all)")
     with tempfile.TemporaryDirectory() as tmp:
         save_s, _ = _best(args.repeats, lambda: profile.save(tmp))
         load_s, loaded = _best(args.repeats, lambda: DriftProfile.load(tmp))
     print(f"save / load profile:    {save_s:6.2f} s / {load_s:.2f} s")
-    measure_s, report = _best(args.repeats, lambda: measure(loaded, day, schema,
-                                                            scores=day_scores))
-    print(f"measure (target <= 5 s): {measure_s:5.2f} s  -> level {report.level}, "
-          f"dataset drift share {report.dataset_drift_share:.2f}, "
-          f"prediction PSI {report.prediction_psi:.3f}, {len(report.to_metrics())} metrics")
-    rebuild_s, _ = _best(args.repeats,
-                         lambda: measure(DriftProfile.build(window, schema), day, schema))
-    print(f"measure on a rebuilt profile (each call): {rebuild_s:.2f} s, "
-          f"{rebuild_s / measure_s:.1f}x the time of measure on a saved profile")
+    measure_s, report = _best(args.repeats, lambda: measure(loaded, day, schema, scores=day_scores))
+    print(
+        f"measure (target <= 5 s): {measure_s:5.2f} s  -> level {report.level}, "
+        f"dataset drift share {report.dataset_drift_share:.2f}, "
+        f"prediction PSI {report.prediction_psi:.3f}, {len(report.to_metrics())} metrics"
+    )
+    rebuild_s, _ = _best(
+        args.repeats, lambda: measure(DriftProfile.build(window, schema), day, schema)
+    )
+    print(
+        f"measure on a rebuilt profile (each call): {rebuild_s:.2f} s, "
+        f"{rebuild_s / measure_s:.1f}x the time of measure on a saved profile"
+    )
 
 
 if __name__ == "__main__":

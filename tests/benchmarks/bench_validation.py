@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -25,7 +25,7 @@ DAY = date(2024, 2, 8)
 
 
 def _with_time(frame, day: date):
-    midnight = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+    midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
     return frame.assign(ts=midnight + np.random.default_rng(0).integers(0, 86_400, len(frame)))
 
 
@@ -49,28 +49,34 @@ def main() -> None:
     start = time.perf_counter()
     profile = profile_reference([_with_time(feed.day(d), d) for d in window], schema)
     frame = _with_time(feed.day(DAY), DAY)
-    print(f"data: {len(frame):,} rows x {frame.shape[1]} columns "
-          f"(+ 2 reference days) in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(
+        f"data: {len(frame):,} rows x {frame.shape[1]} columns "
+        f"(+ 2 reference days) in {time.perf_counter() - start:.1f} s"
+    )
     start = time.perf_counter()
     contract = build_suite(schema)
     suite = build_reference_suite(profile, schema)
-    print(f"suites: {len(contract.expectations)} contract and {len(suite.expectations)} "
-          f"reference expectations built in {time.perf_counter() - start:.1f} s")
+    print(
+        f"suites: {len(contract.expectations)} contract and {len(suite.expectations)} "
+        f"reference expectations built in {time.perf_counter() - start:.1f} s"
+    )
     validate_day(frame.iloc[:1000], schema, source="warm-up", suite=contract)  # GX import
-    base = _best(args.repeats, lambda: validate_day(frame, schema, source="bench",
-                                                    suite=contract))  # fmt: skip
+    base = _best(args.repeats, lambda: validate_day(frame, schema, source="bench", suite=contract))
     report = None
 
     def full() -> None:
         nonlocal report
-        now = datetime(2024, 2, 9, tzinfo=timezone.utc)
-        report = validate_partition(frame, schema, source="bench", day=DAY, profile=profile,
-                                    suite=suite, now=now)  # fmt: skip
+        now = datetime(2024, 2, 9, tzinfo=UTC)
+        report = validate_partition(
+            frame, schema, source="bench", day=DAY, profile=profile, suite=suite, now=now
+        )
 
     total = _best(args.repeats, full)
     print(f"contract only (validate_day):            {base:6.2f} s")
-    print(f"contract + reference + pandas checks:    {total:6.2f} s "
-          f"({total / base:.2f}x; {len(report.checks)} checks, passed={report.passed})")
+    print(
+        f"contract + reference + pandas checks:    {total:6.2f} s "
+        f"({total / base:.2f}x; {len(report.checks)} checks, passed={report.passed})"
+    )
     verdict = "within" if total <= 10.0 else "OVER"
     print(f"target <= 10 s for 1M x 40: {verdict} ({total:.2f} s)")
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -56,8 +56,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def spawn(command: list[str], *, env: dict[str, str], log: Path,
-          stderr_log: Path | None = None) -> subprocess.Popen:
+def spawn(
+    command: list[str], *, env: dict[str, str], log: Path, stderr_log: Path | None = None
+) -> subprocess.Popen:
     """Start ``command`` in a new process group, output into ``log`` (and ``stderr_log``).
 
     The working directory is the repository, where served deployments find their flows.
@@ -65,8 +66,15 @@ def spawn(command: list[str], *, env: dict[str, str], log: Path,
     out = open(log, "ab")
     err = open(stderr_log, "ab") if stderr_log else subprocess.STDOUT
     try:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=REPO,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=err,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         out.close()
         if stderr_log:
@@ -95,8 +103,14 @@ def stop_group(process: subprocess.Popen, *, grace_s: float = 10) -> None:
     kill_group(process, signal.SIGKILL)
 
 
-def wait_until(predicate: Callable[[], object], *, timeout_s: float, what: str,
-               every_s: float = 0.5, alive: subprocess.Popen | None = None):
+def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.5,
+    alive: subprocess.Popen | None = None,
+):
     """Poll ``predicate`` until it is truthy; fail naming ``what`` (and a dead ``alive``)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -135,8 +149,11 @@ class Server:
 
 
 def _server_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "QUANTREC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "QUANTREC_"))
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
 
@@ -145,15 +162,34 @@ def start_prefect_server(root: Path) -> Server:
     """``prefect server start`` on a free port with its own PREFECT_HOME; waits for health."""
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    env = _server_env(PREFECT_HOME=str(root), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                      PREFECT_SERVER_UI_ENABLED="false")
+    env = _server_env(
+        PREFECT_HOME=str(root),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+    )
     log = root / "server.log"
-    process = spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                     "--port", str(port), "--no-ui"], env=env, log=log)
+    process = spawn(
+        [
+            str(BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+        ],
+        env=env,
+        log=log,
+    )
     server = Server("prefect", process, f"http://127.0.0.1:{port}/api", log)
     try:
-        wait_until(lambda: http_ok(f"{server.url}/health"), timeout_s=180,
-                   what=f"the Prefect server on port {port}", alive=process)
+        wait_until(
+            lambda: http_ok(f"{server.url}/health"),
+            timeout_s=180,
+            what=f"the Prefect server on port {port}",
+            alive=process,
+        )
     except BaseException:
         server.stop()
         raise
@@ -169,15 +205,32 @@ def start_mlflow_server(root: Path, port: int | None = None) -> Server:
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     log = root / "server.log"
-    process = spawn([
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-    ], env=_server_env(), log=log)
+    process = spawn(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        env=_server_env(),
+        log=log,
+    )
     server = Server("mlflow", process, f"http://127.0.0.1:{port}", log)
     try:
-        wait_until(lambda: http_ok(f"{server.url}/health"), timeout_s=180,
-                   what=f"the MLflow server on port {port}", alive=process)
+        wait_until(
+            lambda: http_ok(f"{server.url}/health"),
+            timeout_s=180,
+            what=f"the MLflow server on port {port}",
+            alive=process,
+        )
     except BaseException:
         server.stop()
         raise
@@ -241,8 +294,11 @@ class Quantrec:
         self._count = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = _server_env(QUANTREC_HOME=str(self.home), PREFECT_API_URL=self.prefect_api,
-                          MLFLOW_ENABLE_ASYNC_LOGGING="false")
+        env = _server_env(
+            QUANTREC_HOME=str(self.home),
+            PREFECT_API_URL=self.prefect_api,
+            MLFLOW_ENABLE_ASYNC_LOGGING="false",
+        )
         if self.tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         return {**env, **extra}
@@ -251,22 +307,28 @@ class Quantrec:
         """Start ``quantrec ARGS --config tiny.toml`` (output into ``logs/<n>.out|err``)."""
         self._count += 1
         name = self.logs / str(self._count)
-        process = spawn([str(BIN / "quantrec"), *args, "--config", str(self.config)],
-                        env=self.env(**env), log=name.with_suffix(".out"),
-                        stderr_log=name.with_suffix(".err"))
+        process = spawn(
+            [str(BIN / "quantrec"), *args, "--config", str(self.config)],
+            env=self.env(**env),
+            log=name.with_suffix(".out"),
+            stderr_log=name.with_suffix(".err"),
+        )
         process.log_name = name  # type: ignore[attr-defined]
         self.children.append(process)
         return process
 
-    def finish(self, process: subprocess.Popen, *, timeout_s: float,
-               started: float | None = None) -> Finished:
+    def finish(
+        self, process: subprocess.Popen, *, timeout_s: float, started: float | None = None
+    ) -> Finished:
         started = time.monotonic() if started is None else started
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             kill_group(process)
-            pytest.fail(f"quantrec {process.args[1:]} did not finish in {timeout_s:.0f} s:\n"
-                        + self.output(process)[1][-3000:])
+            pytest.fail(
+                f"quantrec {process.args[1:]} did not finish in {timeout_s:.0f} s:\n"
+                + self.output(process)[1][-3000:]
+            )
         out, err = self.output(process)
         return Finished(process.returncode, out, err, time.monotonic() - started)
 
@@ -277,14 +339,20 @@ class Quantrec:
     @staticmethod
     def output(process: subprocess.Popen) -> tuple[str, str]:
         name = process.log_name  # type: ignore[attr-defined]
-        return (name.with_suffix(".out").read_text(errors="replace"),
-                name.with_suffix(".err").read_text(errors="replace"))
+        return (
+            name.with_suffix(".out").read_text(errors="replace"),
+            name.with_suffix(".err").read_text(errors="replace"),
+        )
 
     def paused(self, process: subprocess.Popen, stage: str, *, timeout_s: float = 240) -> None:
         """Wait until ``process`` sits at the ``QUANTREC_PAUSE_AT=stage`` failpoint."""
         marker = self.home / f"paused-{stage}"
-        wait_until(lambda: marker.exists() and marker.read_text().strip(),
-                   timeout_s=timeout_s, what=f"{marker}", alive=process)
+        wait_until(
+            lambda: marker.exists() and marker.read_text().strip(),
+            timeout_s=timeout_s,
+            what=f"{marker}",
+            alive=process,
+        )
 
     def client(self) -> MlflowClient:
         uri = self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
@@ -307,6 +375,7 @@ def quantrec(tmp_path, prefect_api):
 
 # Registry look-ups shared by the tests.
 
+
 def versions_of(client: MlflowClient, run_date: str | None = None) -> list:
     """Versions of the model (of one run date), oldest first; [] before the first one."""
     query = f"name='{MODEL}'"
@@ -328,6 +397,7 @@ def runs_of(client: MlflowClient, run_date: str) -> list:
     experiment = client.get_experiment_by_name("quantrec")
     if experiment is None:
         return []
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`quantrec.run_date` = '{run_date}'")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`quantrec.run_date` = '{run_date}'"
+    )
     return sorted(runs, key=lambda r: r.info.start_time)

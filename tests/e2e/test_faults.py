@@ -86,7 +86,8 @@ def test_run_killed_while_training_is_rerun_to_completion(quantrec):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["register", "promote"])
 def test_run_killed_while_registering_resumes_without_training_or_registering_twice(
-        quantrec, stage):
+    quantrec, stage
+):
     # "register" stops before the first version is logged; "promote" after all four are
     # registered and tagged, before the alias switch.
     first = quantrec.start(*_run_json(), QUANTREC_PAUSE_AT=stage)
@@ -124,8 +125,13 @@ def test_second_run_of_a_date_is_refused_or_queues_behind_the_first(quantrec):
     started = time.monotonic()
     queued = quantrec.start(*_run_json("--wait"))
     lock = quantrec.home / "locks" / f"quantrec-ctr-{DAY}.lock"
-    wait_until(lambda: _has_open(queued.pid, lock), timeout_s=120, every_s=0.2,
-               what=f"the queued run to open {lock}", alive=queued)
+    wait_until(
+        lambda: _has_open(queued.pid, lock),
+        timeout_s=120,
+        every_s=0.2,
+        what=f"the queued run to open {lock}",
+        alive=queued,
+    )
     time.sleep(5)  # a few polls of the lock (every 2 s) while the first run holds it
     assert queued.poll() is None, quantrec.output(queued)[1][-3000:]
     # Queued behind the lock, before opening a run of its own.
@@ -141,7 +147,8 @@ def test_second_run_of_a_date_is_refused_or_queues_behind_the_first(quantrec):
 
 @pytest.mark.e2e
 def test_tracking_server_lost_mid_run_exits_5_and_the_champion_stays(
-        tmp_path, prefect_api, mlflow_servers):
+    tmp_path, prefect_api, mlflow_servers
+):
     server = mlflow_servers(tmp_path / "mlflow")
     quantrec = Quantrec(tmp_path / "home", prefect_api=prefect_api, tracking_uri=server.url)
     try:
@@ -166,8 +173,10 @@ def _server_lost_mid_run(quantrec: Quantrec, server, mlflow_servers) -> None:
     server.stop()
     stopped = time.monotonic()
     lost = quantrec.finish(failing, timeout_s=400, started=stopped)
-    print(f"exit {lost.returncode} {lost.seconds:.0f} s after the server stopped "
-          f"(20 s of it the failpoint's pause)")
+    print(
+        f"exit {lost.returncode} {lost.seconds:.0f} s after the server stopped "
+        f"(20 s of it the failpoint's pause)"
+    )
 
     assert lost.returncode == 5, lost.stderr[-3000:]
     assert "unreachable" in lost.stderr and server.url in lost.stderr

@@ -39,13 +39,15 @@ def _flow_run(flow_run_id: UUID):
 
 def _artifacts(key: str) -> list:
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
 
 
 @pytest.mark.e2e
 def test_a_deployment_run_on_real_servers_registers_and_promotes(
-        tmp_path, prefect_api, mlflow_servers):
+    tmp_path, prefect_api, mlflow_servers
+):
     mlflow = mlflow_servers(tmp_path / "mlflow")
     quantrec = Quantrec(tmp_path / "home", prefect_api=prefect_api, tracking_uri=mlflow.url)
     serving = quantrec.start("schedule")
@@ -59,8 +61,13 @@ def test_a_deployment_run_on_real_servers_registers_and_promotes(
 def _run_through_the_deployment(quantrec: Quantrec, serving: subprocess.Popen) -> None:
     # `serve` registers the three deployments one after the other.
     others = ("backfill/backfill", "quantization-search/quantization-search")
-    wait_until(lambda: all(_deployment(name) for name in (DEPLOYMENT, *others)),
-               timeout_s=240, what="the three deployments", every_s=2, alive=serving)
+    wait_until(
+        lambda: all(_deployment(name) for name in (DEPLOYMENT, *others)),
+        timeout_s=240,
+        what="the three deployments",
+        every_s=2,
+        alive=serving,
+    )
     deployment = _deployment(DEPLOYMENT)
     [schedule] = deployment.schedules
     assert schedule.schedule.cron == "0 6 * * *"
@@ -70,13 +77,22 @@ def _run_through_the_deployment(quantrec: Quantrec, serving: subprocess.Popen) -
 
     triggered = subprocess.run(
         [str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--param", f"run_date={RUN_DATE}"],
-        env=quantrec.env(), capture_output=True, text=True, timeout=120, check=True)
+        env=quantrec.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     flow_run_id = UUID(re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout).group(1))
 
     started = time.monotonic()
-    flow_run = wait_until(lambda: (run := _flow_run(flow_run_id)).state.is_final() and run,
-                          timeout_s=600, what=f"flow run {flow_run_id} to finish", every_s=3,
-                          alive=serving)
+    flow_run = wait_until(
+        lambda: (run := _flow_run(flow_run_id)).state.is_final() and run,
+        timeout_s=600,
+        what=f"flow run {flow_run_id} to finish",
+        every_s=3,
+        alive=serving,
+    )
     print(f"flow run {flow_run.state.name} after {time.monotonic() - started:.0f} s")
     assert flow_run.state.is_completed(), (flow_run.state, quantrec.output(serving)[1][-3000:])
     assert flow_run.parameters["run_date"] == RUN_DATE
@@ -85,9 +101,13 @@ def _run_through_the_deployment(quantrec: Quantrec, serving: subprocess.Popen) -
     versions = versions_of(client, RUN_DATE)
     assert {v.tags["quantrec.variant"] for v in versions} == {"fp32", "fp16", "int8", "searched"}
     assert len(versions) == 4
-    [run] = [r for r in client.search_runs(
-        [client.get_experiment_by_name("quantrec").experiment_id],
-        filter_string=f"tags.`quantrec.run_date` = '{RUN_DATE}'")]
+    [run] = [
+        r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("quantrec").experiment_id],
+            filter_string=f"tags.`quantrec.run_date` = '{RUN_DATE}'",
+        )
+    ]
     assert run.info.status == "FINISHED"
     # The first day has no champion: the alias goes to the variant the gate promoted, if any.
     promoted = run.data.tags["quantrec.promoted_variant"]

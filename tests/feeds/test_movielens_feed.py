@@ -75,8 +75,13 @@ def test_a_small_day_raises_a_typed_error_the_flow_can_skip(folder: Path) -> Non
 
 
 def test_history_counts_only_earlier_days(folder: Path) -> None:
-    frame = pd.concat([MovieLensFeed(path=folder, min_rows=1).day(d) for d in
-                       [date(1997, 9, 20 + k) for k in range(6)]], ignore_index=True)  # fmt: skip
+    frame = pd.concat(
+        [
+            MovieLensFeed(path=folder, min_rows=1).day(d)
+            for d in [date(1997, 9, 20 + k) for k in range(6)]
+        ],
+        ignore_index=True,
+    )
     day = pd.to_datetime(frame["timestamp"], unit="s", utc=True).dt.date
     for _, row in frame.sample(20, random_state=0).iterrows():
         row_day = pd.Timestamp(row["timestamp"], unit="s", tz="UTC").date()
@@ -97,8 +102,12 @@ def test_no_leakage_features_ignore_the_day_itself_and_later_days(tmp_path: Path
     pd.concat([data, extra]).to_csv(altered / "u.data", sep="\t", header=False, index=False)
     before = MovieLensFeed(path=original, min_rows=1).day(run_date)
     after = MovieLensFeed(path=altered, min_rows=1).day(run_date)
-    history = ["user_ratings_before", "user_positive_rate_before",
-               "item_ratings_before", "item_positive_rate_before"]  # fmt: skip
+    history = [
+        "user_ratings_before",
+        "user_positive_rate_before",
+        "item_ratings_before",
+        "item_positive_rate_before",
+    ]
     # Rows of the original day keep their features whatever day D and later say.
     merged = before.merge(after, on=["timestamp", "user_id", "item_id"], suffixes=("", "_alt"))
     assert len(merged) >= len(before)

@@ -41,8 +41,9 @@ def test_the_worked_example_gives_ten_days_that_build_batches(tmp_path: Path) ->
     raw = example_frame()
     expected = raw[(raw.ts >= 1704672000) & (raw.ts < 1704758400)].sort_values("ts", kind="stable")
     assert frame["label"].tolist() == (expected["rating"] >= 4).astype(int).tolist()
-    assert [list(t) for t in frame["tags"]] == [t.split("|") if t else [] for t in
-                                                expected["tags"].fillna("")]  # fmt: skip
+    assert [list(t) for t in frame["tags"]] == [
+        t.split("|") if t else [] for t in expected["tags"].fillna("")
+    ]
     batch = batch_from_frame(frame, schema)
     assert batch.sparse.keys[-1] == "tags" and len(batch) == 400
     assert schema.timestamp == "ts" and schema.categorical[-1].multi_valued
@@ -50,9 +51,12 @@ def test_the_worked_example_gives_ten_days_that_build_batches(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("text", "column", "op", "threshold"),
-    [("rating >= 4", "rating", ">=", 4.0), ("score<-0.5", "score", "<", -0.5),
-     (" clicks == 1 ", "clicks", "==", 1.0)],
-)  # fmt: skip
+    [
+        ("rating >= 4", "rating", ">=", 4.0),
+        ("score<-0.5", "score", "<", -0.5),
+        (" clicks == 1 ", "clicks", "==", 1.0),
+    ],
+)
 def test_label_rules_parse(text: str, column: str, op: str, threshold: float) -> None:
     rule = parse_label_rule(text)
     assert (rule.column, rule.op, rule.threshold) == (column, op, threshold)
@@ -84,9 +88,14 @@ def _log(unit: str) -> pd.DataFrame:
     iso = pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S%z")
     when = {"s": seconds, "ms": seconds * 1000, "iso": iso}
     return pd.DataFrame(
-        {"when": when[unit], "clicked": [1, 0, 0, 1], "price": [1.0, 2.0, 3.0, 4.0],
-         "user": ["a", "b", "a", "c"], "tags": ["x|y", "", "z", "x"]}
-    )  # fmt: skip
+        {
+            "when": when[unit],
+            "clicked": [1, 0, 0, 1],
+            "price": [1.0, 2.0, 3.0, 4.0],
+            "user": ["a", "b", "a", "c"],
+            "tags": ["x|y", "", "z", "x"],
+        }
+    )
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "iso"])
@@ -138,5 +147,7 @@ def test_the_spec_names_its_users_and_items_for_the_slices(tmp_path: Path) -> No
     assert slice_roles(schema, "country", None) == ("country", "item_id")  # the gate's wins
     spec = tmp_path / "ratings.toml"
     spec.write_text(EXAMPLE_SPEC.replace('user = "user_id"', 'user = "price"'))
-    with pytest.raises(FeedError, match=r"ratings.toml.*features.user column 'price' is not a categorical feature"):
+    with pytest.raises(
+        FeedError, match=r"ratings.toml.*features.user column 'price' is not a categorical feature"
+    ):
         TableFeedConfig(spec=str(spec)).build(date(2024, 1, 8)).schema()

@@ -17,9 +17,12 @@ from quantrec.tasks.tracking import champion_version
 def _set(column, value):
     def corrupt(frame):
         frame = frame.copy()
-        frame[column] = frame[column].astype("float64") if isinstance(value, float) else frame[column]
+        frame[column] = (
+            frame[column].astype("float64") if isinstance(value, float) else frame[column]
+        )
         frame.loc[frame.index[:5], column] = value
         return frame
+
     return corrupt
 
 
@@ -41,9 +44,7 @@ def _write_raw(path, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("offset,bad", list(enumerate([*BAD_INPUTS, "truncated Parquet file"])))
-def test_a_bad_day_is_quarantined_and_the_champion_stays(
-    backfilled, client, offset, bad, tmp_path
-):
+def test_a_bad_day_is_quarantined_and_the_champion_stays(backfilled, client, offset, bad, tmp_path):
     home, config, records = backfilled
     name = config.registry.model_name
     # Three days apart, so no bad day falls in another's training window.
@@ -80,5 +81,8 @@ def test_rerunning_a_quarantined_day_says_why_and_how_to_readmit(backfilled, cli
         pytest.skip("runs after the bad-input cases")
     record = daily_lifecycle(run_date, config).to_record()
     assert record["decision"] == "rejected"
-    assert "quarantined" in record["reason"] and "quantrec readmit --date 2026-03-10" in record["reason"]
+    assert (
+        "quarantined" in record["reason"]
+        and "quantrec readmit --date 2026-03-10" in record["reason"]
+    )
     assert record["checks"]["run_date"][0]["name"] == "data_available"

@@ -33,8 +33,11 @@ def test_champion_alias_points_at_a_version_whose_gate_passed(backfilled, client
     for version in versions:
         assert version.tags["quantrec.decision"] in {"promoted", "passed", "rejected"}
     # "previous" is the champion the last switch replaced (none when no switch replaced one).
-    switches = [r for r in records if r["champion_version_before"]
-                and r["champion_version"] != r["champion_version_before"]]
+    switches = [
+        r
+        for r in records
+        if r["champion_version_before"] and r["champion_version"] != r["champion_version_before"]
+    ]
     expected = switches[-1]["champion_version_before"] if switches else None
     previous = client.get_registered_model(name).aliases.get("previous")
     assert (None if previous is None else str(previous)) == expected
@@ -45,12 +48,23 @@ def test_each_run_logs_metrics_datasets_and_decision(backfilled, client):
     for record in records:
         run = client.get_run(record["mlflow_run_id"])
         assert run.info.status == "FINISHED"
-        for key in ("fp32.ne", "int8.ne", "searched.ne", "fp16.ne", "fp32.auc", "int8.bytes",
-                    "searched.bytes", "time.train_s", "time.search_s"):
+        for key in (
+            "fp32.ne",
+            "int8.ne",
+            "searched.ne",
+            "fp16.ne",
+            "fp32.auc",
+            "int8.bytes",
+            "searched.bytes",
+            "time.train_s",
+            "time.search_s",
+        ):
             assert key in run.data.metrics, key
         assert run.data.tags["quantrec.decision"] == record["decision"]
         contexts = {
-            tag.value for d in run.inputs.dataset_inputs for tag in d.tags
+            tag.value
+            for d in run.inputs.dataset_inputs
+            for tag in d.tags
             if tag.key == "mlflow.data.context"
         }
         assert contexts == {"training", "evaluation"}
@@ -66,8 +80,11 @@ def test_champion_reloads_and_reproduces_its_logged_ne(backfilled, client):
     loaded = load_version(name, champion.version)
     run_date = date.fromisoformat(champion.tags["quantrec.run_date"])
     frame = quantrec_home().day_lake().read(run_date)
-    metrics = score(loaded.model, batch_from_frame(frame, loaded.schema),
-                    batch_size=config.evaluation.batch_size)
+    metrics = score(
+        loaded.model,
+        batch_from_frame(frame, loaded.schema),
+        batch_size=config.evaluation.batch_size,
+    )
     record = next(r for r in records if r["date"] == run_date.isoformat())
     variant = champion.tags["quantrec.variant"]
     assert metrics.ne == record["metrics"][variant]["ne"]
@@ -107,7 +124,8 @@ def test_every_artifact_of_the_embedded_store_lives_in_the_home(backfilled, clie
     assert experiment.artifact_location == (home / "mlartifacts").resolve().as_uri()
     for record in records:
         assert client.get_run(record["mlflow_run_id"]).info.artifact_uri.startswith(
-            experiment.artifact_location)
+            experiment.artifact_location
+        )
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert len(models) == 4 * len(records)
     for model in models:

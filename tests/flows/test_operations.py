@@ -56,8 +56,10 @@ def test_forced_rerun_trains_and_registers_new_versions(copied):
     assert len(new) == 4
     assert set(record["registered_versions"].values()) == new
     run = client.get_run(record["mlflow_run_id"])
-    assert run.data.tags["quantrec.run_key"] == client.get_run(
-        records[-1]["mlflow_run_id"]).data.tags["quantrec.run_key"]
+    assert (
+        run.data.tags["quantrec.run_key"]
+        == client.get_run(records[-1]["mlflow_run_id"]).data.tags["quantrec.run_key"]
+    )
 
 
 def test_a_second_run_of_the_same_date_is_refused_while_one_holds_the_lock(copied):

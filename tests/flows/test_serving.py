@@ -41,24 +41,48 @@ def test_mlflow_models_serve_scores_a_request(backfilled, client, tmp_path):
     home, config, _ = backfilled
     name = config.registry.model_name
     champion = client.get_model_version_by_alias(name, "champion")
-    frame = quantrec_home().day_lake().read(date.fromisoformat(champion.tags["quantrec.run_date"])).head(20)
+    frame = (
+        quantrec_home()
+        .day_lake()
+        .read(date.fromisoformat(champion.tags["quantrec.run_date"]))
+        .head(20)
+    )
     features = frame.drop(columns=["label"])
     port = free_port()
     bin_dir = Path(sys.executable).parent
     # The scoring server execs uvicorn by name: the venv's bin must be on PATH.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": client.tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": client.tracking_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{name}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(bin_dir / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{name}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", process)
         body = json.dumps({"dataframe_split": features.to_dict(orient="split")}).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body,
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -39,7 +39,8 @@ def test_every_day_of_a_sparse_log_ends_with_a_record_and_no_failure(sparse_back
     _, _, outcomes = sparse_backfill
     assert [o.date for o in outcomes] == [date(2024, 1, k) for k in range(4, 10)]
     assert all(o.decision in {"promoted", "rejected", "challenger"} for o in outcomes), [
-        (o.date, o.decision, o.reason) for o in outcomes]
+        (o.date, o.decision, o.reason) for o in outcomes
+    ]
     assert all(o.reason for o in outcomes)
     quiet = next(o for o in outcomes if o.date == NO_CLICKS)
     assert quiet.stopped and "label" in quiet.reason

@@ -86,4 +86,3 @@ def test_incomplete_or_foreign_artifacts_are_rejected(trained, tiny_schema, tmp_
     (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "format_version": 99}))
     with pytest.raises(ArtifactError, match="format_version 99"):
         load_model(tmp_path)
-

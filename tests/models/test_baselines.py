@@ -29,8 +29,11 @@ FAST = BaselineSettings(grid=(0.03, 0.1, 0.3, 1.0, 3.0), solvers=("newton-cg",))
 @pytest.fixture
 def window(make_batch):
     """(training rows, held-out rows, the run date's rows) of the learnable toy feed."""
-    return (make_batch(rows=3_000, seed=0), make_batch(rows=800, seed=1),
-            make_batch(rows=2_000, seed=2))
+    return (
+        make_batch(rows=3_000, seed=0),
+        make_batch(rows=800, seed=1),
+        make_batch(rows=2_000, seed=2),
+    )
 
 
 def test_the_constant_baseline_has_ne_one_on_its_own_training_rows(window):
@@ -86,8 +89,7 @@ def test_a_stream_gives_the_same_baselines_as_the_batch(tmp_path, tiny_schema, m
     for i, frame in enumerate(frames):
         path = tmp_path / f"day={i}" / "part-0.parquet"
         path.parent.mkdir()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
-                       row_group_size=500)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=500)
         paths.append(path)
     stream = WindowStream(paths, tiny_schema, chunk_rows=256, prefetch=False)
     batch = batch_from_frame(pd.concat(frames, ignore_index=True), tiny_schema)
@@ -98,8 +100,9 @@ def test_a_stream_gives_the_same_baselines_as_the_batch(tmp_path, tiny_schema, m
     assert streamed.base_rate == pytest.approx(in_memory.base_rate)
     assert streamed.logistic.C == in_memory.logistic.C == shuffled.logistic.C
     for other in (streamed, shuffled):  # row order changes only the solver's rounding
-        np.testing.assert_allclose(other.logistic.predict(day), in_memory.logistic.predict(day),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            other.logistic.predict(day), in_memory.logistic.predict(day), atol=1e-4
+        )
 
 
 def test_fits_are_deterministic_and_the_row_cap_is_a_seeded_subsample(window):
@@ -116,8 +119,10 @@ def test_fits_are_deterministic_and_the_row_cap_is_a_seeded_subsample(window):
 def test_bags_of_ids_unseen_ids_and_folded_vocabularies_are_encoded():
     schema = FeatureSchema(
         dense=("count",),
-        categorical=(CategoricalFeature(name="user", hash_size=1_000),
-                     CategoricalFeature(name="genres", hash_size=40, multi_valued=True)),
+        categorical=(
+            CategoricalFeature(name="user", hash_size=1_000),
+            CategoricalFeature(name="genres", hash_size=40, multi_valued=True),
+        ),
         dense_transform="none",
     )
     rng = np.random.default_rng(0)
@@ -126,11 +131,20 @@ def test_bags_of_ids_unseen_ids_and_folded_vocabularies_are_encoded():
     liked = np.array([3 in g for g in genres])
     count = rng.pareto(1.5, rows) * 10  # non-negative, heavy-tailed: log1p before scaling
     logit = -2.0 + 2.0 * liked + 0.5 * np.log1p(count)
-    frame = pd.DataFrame({"label": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int),
-                          "count": count, "user": rng.integers(0, 900, rows), "genres": genres})
+    frame = pd.DataFrame(
+        {
+            "label": (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int),
+            "count": count,
+            "user": rng.integers(0, 900, rows),
+            "genres": genres,
+        }
+    )
     batch = batch_from_frame(frame, schema)
-    training, held_out, day = (batch.slice(0, 2_500), batch.slice(2_500, 3_000),
-                               batch.slice(3_000, rows))
+    training, held_out, day = (
+        batch.slice(0, 2_500),
+        batch.slice(2_500, 3_000),
+        batch.slice(3_000, rows),
+    )
     folded = FAST.model_copy(update={"max_buckets": 64})
     baselines = fit_baselines(training, held_out, settings=folded)
     encoder = baselines.logistic.encoder
@@ -138,17 +152,24 @@ def test_bags_of_ids_unseen_ids_and_folded_vocabularies_are_encoded():
     assert encoder.columns.size <= 64 + 12  # users folded into 64 buckets, 12 genres
     metrics = score_baselines(baselines, day)
     assert metrics[Baseline.LOGISTIC].ne < 0.9
-    new_ids = Batch(dense=day.dense, labels=day.labels, sparse=type(day.sparse)(
-        keys=day.sparse.keys, offsets=day.sparse.offsets,
-        values=tuple(v + 10_000 for v in day.sparse.values)))
+    new_ids = Batch(
+        dense=day.dense,
+        labels=day.labels,
+        sparse=type(day.sparse)(
+            keys=day.sparse.keys,
+            offsets=day.sparse.offsets,
+            values=tuple(v + 10_000 for v in day.sparse.values),
+        ),
+    )
     probs = baselines.logistic.predict(new_ids)  # nothing seen: the dense terms and the bias
     assert np.isfinite(probs).all() and ((probs > 0) & (probs < 1)).all()
 
 
 def test_one_class_training_rows_give_only_the_constant(window):
     training, held_out, day = window
-    no_click = Batch(dense=training.dense, sparse=training.sparse,
-                     labels=torch.zeros_like(training.labels))
+    no_click = Batch(
+        dense=training.dense, sparse=training.sparse, labels=torch.zeros_like(training.labels)
+    )
     baselines = fit_baselines(no_click, held_out, settings=FAST)
     assert baselines.logistic is None and "one class" in baselines.note
     assert set(baselines.predict(day)) == {"baseline.constant"}
@@ -157,8 +178,9 @@ def test_one_class_training_rows_give_only_the_constant(window):
 
 def test_held_out_rows_without_clicks_or_without_rows_still_choose(window):
     training, held_out, _ = window
-    no_click = Batch(dense=held_out.dense, sparse=held_out.sparse,
-                     labels=torch.zeros_like(held_out.labels))
+    no_click = Batch(
+        dense=held_out.dense, sparse=held_out.sparse, labels=torch.zeros_like(held_out.labels)
+    )
     logistic = fit_baselines(training, no_click, settings=FAST).logistic
     assert logistic.C in FAST.grid and "NE undefined" in logistic.reason
     assert all(p.held_out_ne is None for p in logistic.grid)

@@ -52,13 +52,17 @@ def test_batch_from_frame_transforms_and_hashes(tiny_schema, make_frame) -> None
 
     assert len(batch) == 6
     assert batch.dense.dtype == torch.float32 and batch.dense.shape == (6, 2)
-    expected = np.log1p(np.maximum(frame[["clicks_7d", "price"]].to_numpy(), 0.0)).astype(np.float32)
+    expected = np.log1p(np.maximum(frame[["clicks_7d", "price"]].to_numpy(), 0.0)).astype(
+        np.float32
+    )
     np.testing.assert_allclose(batch.dense.numpy(), expected, rtol=1e-6)
     assert batch.dense[0, 1] == 0.0
     assert batch.labels.dtype == torch.float32
     np.testing.assert_array_equal(batch.labels.numpy(), frame["label"].to_numpy())
     assert batch.sparse.keys == ("user", "item", "hour")
-    np.testing.assert_array_equal(batch.sparse.values[1].numpy(), hash_ids(frame["item"].to_numpy(), 61))
+    np.testing.assert_array_equal(
+        batch.sparse.values[1].numpy(), hash_ids(frame["item"].to_numpy(), 61)
+    )
     for offsets in batch.sparse.offsets:
         assert offsets.tolist() == list(range(6))
 
@@ -67,7 +71,9 @@ def test_batch_from_frame_without_transform(tiny_schema, make_frame) -> None:
     schema = tiny_schema.model_copy(update={"dense_transform": "none"})
     frame = make_frame(rows=4)
     batch = batch_from_frame(frame, schema)
-    np.testing.assert_allclose(batch.dense.numpy(), frame[["clicks_7d", "price"]].to_numpy(np.float32))
+    np.testing.assert_allclose(
+        batch.dense.numpy(), frame[["clicks_7d", "price"]].to_numpy(np.float32)
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,7 +84,9 @@ def test_batch_from_frame_without_transform(tiny_schema, make_frame) -> None:
         ("user", 1.5, "user"),
     ],
 )
-def test_batch_from_frame_names_the_bad_column(tiny_schema, make_frame, column, value, message) -> None:
+def test_batch_from_frame_names_the_bad_column(
+    tiny_schema, make_frame, column, value, message
+) -> None:
     frame = make_frame(rows=4)
     frame[column] = frame[column].astype(float)
     frame.loc[1, column] = value
@@ -99,7 +107,9 @@ def test_slice_of_single_valued_batch_matches_sliced_frame(tiny_schema, make_fra
     assert len(whole) == 4
     torch.testing.assert_close(whole.dense, part.dense)
     torch.testing.assert_close(whole.labels, part.labels)
-    for a, b in zip(whole.sparse.values + whole.sparse.offsets, part.sparse.values + part.sparse.offsets):
+    for a, b in zip(
+        whole.sparse.values + whole.sparse.offsets, part.sparse.values + part.sparse.offsets
+    ):
         assert torch.equal(a, b)
 
 
@@ -142,7 +152,9 @@ def test_inconsistent_parts_are_rejected() -> None:
         )
     with pytest.raises(ValueError, match="int64"):
         KeyedJaggedIds(
-            keys=("a",), values=(torch.tensor([1], dtype=torch.int32),), offsets=(torch.tensor([0]),)
+            keys=("a",),
+            values=(torch.tensor([1], dtype=torch.int32),),
+            offsets=(torch.tensor([0]),),
         )
     with pytest.raises(ValueError, match="dense 4, sparse 4, labels 3"):
         Batch(dense=torch.zeros(4, 2), sparse=_multi_valued(), labels=torch.zeros(3))

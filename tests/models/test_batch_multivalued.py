@@ -50,9 +50,10 @@ def test_a_parquet_list_column_gives_the_same_bags(tmp_path) -> None:
     for a, b in zip(from_file.sparse.values, in_memory.sparse.values):
         assert a.tolist() == b.tolist()
     integer_ids = _frame().assign(genres=[[1, 2], [], [3, 1, 4], None])
-    assert batch_from_frame(integer_ids, SCHEMA).sparse.values[1].tolist() == hash_ids(
-        np.array([1, 2, 3, 1, 4]), 50
-    ).tolist()
+    assert (
+        batch_from_frame(integer_ids, SCHEMA).sparse.values[1].tolist()
+        == hash_ids(np.array([1, 2, 3, 1, 4]), 50).tolist()
+    )
 
 
 def test_bags_survive_take_and_slice() -> None:

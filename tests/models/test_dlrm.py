@@ -118,10 +118,14 @@ def test_forward_rejects_a_batch_of_another_schema() -> None:
     batch = _batch(2)
     wrong_keys = Batch(
         dense=batch.dense,
-        sparse=KeyedJaggedIds(keys=("b", "a"), values=batch.sparse.values, offsets=batch.sparse.offsets),
+        sparse=KeyedJaggedIds(
+            keys=("b", "a"), values=batch.sparse.values, offsets=batch.sparse.offsets
+        ),
         labels=batch.labels,
     )
-    with pytest.raises(ValueError, match=r"\['b', 'a'\] differ from the model's feature_names \['a', 'b'\]"):
+    with pytest.raises(
+        ValueError, match=r"\['b', 'a'\] differ from the model's feature_names \['a', 'b'\]"
+    ):
         model(wrong_keys)
     with pytest.raises(ValueError, match="4 dense features, the model expects 3"):
         model(Batch(dense=torch.rand(2, 4), sparse=batch.sparse, labels=batch.labels))

@@ -57,8 +57,11 @@ def test_fp32_tables_are_fused_into_one_lookup(make_model, make_batch) -> None:
 
 def test_fp32_and_quantized_groups_fuse_side_by_side(make_model, make_batch) -> None:
     model = make_model(seed=4, embedding_dim=8)
-    plan = {**uniform_plan(model, "fp32"), "sparse_arch.embedding_bags.1": "int8",
-            "sparse_arch.embedding_bags.2": "fp16"}
+    plan = {
+        **uniform_plan(model, "fp32"),
+        "sparse_arch.embedding_bags.1": "int8",
+        "sparse_arch.embedding_bags.2": "fp16",
+    }
     mixed = apply_precision_plan(model, plan)
     fused = fuse_lookups(mixed)
     assert fused.sparse_arch.float_features == [0]
@@ -66,8 +69,11 @@ def test_fp32_and_quantized_groups_fuse_side_by_side(make_model, make_batch) -> 
     assert list(fused.sparse_arch.others) == ["2"]
     base = make_batch(rows=3)
     values = (torch.tensor([5, 7, 9]),) + base.sparse.values[1:]  # jagged, one empty bag
-    sparse = KeyedJaggedIds(keys=base.sparse.keys, values=values,
-                            offsets=(torch.tensor([0, 2, 2]),) + base.sparse.offsets[1:])
+    sparse = KeyedJaggedIds(
+        keys=base.sparse.keys,
+        values=values,
+        offsets=(torch.tensor([0, 2, 2]),) + base.sparse.offsets[1:],
+    )
     with torch.inference_mode():
         assert torch.equal(fused.sparse_arch(sparse), mixed.sparse_arch(sparse))
         assert torch.equal(fused(make_batch(rows=100)), mixed(make_batch(rows=100)))

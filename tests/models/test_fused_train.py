@@ -56,8 +56,9 @@ def test_fused_lookup_and_gradients_equal_per_table(make_model, make_batch, jagg
 
 def test_fused_ids_are_distinct_sorted_rows_with_an_inverse(make_batch) -> None:
     ids = _jagged(make_batch(rows=30))
-    fused = fuse_ids(ids, first_row=torch.tensor([0, 97, 158]),
-                     table_sizes=torch.tensor([97, 61, 24]))
+    fused = fuse_ids(
+        ids, first_row=torch.tensor([0, 97, 158]), table_sizes=torch.tensor([97, 61, 24])
+    )
     assert torch.equal(fused.rows[fused.inverse], fused.values)
     assert torch.equal(fused.rows, torch.unique(fused.values))
     assert fused.offsets.shape == (30 * 3,) and fused.batch_size == 30
@@ -151,7 +152,10 @@ def test_row_sparse_adam_matches_torch_sparse_adam() -> None:
 
 def test_ids_outside_their_table_are_rejected(make_batch) -> None:
     ids = make_batch(rows=4).sparse
-    bad = KeyedJaggedIds(keys=ids.keys, values=(ids.values[0], ids.values[1] + 61, ids.values[2]),
-                         offsets=ids.offsets)
+    bad = KeyedJaggedIds(
+        keys=ids.keys,
+        values=(ids.values[0], ids.values[1] + 61, ids.values[2]),
+        offsets=ids.offsets,
+    )
     with pytest.raises(ValueError, match="feature 'item' has ids in .* table of 61 rows"):
         fuse_ids(bad, first_row=torch.tensor([0, 97, 158]), table_sizes=torch.tensor([97, 61, 24]))

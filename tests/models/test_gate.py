@@ -43,12 +43,29 @@ def rule(**fields) -> ThresholdRule:
     return ThresholdRule(**{"metric": "ne", "limit": 0.0, **fields})
 
 
-def gate(labels, predictions, *rules, champion=None, baselines=None, slices=None, drift="ok",
-         preference=("int8", "fp32"), **policy):
+def gate(
+    labels,
+    predictions,
+    *rules,
+    champion=None,
+    baselines=None,
+    slices=None,
+    drift="ok",
+    preference=("int8", "fp32"),
+    **policy,
+):
     chosen = GatePolicy(rules=rules, **policy) if rules else GatePolicy(**policy)
-    return decide(labels=labels, predictions=predictions, parent="fp32", champion=champion,
-                  baselines=baselines, preference=list(preference), policy=chosen,
-                  slices=slices, drift_level=drift)
+    return decide(
+        labels=labels,
+        predictions=predictions,
+        parent="fp32",
+        champion=champion,
+        baselines=baselines,
+        preference=list(preference),
+        policy=chosen,
+        slices=slices,
+        drift_level=drift,
+    )
 
 
 def only(decision, variant: str, name: str):
@@ -57,16 +74,24 @@ def only(decision, variant: str, name: str):
 
 # --- threshold logic -------------------------------------------------------------------
 
-@pytest.mark.parametrize("scale, direction, limit, passed", [
-    (1.5, "max", 1.25, False), (1.1, "max", 1.25, True),
-    (0.5, "min", 0.8, False), (0.9, "min", 0.8, True),
-])
+
+@pytest.mark.parametrize(
+    "scale, direction, limit, passed",
+    [
+        (1.5, "max", 1.25, False),
+        (1.1, "max", 1.25, True),
+        (0.5, "min", 0.8, False),
+        (0.9, "min", 0.8, True),
+    ],
+)
 def test_value_thresholds_bound_the_value_without_noise(scale, direction, limit, passed):
     labels, probs = day()
     scaled = np.minimum(probs * scale, 1.0)
-    decision = gate(labels, {"fp32": probs, "int8": scaled},
-                    rule(name="calibration_bound", metric="calibration", direction=direction,
-                         limit=limit))
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": scaled},
+        rule(name="calibration_bound", metric="calibration", direction=direction, limit=limit),
+    )
     check = only(decision, "int8", "calibration_bound")
     assert check.value == pytest.approx(scaled.mean() / labels.mean())
     assert check.passed is passed and check.against == "none" and check.change is None
@@ -79,8 +104,12 @@ def test_changes_are_differences_or_ratios_against_parent_or_champion(change, ag
     labels, probs = day()
     variant, reference = worse(probs, 0.6), worse(probs, 0.1, seed=2)
     predictions = {"fp32": reference if against == "parent" else probs, "int8": variant}
-    decision = gate(labels, predictions, rule(name="r", against=against, change=change),
-                    champion=reference if against == "champion" else probs)
+    decision = gate(
+        labels,
+        predictions,
+        rule(name="r", against=against, change=change),
+        champion=reference if against == "champion" else probs,
+    )
     a, b = normalized_entropy(labels, variant), normalized_entropy(labels, reference)
     check = only(decision, "int8", "r")
     assert check.value == pytest.approx(a - b if change == "abs" else (a - b) / b)
@@ -88,13 +117,23 @@ def test_changes_are_differences_or_ratios_against_parent_or_champion(change, ag
     assert check.ci_low <= check.value <= check.ci_high and check.ci_low > 0
 
 
-@pytest.mark.parametrize("direction, limit, passed", [("min", -0.05, True), ("min", -0.001, False),
-                                                      ("max", 0.0, True)])
+@pytest.mark.parametrize(
+    "direction, limit, passed", [("min", -0.05, True), ("min", -0.001, False), ("max", 0.0, True)]
+)
 def test_min_and_max_bound_an_auc_change(direction, limit, passed):
     labels, probs = day()
-    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.6)},
-                    rule(name="auc", metric="auc", against="parent", change="abs",
-                         direction=direction, limit=limit))
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": worse(probs, 0.6)},
+        rule(
+            name="auc",
+            metric="auc",
+            against="parent",
+            change="abs",
+            direction=direction,
+            limit=limit,
+        ),
+    )
     check = only(decision, "int8", "auc")
     expected = roc_auc_score(labels, worse(probs, 0.6)) - roc_auc_score(labels, probs)
     assert check.value == pytest.approx(expected) and check.value < -0.01
@@ -107,36 +146,50 @@ def test_rules_against_the_parent_are_not_applied_to_the_parent():
     assert [c.name for c in decision.checks["fp32"]] == ["data_valid"]
 
 
-@pytest.mark.parametrize("scope, names", [
-    ("overall", ["r"]), ("slices", ["r.users_new", "r.users_returning"]),
-    ("both", ["r", "r.users_new", "r.users_returning"]),
-])
+@pytest.mark.parametrize(
+    "scope, names",
+    [
+        ("overall", ["r"]),
+        ("slices", ["r.users_new", "r.users_returning"]),
+        ("both", ["r", "r.users_new", "r.users_returning"]),
+    ],
+)
 def test_scope_gives_checks_overall_per_slice_or_both(scope, names):
     labels, probs = day(4_000)
     new = np.arange(labels.size) < 1_500
-    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.1)},
-                    rule(name="r", against="parent", limit=1.0, scope=scope),
-                    slices={"users=new": new, "users=returning": ~new}, min_slice_rows=100)
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": worse(probs, 0.1)},
+        rule(name="r", against="parent", limit=1.0, scope=scope),
+        slices={"users=new": new, "users=returning": ~new},
+        min_slice_rows=100,
+    )
     checks = [c for c in decision.checks["int8"] if c.name != "data_valid"]
     assert [c.name for c in checks] == names
     slice_checks = [c for c in checks if c.slice != "overall"]
-    assert [c.rows for c in slice_checks] == [1_500, 2_500][:len(slice_checks)]
+    assert [c.rows for c in slice_checks] == [1_500, 2_500][: len(slice_checks)]
     for check in slice_checks:
         rows = new if check.slice == "users=new" else ~new
         a = normalized_entropy(labels[rows], worse(probs, 0.1)[rows])
-        assert check.value == pytest.approx(relative_change(a, normalized_entropy(
-            labels[rows], probs[rows])))
+        assert check.value == pytest.approx(
+            relative_change(a, normalized_entropy(labels[rows], probs[rows]))
+        )
 
 
 # --- the noise rule --------------------------------------------------------------------
+
 
 def test_a_regression_on_many_rows_fails_and_on_a_tiny_slice_is_within_noise():
     labels, probs = day(40_000)
     variant = worse(probs, 0.15)
     tiny = np.arange(labels.size) < 150
-    decision = gate(labels, {"fp32": probs, "int8": variant},
-                    rule(name="q", against="parent", limit=0.0, scope="both"),
-                    slices={"tiny": tiny}, min_slice_rows=100)
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": variant},
+        rule(name="q", against="parent", limit=0.0, scope="both"),
+        slices={"tiny": tiny},
+        min_slice_rows=100,
+    )
     overall, small = only(decision, "int8", "q"), only(decision, "int8", "q.tiny")
     assert overall.value > 0 and overall.within_noise is False and not overall.passed
     assert small.value > 0  # beyond the limit too, but on 150 rows...
@@ -148,16 +201,19 @@ def test_a_regression_on_many_rows_fails_and_on_a_tiny_slice_is_within_noise():
 def test_every_compared_check_records_its_interval_even_when_passing():
     labels, probs = day()
     decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.05)}, champion=probs)
-    compared = [c for cs in decision.checks.values() for c in cs
-                if c.against in ("parent", "champion")]
+    compared = [
+        c for cs in decision.checks.values() for c in cs if c.against in ("parent", "champion")
+    ]
     assert compared and all(c.passed for c in compared)
     assert all(c.within_noise is not None and c.ci_low <= c.ci_high for c in compared)
 
 
 def test_identical_predictions_give_a_zero_width_interval_at_zero():
     labels, probs = day(5_000)
-    rules = [rule(name=m, metric=m, against="parent", change="abs")
-             for m in ("ne", "log_loss", "calibration", "auc")]
+    rules = [
+        rule(name=m, metric=m, against="parent", change="abs")
+        for m in ("ne", "log_loss", "calibration", "auc")
+    ]
     decision = gate(labels, {"fp32": probs, "int8": probs.copy()}, *rules)
     for name in ("ne", "log_loss", "calibration", "auc"):
         check = only(decision, "int8", name)
@@ -169,15 +225,21 @@ def test_a_constant_shift_gives_its_known_change_in_every_resample():
     labels = np.tile([1.0, 0.0], 2_000)
     parent = np.full(labels.size, 0.5)
     variant = np.where(labels == 1, 0.25, 0.75)  # every row loses exactly log 2 nats
-    decision = gate(labels, {"fp32": parent, "int8": variant},
-                    rule(name="loss", metric="log_loss", against="parent", change="abs"),
-                    rule(name="cal", metric="calibration", against="parent", limit=1.0))
+    decision = gate(
+        labels,
+        {"fp32": parent, "int8": variant},
+        rule(name="loss", metric="log_loss", against="parent", change="abs"),
+        rule(name="cal", metric="calibration", against="parent", limit=1.0),
+    )
     loss = only(decision, "int8", "loss")
     assert loss.value == pytest.approx(math.log(2))
     assert loss.ci_low == pytest.approx(math.log(2), rel=1e-5)
     assert loss.ci_high == pytest.approx(math.log(2), rel=1e-5)
-    scaled = gate(labels, {"fp32": parent * 0.8, "int8": parent * 0.88},
-                  rule(name="cal", metric="calibration", against="parent", limit=1.0))
+    scaled = gate(
+        labels,
+        {"fp32": parent * 0.8, "int8": parent * 0.88},
+        rule(name="cal", metric="calibration", against="parent", limit=1.0),
+    )
     cal = only(scaled, "int8", "cal")  # 10 % more predicted clicks on every row
     assert (cal.value, cal.ci_low, cal.ci_high) == pytest.approx((0.1, 0.1, 0.1), rel=1e-5)
 
@@ -186,8 +248,9 @@ def test_bootstrap_sums_are_paired_across_groups_and_poisson_weighted():
     rng = np.random.default_rng(0)
     table = np.stack([np.ones(10_000), rng.random(10_000)], axis=1)
     half = np.arange(10_000) < 3_000
-    sums = bootstrap_sums(table, np.stack([np.ones(10_000, bool), half, ~half]),
-                          samples=300, seed=4)
+    sums = bootstrap_sums(
+        table, np.stack([np.ones(10_000, bool), half, ~half]), samples=300, seed=4
+    )
     assert sums.shape == (300, 3, 2)
     np.testing.assert_allclose(sums[:, 0], sums[:, 1] + sums[:, 2], rtol=1e-6)
     weights = sums[:, 0, 0]  # total Poisson(1) weight: mean and variance 10 000
@@ -206,12 +269,17 @@ def test_auc_components_match_sklearn_with_ties():
 
 # --- slices too small, first day, drift ------------------------------------------------
 
+
 def test_slices_under_min_slice_rows_are_reported_but_not_gated():
     labels, probs = day()
     small = np.arange(labels.size) < 5_000
-    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.6)},
-                    rule(name="q", against="parent", limit=0.01, scope="slices"),
-                    slices={"items=tail": small}, min_slice_rows=10_000)
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": worse(probs, 0.6)},
+        rule(name="q", against="parent", limit=0.01, scope="slices"),
+        slices={"items=tail": small},
+        min_slice_rows=10_000,
+    )
     check = only(decision, "int8", "q.items_tail")
     assert check.value > 0.01 and check.within_noise is False  # would fail if gated
     assert check.passed and not check.gated and "min_slice_rows=10000" in check.detail
@@ -262,20 +330,30 @@ def test_no_fallback_and_invalid_data():
     labels, probs = day(5_000)
     strict = gate(labels, {"fp32": probs, "int8": worse(probs, 0.6)}, allow_fp32_fallback=False)
     assert strict.promoted is None and strict.preference == ("int8",)
-    invalid = decide(labels=labels, predictions={"fp32": probs, "int8": probs}, parent="fp32",
-                     preference=["int8"], data_valid=False)
+    invalid = decide(
+        labels=labels,
+        predictions={"fp32": probs, "int8": probs},
+        parent="fp32",
+        preference=["int8"],
+        data_valid=False,
+    )
     assert invalid.outcome == "rejected" and "data_valid" in invalid.reason
 
 
 def test_records_are_json_and_readable_text():
     labels, probs = day(5_000)
     new = np.arange(labels.size) < 2_000
-    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.05)}, champion=probs,
-                    slices={"users=new": new, "users=returning": ~new})
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": worse(probs, 0.05)},
+        champion=probs,
+        slices={"users=new": new, "users=returning": ~new},
+    )
     record = json.loads(json.dumps(decision.to_dict()))
     assert record["outcome"] == decision.outcome and record["drift_level"] == "ok"
     assert {"within_noise", "ci_low", "ci_high", "threshold", "slice"} <= set(
-        record["checks"]["int8"][1])
+        record["checks"]["int8"][1]
+    )
     text = decision.to_text()
     for check in decision.checks["int8"]:
         assert check.name in text
@@ -284,10 +362,14 @@ def test_records_are_json_and_readable_text():
 
 # --- policy validation and input errors ------------------------------------------------
 
+
 def test_policy_defaults_and_validation_name_the_field():
     policy = GatePolicy()
-    assert (policy.quantization_ne_budget_rel, policy.champion_ne_epsilon_rel,
-            policy.allow_fp32_fallback) == (0.0005, 0.005, True)
+    assert (
+        policy.quantization_ne_budget_rel,
+        policy.champion_ne_epsilon_rel,
+        policy.allow_fp32_fallback,
+    ) == (0.0005, 0.005, True)
     budget = policy.rules[0]
     assert policy.limit(budget) == 0.0005 and policy.limit(budget, "warn") == 0.00025
     with pytest.raises(ValidationError, match="warn_quantization_ne_budget_rel"):
@@ -296,8 +378,9 @@ def test_policy_defaults_and_validation_name_the_field():
         GatePolicy.model_validate({"rules": [{"metric": "ctr", "limit": 1.0}]})
     with pytest.raises(ValidationError, match="unique"):
         GatePolicy(rules=[rule(name="a"), rule(name="a")])
-    loaded = GatePolicy.model_validate({"rules": [{"metric": "ne", "against": "champion",
-                                                   "limit": "champion_ne_epsilon_rel"}]})
+    loaded = GatePolicy.model_validate(
+        {"rules": [{"metric": "ne", "against": "champion", "limit": "champion_ne_epsilon_rel"}]}
+    )
     assert loaded.rules[0].name == "ne_vs_champion_rel" and loaded.limit(loaded.rules[0]) == 0.005
 
 
@@ -310,8 +393,14 @@ def test_the_absolute_quality_rules_are_on_by_default_and_load_from_a_config():
     assert policy.baseline_ne_margin_rel == 0.0 and policy.limit(logistic) == 0.0
     assert not rules["quantization_ne_loss_rel"].versus_baseline
     assert GatePolicy.model_validate_json(policy.model_dump_json()) == policy
-    loaded = GatePolicy.model_validate({"baseline_ne_margin_rel": 0.01, "rules": [
-        {"metric": "ne", "against": "baseline.constant", "limit": "baseline_ne_margin_rel"}]})
+    loaded = GatePolicy.model_validate(
+        {
+            "baseline_ne_margin_rel": 0.01,
+            "rules": [
+                {"metric": "ne", "against": "baseline.constant", "limit": "baseline_ne_margin_rel"}
+            ],
+        }
+    )
     assert loaded.rules[0].name == "ne_vs_baseline.constant_rel"
     assert loaded.limit(loaded.rules[0]) == 0.01
     with pytest.raises(ValidationError, match="strict applies to value rules"):
@@ -334,40 +423,61 @@ def test_bad_inputs_raise_gate_errors():
 
 # --- budgets vs the parent and the champion --------------------------------------------
 
+
 def test_int8_within_the_quantization_budget_is_promoted_and_over_it_falls_back():
     labels, probs = day(40_000)
     variant, loss = quantized(labels, probs)
-    within = gate(labels, {"fp32": probs, "int8": variant}, quantization_ne_budget_rel=2 * loss,
-                  warn_quantization_ne_budget_rel=loss)
+    within = gate(
+        labels,
+        {"fp32": probs, "int8": variant},
+        quantization_ne_budget_rel=2 * loss,
+        warn_quantization_ne_budget_rel=loss,
+    )
     assert within.promoted == "int8" and within.verdict("fp32") == "passed"
     check = only(within, "int8", "quantization_ne_loss_rel")
     assert check.value == pytest.approx(loss) and check.passed and check.within_noise is False
     assert check.metric_value == pytest.approx(normalized_entropy(labels, variant))
     assert check.reference_value == pytest.approx(normalized_entropy(labels, probs))
-    over = gate(labels, {"fp32": probs, "int8": variant}, quantization_ne_budget_rel=loss / 2,
-                warn_quantization_ne_budget_rel=loss / 4)
+    over = gate(
+        labels,
+        {"fp32": probs, "int8": variant},
+        quantization_ne_budget_rel=loss / 2,
+        warn_quantization_ne_budget_rel=loss / 4,
+    )
     assert over.promoted == "fp32" and "quantization_ne_loss_rel" in over.reason
 
 
 def test_champion_epsilon_bounds_how_far_a_candidate_may_trail_the_champion():
     labels, probs = day(40_000)
     behind = worse(probs, 0.3)
-    regression = relative_change(normalized_entropy(labels, behind),
-                                 normalized_entropy(labels, probs))
+    regression = relative_change(
+        normalized_entropy(labels, behind), normalized_entropy(labels, probs)
+    )
     assert regression > 0.005  # more than the default epsilon, clear of noise on 40k rows
     trailing = gate(labels, {"fp32": behind, "int8": behind}, champion=probs)
     assert trailing.promoted is None
     check = only(trailing, "int8", "champion_ne_regression_rel")
     assert check.value == pytest.approx(regression) and check.within_noise is False
-    close = gate(labels, {"fp32": behind, "int8": behind}, champion=probs,
-                 champion_ne_epsilon_rel=2 * regression)
+    close = gate(
+        labels,
+        {"fp32": behind, "int8": behind},
+        champion=probs,
+        champion_ne_epsilon_rel=2 * regression,
+    )
     assert close.promoted == "int8"
-    invalid = decide(labels=labels, predictions={"fp32": probs, "int8": probs}, parent="fp32",
-                     champion=probs, preference=["int8", "fp32"], data_valid=False)
+    invalid = decide(
+        labels=labels,
+        predictions={"fp32": probs, "int8": probs},
+        parent="fp32",
+        champion=probs,
+        preference=["int8", "fp32"],
+        data_valid=False,
+    )
     assert invalid.promoted is None
 
 
 # --- absolute quality: the base rate and the logistic baseline ----------------------------
+
 
 def shuffled(probs: np.ndarray, seed: int = 5) -> np.ndarray:
     """Probabilities of other rows: the click rate is right, the ranking is noise (NE > 1)."""
@@ -402,8 +512,7 @@ def test_an_ne_below_one_whose_interval_reaches_one_is_not_shown_to_beat_the_bas
 def test_a_model_worse_than_the_logistic_baseline_is_refused_naming_both_nes():
     labels, probs = day(20_000)
     model = worse(probs, 0.6)
-    decision = gate(labels, {"fp32": model, "int8": model},
-                    baselines={"baseline.logistic": probs})
+    decision = gate(labels, {"fp32": model, "int8": model}, baselines={"baseline.logistic": probs})
     check = only(decision, "fp32", "ne_vs_logistic_baseline_rel")
     ne_model, ne_logistic = (normalized_entropy(labels, p) for p in (model, probs))
     assert check.value == pytest.approx(relative_change(ne_model, ne_logistic))
@@ -419,18 +528,23 @@ def test_a_model_worse_than_the_logistic_baseline_is_refused_naming_both_nes():
 
 def test_a_model_better_than_the_baselines_passes_and_a_margin_forgives_a_small_loss():
     labels, probs = day(20_000)
-    baselines = {"baseline.logistic": worse(probs, 0.6),
-                 "baseline.constant": np.full(labels.size, labels.mean())}
+    baselines = {
+        "baseline.logistic": worse(probs, 0.6),
+        "baseline.constant": np.full(labels.size, labels.mean()),
+    }
     better = gate(labels, {"fp32": probs, "int8": probs}, baselines=baselines)
     check = only(better, "int8", "ne_vs_logistic_baseline_rel")
     assert check.passed and check.value < 0 and better.promoted == "int8"
     assert better.baselines["baseline.constant"] == pytest.approx(1.0)
     behind = worse(probs, 0.3)
     loss = relative_change(normalized_entropy(labels, behind), normalized_entropy(labels, probs))
-    strict = gate(labels, {"fp32": behind, "int8": behind},
-                  baselines={"baseline.logistic": probs})
-    forgiving = gate(labels, {"fp32": behind, "int8": behind},
-                     baselines={"baseline.logistic": probs}, baseline_ne_margin_rel=2 * loss)
+    strict = gate(labels, {"fp32": behind, "int8": behind}, baselines={"baseline.logistic": probs})
+    forgiving = gate(
+        labels,
+        {"fp32": behind, "int8": behind},
+        baselines={"baseline.logistic": probs},
+        baseline_ne_margin_rel=2 * loss,
+    )
     assert strict.promoted is None and forgiving.promoted == "int8"
 
 
@@ -441,17 +555,25 @@ def test_missing_baselines_are_recorded_as_not_gated():
     assert check.passed and not check.gated and check.value is None
     assert "no baseline.logistic predictions" in check.detail
     assert decision.promoted == "int8" and decision.baselines == {}
-    other = gate(labels, {"fp32": probs, "int8": probs},
-                 baselines={"baseline.constant": np.full(labels.size, 0.2)})
+    other = gate(
+        labels,
+        {"fp32": probs, "int8": probs},
+        baselines={"baseline.constant": np.full(labels.size, 0.2)},
+    )
     assert not only(other, "int8", "ne_vs_logistic_baseline_rel").gated
 
 
 def test_other_failures_do_not_blame_the_baseline():
     labels, probs = day(40_000)
     variant, loss = quantized(labels, probs)
-    decision = gate(labels, {"fp32": probs, "int8": variant}, allow_fp32_fallback=False,
-                    quantization_ne_budget_rel=loss / 2, warn_quantization_ne_budget_rel=0.0,
-                    baselines={"baseline.logistic": worse(probs, 0.6)})
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": variant},
+        allow_fp32_fallback=False,
+        quantization_ne_budget_rel=loss / 2,
+        warn_quantization_ne_budget_rel=0.0,
+        baselines={"baseline.logistic": worse(probs, 0.6)},
+    )
     assert decision.promoted is None
     assert decision.reason.startswith("no candidate passed the gate")
 
@@ -464,17 +586,25 @@ def test_baselines_may_not_be_named_like_a_candidate():
 
 # --- small and one-class rows ------------------------------------------------------------
 
+
 def test_a_one_class_slice_is_reported_not_gated_and_nothing_raises():
     labels, probs = day(20_000)
     no_click = labels == 0
     few = np.zeros(labels.size, bool)
     few[np.flatnonzero(labels == 1)[:2]] = True
     few[np.flatnonzero(labels == 0)[:3_000]] = True  # 2 clicks in 3 002 rows
-    rules = [rule(name=m, metric=m, against="parent", scope="both", limit=0.01)
-             for m in ("ne", "log_loss", "calibration", "auc")]
-    decision = gate(labels, {"fp32": probs, "int8": worse(probs, 0.05)}, *rules,
-                    rule(name="strict_ne", metric="ne", limit=100.0, strict=True, scope="both"),
-                    slices={"clicks=none": no_click, "clicks=few": few}, min_slice_rows=100)
+    rules = [
+        rule(name=m, metric=m, against="parent", scope="both", limit=0.01)
+        for m in ("ne", "log_loss", "calibration", "auc")
+    ]
+    decision = gate(
+        labels,
+        {"fp32": probs, "int8": worse(probs, 0.05)},
+        *rules,
+        rule(name="strict_ne", metric="ne", limit=100.0, strict=True, scope="both"),
+        slices={"clicks=none": no_click, "clicks=few": few},
+        min_slice_rows=100,
+    )
     for name in ("ne", "calibration", "auc", "strict_ne"):
         check = only(decision, "int8", f"{name}.clicks_none")
         assert check.value is None and check.passed and not check.gated
@@ -496,8 +626,9 @@ def test_a_one_class_day_is_a_rejection_not_an_error():
 def test_bootstrap_resamples_without_a_click_are_dropped():
     labels = np.r_[1.0, np.zeros(49)]
     probs = {"a": np.full(50, 0.02), "b": np.full(50, 0.03)}
-    sums, column = paired_bootstrap_sums(labels, probs, np.ones((1, 50), bool), refs=["a"],
-                                         skip=[], samples=400, seed=0)
+    sums, column = paired_bootstrap_sums(
+        labels, probs, np.ones((1, 50), bool), refs=["a"], skip=[], samples=400, seed=0
+    )
     values = bootstrap_values(sums[:, 0], column, metric="ne", model="b")
     no_click = sums[:, 0, column["y"]] == 0
     assert 0.2 < no_click.mean() < 0.5  # P(the one click draws weight 0) = 1/e

@@ -7,8 +7,14 @@ import numpy as np
 
 from quantrec.models.gate import reject_invalid_data
 from quantrec.models.lifecycle import (
-    DayOutcome, Partitions, PreviousPlan, Validation, promotion_preference, training_window,
-    why_search, why_stop,
+    DayOutcome,
+    Partitions,
+    PreviousPlan,
+    Validation,
+    promotion_preference,
+    training_window,
+    why_search,
+    why_stop,
 )
 from quantrec.models.names import DriftLevel
 from quantrec.models.plan import PrecisionPlan
@@ -32,10 +38,13 @@ def test_search_again_when_forced_missing_off_failed_or_severely_drifted():
     assert why_search(None, reuse=True, force=False) == "no earlier plan"
     assert "reuse_plan is off" in why_search(previous("passed"), reuse=False, force=False)
     assert "2026-01-03" in why_search(previous("rejected"), reuse=True, force=False)
-    assert why_search(previous("passed"), reuse=True, force=False,
-                      drift_level=DriftLevel.SEVERE) == "severe drift"
-    assert why_search(previous("passed"), reuse=True, force=False,
-                      drift_level=DriftLevel.WARN) is None
+    assert (
+        why_search(previous("passed"), reuse=True, force=False, drift_level=DriftLevel.SEVERE)
+        == "severe drift"
+    )
+    assert (
+        why_search(previous("passed"), reuse=True, force=False, drift_level=DriftLevel.WARN) is None
+    )
 
 
 def test_holdout_mask_holds_out_a_seeded_share_of_the_last_day():
@@ -46,13 +55,13 @@ def test_holdout_mask_holds_out_a_seeded_share_of_the_last_day():
 
 
 def test_stop_before_training_on_a_bad_day_or_an_empty_window():
-    partitions = Partitions(run_date=date(2026, 1, 4), window=(date(2026, 1, 3),),
-                            digests={}, schema=None, skipped={})
+    partitions = Partitions(
+        run_date=date(2026, 1, 4), window=(date(2026, 1, 3),), digests={}, schema=None, skipped={}
+    )
     passed = Validation(passed=True, summary="ok", report={})
     assert why_stop(partitions, passed, 3) is None
     assert why_stop(partitions, Validation(False, "label has 2", {}), 3) == "label has 2"
-    empty = Partitions(run_date=date(2026, 1, 4), window=(), digests={}, schema=None,
-                       skipped={})
+    empty = Partitions(run_date=date(2026, 1, 4), window=(), digests={}, schema=None, skipped={})
     assert "no usable day in the 3-day training window" == why_stop(empty, passed, 3)
     assert training_window(date(2026, 1, 4), 2) == (date(2026, 1, 2), date(2026, 1, 3))
 
@@ -64,9 +73,14 @@ def test_low_precision_first_smallest_first_fp32_last():
 
 def test_a_day_outcome_round_trips_through_its_record():
     decision = reject_invalid_data("no rows", check="data_available")
-    outcome = DayOutcome.of_decision(decision, run_date=date(2026, 1, 4), model_name="m",
-                                     run_id="r", window=(date(2026, 1, 3),),
-                                     metrics={"fp32": {"ne": 0.9}})
+    outcome = DayOutcome.of_decision(
+        decision,
+        run_date=date(2026, 1, 4),
+        model_name="m",
+        run_id="r",
+        window=(date(2026, 1, 3),),
+        metrics={"fp32": {"ne": 0.9}},
+    )
     again = DayOutcome.from_record(outcome.to_record())
     assert again == outcome
     assert outcome.to_record()["date"] == "2026-01-04"
@@ -78,10 +92,10 @@ def test_continual_training_continues_the_parent_on_the_new_days_only():
 
     run_date = date(2026, 1, 10)
     window = training_window(run_date, 3)  # 01-07, 01-08, 01-09
-    parent = Lineage(version="7", trained_through=date(2026, 1, 8),
-                     full_retrain_date=date(2026, 1, 5))
-    plan = plan_training(run_date, window, mode="continual", full_retrain_days=7,
-                         parent=parent)
+    parent = Lineage(
+        version="7", trained_through=date(2026, 1, 8), full_retrain_date=date(2026, 1, 5)
+    )
+    plan = plan_training(run_date, window, mode="continual", full_retrain_days=7, parent=parent)
     assert (plan.mode, plan.days, plan.warm_from) == ("continual", (date(2026, 1, 9),), "7")
     assert plan.full_retrain_date == date(2026, 1, 5)
 
@@ -103,6 +117,11 @@ def test_a_full_retrain_when_due_impossible_or_unwise():
     old = Lineage("7", date(2026, 1, 8), date(2026, 1, 3))
     assert "7 days old" in plan(old).reason and plan(old).full_retrain_date == run_date
     gap = Lineage("7", date(2026, 1, 8), date(2026, 1, 5))
-    holed = plan_training(run_date, (date(2026, 1, 7), date(2026, 1, 8)), mode="continual",
-                          full_retrain_days=7, parent=gap)
+    holed = plan_training(
+        run_date,
+        (date(2026, 1, 7), date(2026, 1, 8)),
+        mode="continual",
+        full_retrain_days=7,
+        parent=gap,
+    )
     assert holed.mode == "full" and "not all in the window" in holed.reason

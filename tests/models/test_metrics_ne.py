@@ -89,8 +89,12 @@ def test_log_loss_is_defined_for_single_class_labels() -> None:
 
 @pytest.mark.parametrize(
     ("labels", "reason"),
-    [([], "no rows"), ([0, 0, 0], "every label is 0 (3 rows, 0 clicks)"),
-     ([1, 1], "every label is 1 (2 rows, 2 clicks)"), ([0, 1], None)],
+    [
+        ([], "no rows"),
+        ([0, 0, 0], "every label is 0 (3 rows, 0 clicks)"),
+        ([1, 1], "every label is 1 (2 rows, 2 clicks)"),
+        ([0, 1], None),
+    ],
 )
 def test_undefined_reason_says_why_a_set_cannot_be_scored(labels, reason) -> None:
     found = undefined_reason(np.array(labels))

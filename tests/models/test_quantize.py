@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from quantrec.models.dlrm import DLRM
-from quantrec.models.recipes import RowwiseEmbeddingBag
 from quantrec.models.quantize import (
     Int8DynamicLinear,
     apply_precision_plan,
@@ -17,6 +16,7 @@ from quantrec.models.quantize import (
     quantize_int8,
     uniform_plan,
 )
+from quantrec.models.recipes import RowwiseEmbeddingBag
 
 
 @pytest.mark.parametrize("per_channel", [True, False])

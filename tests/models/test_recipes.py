@@ -157,8 +157,10 @@ def test_smoothing_evens_out_outlier_columns_and_reloads() -> None:
     smooth = Int8StaticLinear.from_float(
         linear, calibration="smooth", input_range=(low, high), smoothing=smoothing
     )
-    error = {name: float((m(x) - expected).pow(2).mean()) for name, m in
-             {"histogram": histogram, "smooth": smooth}.items()}
+    error = {
+        name: float((m(x) - expected).pow(2).mean())
+        for name, m in {"histogram": histogram, "smooth": smooth}.items()
+    }
     assert error["smooth"] < 0.5 * error["histogram"], error
     # Warm starts read the weight back in the unsmoothed input's terms: within half a
     # step of the smoothed row, divided by the column's smoothing factor.
@@ -169,5 +171,6 @@ def test_smoothing_evens_out_outlier_columns_and_reloads() -> None:
     target.load_state_dict(smooth.state_dict())
     assert torch.equal(target(x), smooth(x))
     with pytest.raises(ValueError, match="smoothing factors go with"):
-        Int8StaticLinear.from_float(linear, calibration="histogram", input_range=(low, high),
-                                    smoothing=smoothing)
+        Int8StaticLinear.from_float(
+            linear, calibration="histogram", input_range=(low, high), smoothing=smoothing
+        )

@@ -40,7 +40,9 @@ def test_score_matches_compute_metrics(make_model, make_batch) -> None:
     assert metrics.rows == 400
 
 
-def test_empty_batch_gives_no_probabilities_and_bad_batch_size_raises(make_model, make_batch) -> None:
+def test_empty_batch_gives_no_probabilities_and_bad_batch_size_raises(
+    make_model, make_batch
+) -> None:
     model, batch = make_model(), make_batch(rows=4)
     assert predict_proba(model, batch.slice(0, 0)).shape == (0,)
     with pytest.raises(ValueError, match="got 0"):

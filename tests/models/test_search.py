@@ -21,8 +21,16 @@ PLAIN_TABLES = ("int8", "int4", "int2")
 @pytest.fixture
 def trained(make_model, make_batch):
     model = make_model(seed=0, embedding_dim=8)
-    train_dlrm(model, make_batch(rows=2048), epochs=3, batch_size=64, learning_rate=0.02, seed=0,
-               sparse_optimizer="sparse_adam", fused=False)
+    train_dlrm(
+        model,
+        make_batch(rows=2048),
+        epochs=3,
+        batch_size=64,
+        learning_rate=0.02,
+        seed=0,
+        sparse_optimizer="sparse_adam",
+        fused=False,
+    )
     return model
 
 
@@ -36,9 +44,7 @@ def _check_within(result: SearchResult, model, held_out, calibration, limit: flo
     assert model_bytes(variant) == result.chosen.bytes
 
 
-def test_search_respects_a_relative_budget_and_prefers_fewer_bytes(
-    trained, make_batch
-) -> None:
+def test_search_respects_a_relative_budget_and_prefers_fewer_bytes(trained, make_batch) -> None:
     held_out, calibration = make_batch(rows=4096, seed=1), make_batch(rows=512, seed=2)
     result = search_precision_plan(
         trained, held_out, calibration=calibration, table_candidates=PLAIN_TABLES
@@ -91,8 +97,12 @@ def test_confirmation_rows_rescore_the_finalists_and_revert_when_both_fail(
     """Seed 8: both finalists pass on the search rows but fail on the confirmation rows."""
     confirmation = make_batch(rows=1024, seed=108)
     result = search_precision_plan(
-        trained, make_batch(rows=1024, seed=8), calibration=make_batch(rows=512, seed=6),
-        table_candidates=PLAIN_TABLES, linear_candidates=("int8",), confirmation=confirmation,
+        trained,
+        make_batch(rows=1024, seed=8),
+        calibration=make_batch(rows=512, seed=6),
+        table_candidates=PLAIN_TABLES,
+        linear_candidates=("int8",),
+        confirmation=confirmation,
     )
     for plan in (result.ranked, result.greedy):
         assert plan.extra["confirmation_ne_delta_rel"] > 0.0005
@@ -105,8 +115,9 @@ def test_confirmation_rows_rescore_the_finalists_and_revert_when_both_fail(
 
 def _one_class(batch, label: float):
     """``batch`` with every label set to ``label``: a held-out half of a sparse day."""
-    return Batch(dense=batch.dense, sparse=batch.sparse,
-                 labels=torch.full_like(batch.labels, label))
+    return Batch(
+        dense=batch.dense, sparse=batch.sparse, labels=torch.full_like(batch.labels, label)
+    )
 
 
 @pytest.mark.parametrize("label", [0.0, 1.0])
@@ -130,12 +141,13 @@ def test_no_held_out_rows_skip_the_search(trained, make_batch) -> None:
     assert result.skipped and "no rows" in result.reason
 
 
-def test_confirmation_rows_without_a_click_skip_only_the_confirmation(
-    trained, make_batch
-) -> None:
+def test_confirmation_rows_without_a_click_skip_only_the_confirmation(trained, make_batch) -> None:
     result = search_precision_plan(
-        trained, make_batch(rows=1024, seed=14), calibration=make_batch(rows=512, seed=15),
-        table_candidates=PLAIN_TABLES, linear_candidates=("int8",),
+        trained,
+        make_batch(rows=1024, seed=14),
+        calibration=make_batch(rows=512, seed=15),
+        table_candidates=PLAIN_TABLES,
+        linear_candidates=("int8",),
         confirmation=_one_class(make_batch(rows=256, seed=16), 0.0),
     )
     assert not result.skipped and result.chosen_by in ("ranked", "greedy")

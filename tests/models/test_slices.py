@@ -24,17 +24,20 @@ def test_head_ids_flatten_bags_and_refuse_a_bad_share() -> None:
 
 
 def frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "user": [1, 2, 3, 1, 4],
-        "item": ["x", "y", "x", "z", "x"],
-        "history": [["x", "y"], ["x"], [], None, ["z"]],
-        "country": ["de", "fr", "de", "us", "de"],
-    })
+    return pd.DataFrame(
+        {
+            "user": [1, 2, 3, 1, 4],
+            "item": ["x", "y", "x", "z", "x"],
+            "history": [["x", "y"], ["x"], [], None, ["z"]],
+            "country": ["de", "fr", "de", "us", "de"],
+        }
+    )
 
 
 def test_new_and_returning_users_and_head_and_tail_items() -> None:
-    masks = slice_masks(frame(), user_column="user", item_column="item",
-                        seen_users={1, 3}, head_items=["x"])
+    masks = slice_masks(
+        frame(), user_column="user", item_column="item", seen_users={1, 3}, head_items=["x"]
+    )
     assert masks["users=new"].tolist() == [False, True, False, False, True]
     assert masks["users=returning"].tolist() == [True, False, True, True, False]
     assert masks["items=head"].tolist() == [True, False, True, False, True]
@@ -80,14 +83,27 @@ def test_missing_columns_and_references_are_named() -> None:
 
 
 def test_a_day_without_rows_or_ids_gives_masks_not_errors() -> None:
-    empty = pd.DataFrame({"user": pd.Series([], dtype="int64"),
-                          "item": pd.Series([], dtype=object)})
-    masks = slice_masks(empty, user_column="user", item_column="item", seen_users=[],
-                        head_items=head_ids([], 0.8), slice_columns=["item"])
+    empty = pd.DataFrame(
+        {"user": pd.Series([], dtype="int64"), "item": pd.Series([], dtype=object)}
+    )
+    masks = slice_masks(
+        empty,
+        user_column="user",
+        item_column="item",
+        seen_users=[],
+        head_items=head_ids([], 0.8),
+        slice_columns=["item"],
+    )
     assert set(masks) == {"users=new", "users=returning", "items=head", "items=tail"}
     assert all(m.shape == (0,) and m.dtype == bool for m in masks.values())
     missing = pd.DataFrame({"user": [None, None], "item": [None, None]})
-    masks = slice_masks(missing, user_column="user", item_column="item", seen_users=[1],
-                        head_items=head_ids(pd.Series([None]), 0.8), slice_columns=["item"])
+    masks = slice_masks(
+        missing,
+        user_column="user",
+        item_column="item",
+        seen_users=[1],
+        head_items=head_ids(pd.Series([None]), 0.8),
+        slice_columns=["item"],
+    )
     assert masks["users=new"].all() and masks["items=head"].all()  # nothing known: new, head
     assert not any(k.startswith("item=") for k in masks)

@@ -37,7 +37,9 @@ def test_fraction_outside_a_known_range_is_k_over_n(make_model, make_batch) -> N
 def test_smooth_units_are_measured_after_the_smoothing_division(make_model, make_batch) -> None:
     model, batch = make_model(), make_batch(rows=32)
     unit = Int8StaticLinear.from_float(
-        model.dense_arch.mlp[0], calibration="smooth", input_range=(0.0, 1.0),
+        model.dense_arch.mlp[0],
+        calibration="smooth",
+        input_range=(0.0, 1.0),
         smoothing=torch.tensor([2.0, 1.0]),
     )
     low = assemble_variant(model, {"dense_arch.mlp.0": unit})
@@ -50,7 +52,8 @@ def test_fp16_exact_table_has_zero_error(make_model, make_batch) -> None:
     model, batch = make_model(), make_batch()
     with torch.no_grad():  # weights fp16 can hold exactly: the fp16 table is fp32-identical
         model.sparse_arch.embedding_bags[1].weight.copy_(
-            model.sparse_arch.embedding_bags[1].weight.half().float())
+            model.sparse_arch.embedding_bags[1].weight.half().float()
+        )
     plan = dict.fromkeys(uniform_plan(model, "fp32"), "fp32")
     plan["sparse_arch.embedding_bags.1"] = "fp16"
     staleness = quantization_staleness(apply_precision_plan(model, plan), model, batch)
@@ -81,8 +84,10 @@ def test_int8_table_error_matches_a_hand_computation(make_model, make_batch) -> 
 
 def test_ne_gap_has_the_sign_and_size_of_the_scored_ne_change(make_model, make_batch) -> None:
     model, batch, calibration = make_model(), make_batch(rows=256, seed=1), make_batch(rows=256)
-    plan = {n: "int2" if "embedding" in n else "int8_static_histogram"
-            for n in uniform_plan(model, "fp32")}
+    plan = {
+        n: "int2" if "embedding" in n else "int8_static_histogram"
+        for n in uniform_plan(model, "fp32")
+    }
     low = apply_precision_plan(model, plan, calibration=calibration)
     staleness = quantization_staleness(low, model, batch)
     expected = (score(low, batch).ne - score(model, batch).ne) / score(model, batch).ne
@@ -93,13 +98,18 @@ def test_ne_gap_has_the_sign_and_size_of_the_scored_ne_change(make_model, make_b
 
 def test_metrics_are_flat_and_valid_mlflow_keys(make_model, make_batch) -> None:
     model, batch = make_model(), make_batch()
-    plan = {n: "int8" if "embedding" in n else "int8_static_minmax"
-            for n in uniform_plan(model, "fp32")}
+    plan = {
+        n: "int8" if "embedding" in n else "int8_static_minmax" for n in uniform_plan(model, "fp32")
+    }
     low = apply_precision_plan(model, plan, calibration=make_batch(seed=3))
     metrics = quantization_staleness(low, model, batch).to_metrics()
-    assert {"staleness.out_of_range", "staleness.embedding_error", "staleness.ne_gap_rel",
-            "staleness.out_of_range.over_arch.mlp.0",
-            "staleness.embedding_error.sparse_arch.embedding_bags.2"} <= set(metrics)
+    assert {
+        "staleness.out_of_range",
+        "staleness.embedding_error",
+        "staleness.ne_gap_rel",
+        "staleness.out_of_range.over_arch.mlp.0",
+        "staleness.embedding_error.sparse_arch.embedding_bags.2",
+    } <= set(metrics)
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-/ ]+", key) for key in metrics)
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
 

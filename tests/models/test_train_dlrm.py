@@ -61,9 +61,7 @@ def test_last_partial_slice_is_trained_on(make_model, make_batch) -> None:
     assert report.steps == 4 and report.samples == 200
 
 
-@pytest.mark.parametrize(
-    "change", [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": 0.0}]
-)
+@pytest.mark.parametrize("change", [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": 0.0}])
 def test_bad_training_arguments_are_rejected(make_model, make_batch, change) -> None:
     with pytest.raises(ValueError, match="epochs=.*batch_size=.*learning_rate="):
         train_dlrm(make_model(), make_batch(rows=8), seed=0, **{**FAST, **change})
@@ -76,7 +74,9 @@ def test_empty_batch_is_rejected(make_model, make_batch) -> None:
 
 def test_warm_start_copies_matching_shapes_only(make_model) -> None:
     champion = make_model(seed=1)
-    challenger = DLRM(**{**champion.architecture(), "table_sizes": [97, 61, 48]})  # hour table resized
+    challenger = DLRM(
+        **{**champion.architecture(), "table_sizes": [97, 61, 48]}
+    )  # hour table resized
     copied = warm_start(challenger, champion)
 
     assert "sparse_arch.embedding_bags.0.weight" in copied
@@ -128,14 +128,23 @@ def test_sparse_learning_rate_defaults_per_optimizer(make_model, make_batch) -> 
     default, explicit = make_model(seed=1), make_model(seed=1)
     train_dlrm(default, batch, seed=0, **FAST)
     train_dlrm(explicit, batch, seed=0, sparse_learning_rate=DEFAULT_ROWWISE_ADAGRAD_LR, **FAST)
-    assert torch.equal(default.sparse_arch.embedding_bags[0].weight,
-                       explicit.sparse_arch.embedding_bags[0].weight)
+    assert torch.equal(
+        default.sparse_arch.embedding_bags[0].weight, explicit.sparse_arch.embedding_bags[0].weight
+    )
     adam_default, adam_explicit = make_model(seed=1), make_model(seed=1)
     train_dlrm(adam_default, batch, seed=0, sparse_optimizer="sparse_adam", **FAST)
-    train_dlrm(adam_explicit, batch, seed=0, sparse_optimizer="sparse_adam",
-               sparse_learning_rate=FAST["learning_rate"], **FAST)
-    assert torch.equal(adam_default.sparse_arch.embedding_bags[0].weight,
-                       adam_explicit.sparse_arch.embedding_bags[0].weight)
+    train_dlrm(
+        adam_explicit,
+        batch,
+        seed=0,
+        sparse_optimizer="sparse_adam",
+        sparse_learning_rate=FAST["learning_rate"],
+        **FAST,
+    )
+    assert torch.equal(
+        adam_default.sparse_arch.embedding_bags[0].weight,
+        adam_explicit.sparse_arch.embedding_bags[0].weight,
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,8 +163,11 @@ def test_keys_in_another_order_are_rejected_on_the_fused_path(make_model, make_b
     from quantrec.models.batch import Batch, KeyedJaggedIds
 
     batch = make_batch(rows=16)
-    swapped = KeyedJaggedIds(keys=batch.sparse.keys[::-1], values=batch.sparse.values[::-1],
-                             offsets=batch.sparse.offsets[::-1])
+    swapped = KeyedJaggedIds(
+        keys=batch.sparse.keys[::-1],
+        values=batch.sparse.values[::-1],
+        offsets=batch.sparse.offsets[::-1],
+    )
     model = make_model()
     before = {n: t.clone() for n, t in model.state_dict().items()}
     with pytest.raises(ValueError, match="differ from the model's feature_names"):
@@ -171,11 +183,14 @@ def test_something_else_than_a_batch_or_source_is_rejected(make_model) -> None:
 
 def _legacy_train(model, batch, *, epochs, batch_size, learning_rate, seed) -> None:
     """train_dlrm before fused tables existed (SparseAdam + Adam, per-table lookups)."""
-    sparse = [p for m in model.modules() if isinstance(m, torch.nn.EmbeddingBag)
-              for p in m.parameters()]
+    sparse = [
+        p for m in model.modules() if isinstance(m, torch.nn.EmbeddingBag) for p in m.parameters()
+    ]
     dense = [p for p in model.parameters() if all(p is not q for q in sparse)]
-    optimizers = [torch.optim.SparseAdam(sparse, lr=learning_rate),
-                  torch.optim.Adam(dense, lr=learning_rate)]
+    optimizers = [
+        torch.optim.SparseAdam(sparse, lr=learning_rate),
+        torch.optim.Adam(dense, lr=learning_rate),
+    ]
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -184,7 +199,9 @@ def _legacy_train(model, batch, *, epochs, batch_size, learning_rate, seed) -> N
             part = shuffled.slice(start, start + batch_size)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.binary_cross_entropy_with_logits(model(part), part.labels).backward()
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                model(part), part.labels
+            ).backward()
             for optimizer in optimizers:
                 optimizer.step()
 
@@ -195,7 +212,14 @@ def test_per_table_sparse_adam_reproduces_the_previous_trainer_bit_for_bit(
     batch = make_batch(rows=300)
     legacy, current = make_model(seed=2), make_model(seed=2)
     _legacy_train(legacy, batch, seed=4, **FAST)
-    train_dlrm(current, batch, seed=4, sparse_optimizer="sparse_adam", fused=False,
-               dense_transform="keep", **FAST)
+    train_dlrm(
+        current,
+        batch,
+        seed=4,
+        sparse_optimizer="sparse_adam",
+        fused=False,
+        dense_transform="keep",
+        **FAST,
+    )
     for (name, a), (_, b) in zip(legacy.state_dict().items(), current.state_dict().items()):
         assert torch.equal(a, b), name

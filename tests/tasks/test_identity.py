@@ -22,9 +22,12 @@ DIGESTS = {date(2026, 2, 28): "aaa", DAY: "bbb"}
 def test_run_key_changes_with_each_part_of_the_identity():
     config = json.dumps({"training": {"epochs": 1}, "feed": {"seed": 0}})
     base = run_key(run_date=DAY, digests=DIGESTS, config_json=config, code="1+x")
-    assert base == run_key(run_date=DAY, digests=dict(reversed(DIGESTS.items())),
-                           config_json=json.dumps({"feed": {"seed": 0},
-                                                   "training": {"epochs": 1}}), code="1+x")
+    assert base == run_key(
+        run_date=DAY,
+        digests=dict(reversed(DIGESTS.items())),
+        config_json=json.dumps({"feed": {"seed": 0}, "training": {"epochs": 1}}),
+        code="1+x",
+    )
     others = [
         run_key(run_date=date(2026, 3, 2), digests=DIGESTS, config_json=config, code="1+x"),
         run_key(run_date=DAY, digests={**DIGESTS, DAY: "ccc"}, config_json=config, code="1+x"),

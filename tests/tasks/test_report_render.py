@@ -29,10 +29,23 @@ def _decision(reason="int8 within budget"):
         "reason": reason,
         "checks": {
             "int8": [
-                {"name": "quantization_ne_budget", "value": 0.004, "threshold": 0.01,
-                 "passed": True, "within_noise": True, "ci_low": 0.001, "ci_high": 0.007},
-                {"name": "slice_ne", "value": 0.02, "threshold": 0.015, "passed": False,
-                 "slice": "cat_1=7", "direction": "max"},
+                {
+                    "name": "quantization_ne_budget",
+                    "value": 0.004,
+                    "threshold": 0.01,
+                    "passed": True,
+                    "within_noise": True,
+                    "ci_low": 0.001,
+                    "ci_high": 0.007,
+                },
+                {
+                    "name": "slice_ne",
+                    "value": 0.02,
+                    "threshold": 0.015,
+                    "passed": False,
+                    "slice": "cat_1=7",
+                    "direction": "max",
+                },
             ],
             "fp32": [{"name": "beats_champion", "value": -0.01, "threshold": 0.0, "passed": True}],
         },
@@ -40,25 +53,38 @@ def _decision(reason="int8 within budget"):
 
 
 def _report(**overrides):
-    drift = pd.DataFrame({
-        "feature": ["dense_0", "dense_0", "cat_1", "label"],
-        "kind": ["dense", "dense", "categorical", "label"],
-        "statistic": ["psi", "js", "oov", "rate_shift"],
-        "value": [0.3, 0.1, 0.02, 0.05],
-        "threshold": [0.2, np.nan, 0.05, np.nan],
-        "over_threshold": [True, False, False, False],
-    })
-    bins = pd.DataFrame({"mean_predicted": [0.02, 0.05], "observed_rate": [0.03, 0.04],
-                         "rows": [50, 50]})
-    slices = pd.DataFrame({"slice": ["all", "all", "new users", "new users"],
-                           "variant": ["fp32", "int8"] * 2, "rows": [100, 100, 20, 20],
-                           "ne": [0.8, 0.81, 0.9, 0.92]})
+    drift = pd.DataFrame(
+        {
+            "feature": ["dense_0", "dense_0", "cat_1", "label"],
+            "kind": ["dense", "dense", "categorical", "label"],
+            "statistic": ["psi", "js", "oov", "rate_shift"],
+            "value": [0.3, 0.1, 0.02, 0.05],
+            "threshold": [0.2, np.nan, 0.05, np.nan],
+            "over_threshold": [True, False, False, False],
+        }
+    )
+    bins = pd.DataFrame(
+        {"mean_predicted": [0.02, 0.05], "observed_rate": [0.03, 0.04], "rows": [50, 50]}
+    )
+    slices = pd.DataFrame(
+        {
+            "slice": ["all", "all", "new users", "new users"],
+            "variant": ["fp32", "int8"] * 2,
+            "rows": [100, 100, 20, 20],
+            "ne": [0.8, 0.81, 0.9, 0.92],
+        }
+    )
     arguments = dict(
-        run_date=date(2024, 3, 5), decision=_decision(), drift=drift, drift_level="warn",
+        run_date=date(2024, 3, 5),
+        decision=_decision(),
+        drift=drift,
+        drift_level="warn",
         drift_reasons=["dense_0 psi 0.3 > 0.2"],
         metrics={"int8": {"ne": 0.81, "auc": 0.7, "log_loss": 0.4, "calibration": 1.02}},
-        calibration={"int8": bins, "fp32": bins}, slices=slices,
-        staleness={"days_since_plan": 3.0}, links={"MLflow run": "http://localhost:5000/x"},
+        calibration={"int8": bins, "fp32": bins},
+        slices=slices,
+        staleness={"days_since_plan": 3.0},
+        links={"MLflow run": "http://localhost:5000/x"},
     )
     arguments.update(overrides)
     return run_report_html(**arguments)
@@ -73,8 +99,9 @@ def test_run_report_names_every_check_and_the_outcome():
 
 
 def test_run_report_escapes_text_and_defuses_script_links():
-    page = _report(decision=_decision(reason="<script>alert(1)</script>"),
-                   links={"bad": "javascript:alert(1)"})
+    page = _report(
+        decision=_decision(reason="<script>alert(1)</script>"), links={"bad": "javascript:alert(1)"}
+    )
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'href="javascript' not in page
@@ -85,8 +112,16 @@ def test_run_report_embeds_valid_pngs_and_marks_missing_sections():
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3  # drift, calibration, slices
     assert all(base64.b64decode(i).startswith(PNG) for i in images)
-    empty = _report(drift=None, drift_level=None, drift_reasons=[], metrics={}, calibration={},
-                    slices=None, staleness=None, links={})
+    empty = _report(
+        drift=None,
+        drift_level=None,
+        drift_reasons=[],
+        metrics={},
+        calibration={},
+        slices=None,
+        staleness=None,
+        links={},
+    )
     assert empty.count("not measured") == 6
     assert "data:image/png" not in empty
 
@@ -113,15 +148,17 @@ def _days():
     """Five run dates, shift after day 1: days 2-5 are counted. fp32 NE is 0.8 throughout,
     so gaps are (ne - 0.8) / 0.8; champion NaN on day 4, frozen NaN on day 5."""
     start = date(2024, 1, 1)
-    return pd.DataFrame({
-        "date": [start + timedelta(days=i) for i in range(5)],
-        "frozen_ne": [0.80, 0.81, 0.84, 0.86, np.nan],   # gaps: 0.0125, 0.05, 0.075, skip
-        "fp32_ne": [0.80] * 5,
-        "champion_ne": [0.80, 0.81, 0.812, np.nan, 0.808],  # gaps: 0.0125, 0.015, skip, 0.01
-        "drift_level": ["ok", "severe", "warn", None, "ok"],
-        "promoted": [True, False, True, False, False],
-        "outcome": ["promoted", "rejected", "promoted", "stopped", "rejected"],
-    })
+    return pd.DataFrame(
+        {
+            "date": [start + timedelta(days=i) for i in range(5)],
+            "frozen_ne": [0.80, 0.81, 0.84, 0.86, np.nan],  # gaps: 0.0125, 0.05, 0.075, skip
+            "fp32_ne": [0.80] * 5,
+            "champion_ne": [0.80, 0.81, 0.812, np.nan, 0.808],  # gaps: 0.0125, 0.015, skip, 0.01
+            "drift_level": ["ok", "severe", "warn", None, "ok"],
+            "promoted": [True, False, True, False, False],
+            "outcome": ["promoted", "rejected", "promoted", "stopped", "rejected"],
+        }
+    )
 
 
 def test_lifecycle_summary_hand_computed():
@@ -140,8 +177,9 @@ def test_lifecycle_summary_hand_computed():
 
 
 def test_write_lifecycle_report_writes_png_and_html(tmp_path):
-    png, page = write_lifecycle_report(_days(), tmp_path / "out", budget_rel=0.02,
-                                       shift_date=date(2024, 1, 1))
+    png, page = write_lifecycle_report(
+        _days(), tmp_path / "out", budget_rel=0.02, shift_date=date(2024, 1, 1)
+    )
     assert (png.name, page.name) == ("lifecycle.png", "lifecycle.html")
     assert png.read_bytes().startswith(PNG)
     text = page.read_text(encoding="utf-8")
@@ -152,7 +190,8 @@ def test_write_lifecycle_report_writes_png_and_html(tmp_path):
 
 def test_lifecycle_rejects_missing_columns():
     with pytest.raises(ValueError, match=r"\['fp32_ne', 'outcome'\]"):
-        lifecycle_summary(_days().drop(columns=["fp32_ne", "outcome"]), budget_rel=0.02,
-                          shift_date=None)
+        lifecycle_summary(
+            _days().drop(columns=["fp32_ne", "outcome"]), budget_rel=0.02, shift_date=None
+        )
     with pytest.raises(ReportError, match="no rows"):
         lifecycle_summary(_days().iloc[:0], budget_rel=0.02, shift_date=None)
