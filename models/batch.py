@@ -217,9 +217,17 @@ def batch_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> Batch:
     )
 
 
+def dense_width(schema: FeatureSchema) -> int:
+    """N of the schema's batches: its dense columns, or one constant column when it has
+    none (the bottom MLP then learns a bias vector; a zero-width input has no kernel)."""
+    return max(len(schema.dense), 1)
+
+
 def _dense_matrix(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     """float32 shape (B, N) after the schema's transform."""
     names = list(schema.dense)
+    if not names:
+        return np.ones((len(frame), 1), dtype=np.float32)
     try:
         dense = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:

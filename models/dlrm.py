@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from quantrec.data_checks.schema import FeatureSchema
-from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.batch import Batch, KeyedJaggedIds, dense_width
 
 
 def _mlp(in_features: int, layer_sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
@@ -405,7 +405,7 @@ class DLRM(nn.Module):
         (``dense_transform = "none"``), and only standardises them otherwise.
         """
         return cls(
-            num_dense=len(schema.dense),
+            num_dense=dense_width(schema),
             table_sizes=schema.hash_sizes,
             embedding_dim=embedding_dim,
             bottom_mlp=bottom_mlp,
