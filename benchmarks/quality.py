@@ -40,9 +40,10 @@ from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import normalized_entropy
 from quantrec.models.names import Baseline
 from quantrec.models.scorer import predict_proba
+from quantrec.models import sizing
 from quantrec.models.sizing import auto_model_size
 from quantrec.models.stream import holdout_mask
-from quantrec.models.train import train_dlrm
+from quantrec.models.train import DEFAULT_MAX_EPOCHS, train_dlrm, warm_start
 
 HOLDOUT_FRACTION = 0.2  # the lifecycle's search.holdout_fraction default
 
@@ -83,15 +84,18 @@ def _day(feed, day: date) -> pd.DataFrame | None:
         return None  # the lifecycle skips it too: not in the lake, not in any window
 
 
-def _frames(feed, run_date: date, window: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(training rows, held-out rows) of the window before ``run_date``; None: no day."""
-    days = [_day(feed, run_date - timedelta(days=k)) for k in range(window, 0, -1)]
-    days = [d for d in days if d is not None]
-    if not days:
-        return None
-    held = holdout_mask(len(days[-1]), fraction=HOLDOUT_FRACTION, seed=0)
-    training = pd.concat([*days[:-1], days[-1][~held]], ignore_index=True)
-    return training, days[-1][held].reset_index(drop=True)
+def _window(feed, run_date: date, window: int) -> list[tuple[date, pd.DataFrame]]:
+    """The feed's days among the ``window`` calendar days before ``run_date``, oldest first."""
+    days = [run_date - timedelta(days=k) for k in range(window, 0, -1)]
+    return [(d, f) for d, f in ((d, _day(feed, d)) for d in days) if f is not None]
+
+
+def _split(days: list[tuple[date, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, held-out rows): a seeded share of the last day held out."""
+    last = days[-1][1]
+    held = holdout_mask(len(last), fraction=HOLDOUT_FRACTION, seed=0)
+    training = pd.concat([*(f for _, f in days[:-1]), last[~held]], ignore_index=True)
+    return training, last[held].reset_index(drop=True)
 
 
 def _baselines(cache: dict, key: str, training, held_out, test) -> dict[str, float]:
@@ -101,42 +105,76 @@ def _baselines(cache: dict, key: str, training, held_out, test) -> dict[str, flo
     return cache[key]
 
 
-def run_day(feed, run_date: date, args: argparse.Namespace, cache: dict) -> DayResult | None:
-    test_frame, frames = _day(feed, run_date), _frames(feed, run_date, args.window)
-    if test_frame is None or frames is None:
-        return None
-    training_frame, held_frame = frames
-    schema = feed.schema()
-    size = auto_model_size(schema, len(training_frame), embedding_dim=args.embedding_dim)
+def _new_model(schema, rows: int, args: argparse.Namespace) -> tuple[DLRM, object]:
+    size = auto_model_size(schema, rows, embedding_dim=args.embedding_dim)
     schema = size.apply(schema)
-    training, held_out, test = (batch_from_frame(f, schema)
-                                for f in (training_frame, held_frame, test_frame))
     torch.manual_seed(args.seed)
     model = DLRM.from_schema(schema, embedding_dim=size.embedding_dim,
                              bottom_mlp=size.bottom_mlp(), top_mlp=tuple(args.top_mlp),
                              first_order=not args.no_first_order)
-    options = {k: getattr(args, k) for k in ("epochs", "batch_size", "learning_rate",
-                                             "sparse_learning_rate", "patience")
-               if getattr(args, k) is not None}
-    report = train_dlrm(model, training, seed=args.seed, validation=held_out,
-                        max_epochs=args.max_epochs,
-                        embedding_weight_decay=args.embedding_weight_decay,
-                        dense_transform="keep" if args.no_dense_transform else "fit", **options)
+    return model, schema
+
+
+def run_day(feed, run_date: date, args: argparse.Namespace, cache: dict,
+            state: dict) -> DayResult | None:
+    """Train (from scratch, or continuing ``state``'s model with ``--continual``) and score
+    one run date; None when the feed has no rows for it or its window."""
+    test_frame, window = _day(feed, run_date), _window(feed, run_date, args.window)
+    if test_frame is None or not window:
+        return None
+    parent = state.get("model") if args.continual else None
+    if parent is not None and (run_date - state["full_retrain"]).days >= args.full_retrain_days:
+        parent = None  # the lifecycle's periodic full retrain (training.full_retrain_days)
+    if parent is None:
+        state["full_retrain"] = run_date
+        model, schema = _new_model(feed.schema(), len(_split(window)[0]), args)
+        days = window
+    else:  # the parent's size and contract; only the days it has not trained on
+        schema = state["schema"]
+        model = DLRM(**parent.architecture())
+        warm_start(model, parent)
+        days = [(d, f) for d, f in window if d > state["last_day"]]
+    training_frame, held_frame = _split(window)
+    batches = {name: batch_from_frame(f, schema) for name, f in
+               (("window", training_frame), ("held_out", held_frame), ("test", test_frame))}
+    report = None
+    if days:
+        rows = batches["window"] if days is window else batch_from_frame(_split(days)[0], schema)
+        options = {k: getattr(args, k) for k in ("epochs", "batch_size", "learning_rate",
+                                                 "sparse_learning_rate", "patience")
+                   if getattr(args, k) is not None}
+        if parent is not None:
+            for name in ("learning_rate", "sparse_learning_rate"):
+                if getattr(args, f"continued_{name}") is not None:
+                    options[name] = getattr(args, f"continued_{name}")
+        if args.embedding_prior is not None:
+            options["embedding_weight_decay"] = (
+                0.0 if parent is not None else args.embedding_prior / len(rows))
+        else:
+            options["embedding_weight_decay"] = args.embedding_weight_decay
+        transform = "keep" if args.no_dense_transform else None
+        report = train_dlrm(model, rows, seed=args.seed, validation=batches["held_out"],
+                            max_epochs=args.max_epochs, continued=parent is not None,
+                            dense_transform=transform, **options)
+        state.update(model=model, schema=schema, last_day=days[-1][0])
+    test = batches["test"]
     labels = test.labels.double().numpy()
     fp32 = normalized_entropy(labels, predict_proba(model, test))
     baselines = {} if args.no_baselines else _baselines(
         cache, f"{args.feed}:{args.feed_seed}:{args.rows_per_day}:{args.window}:{run_date}",
-        training, held_out, test)
+        batches["window"], batches["held_out"], test)
     truth = None
     if isinstance(feed, SyntheticFeed):
         truth = ground_truth_ne(labels, feed.click_probability(run_date))
     return DayResult(
-        day=str(run_date), train_rows=len(training), test_rows=len(test), fp32=fp32,
-        logistic=baselines.get(Baseline.LOGISTIC), constant=baselines.get(Baseline.CONSTANT),
-        truth=truth,
-        epochs=report.epochs, best_epoch=report.best_epoch,
-        samples_per_s=report.samples_per_s, train_s=report.seconds,
-        embedding_dim=size.embedding_dim, batch_size=report.batch_size,
+        day=str(run_date), train_rows=report.samples // max(report.epochs, 1) if report else 0,
+        test_rows=len(test), fp32=fp32, logistic=baselines.get(Baseline.LOGISTIC),
+        constant=baselines.get(Baseline.CONSTANT), truth=truth,
+        epochs=report.epochs if report else 0, best_epoch=report.best_epoch if report else 0,
+        samples_per_s=report.samples_per_s if report else 0.0,
+        train_s=report.seconds if report else 0.0,
+        embedding_dim=model.architecture()["embedding_dim"],
+        batch_size=report.batch_size if report else 0,
     )
 
 
@@ -186,28 +224,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-first-order", action="store_true")
     parser.add_argument("--no-dense-transform", action="store_true")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--continual", action="store_true",
+                        help="after the first day, continue the previous day's model on the "
+                        "days it has not trained on (warm start), as the lifecycle does")
     parser.add_argument("--epochs", type=int, default=None, help="fixed; default early stop")
-    parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--sparse-learning-rate", type=float, default=None)
+    parser.add_argument("--full-retrain-days", type=int, default=7,
+                        help="--continual: retrain from scratch on the window this often")
+    parser.add_argument("--continued-learning-rate", type=float, default=None)
+    parser.add_argument("--continued-sparse-learning-rate", type=float, default=None)
     parser.add_argument("--embedding-weight-decay", type=float, default=0.0)
+    parser.add_argument("--embedding-prior", type=float, default=None,
+                        help="weight decay = prior / rows on full retrains, 0 continuing")
+    parser.add_argument("--accumulator-per-sample", type=float, default=None,
+                        help="overrides models.sizing.INITIAL_ACCUMULATOR_PER_SAMPLE")
     parser.add_argument("--cache", type=Path, default=None,
                         help="JSON file keeping the baselines' NE per day between runs")
     parser.add_argument("--min-rows", type=int, default=200,
                         help="movielens: days this large must reach NE < 1")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.accumulator_per_sample is not None:
+        sizing.INITIAL_ACCUMULATOR_PER_SAMPLE = args.accumulator_per_sample
     feed = _feed(args)
     start = args.start or (date(2024, 1, 4) if args.feed == "synthetic" else date(1997, 10, 1))
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     print(f"# {' '.join(sys.argv[1:]) or '(defaults)'}")
     print("day         train  test    fp32    lr      const   truth   gap     beats "
           "ep      smp/s  train_s")
-    results, started = [], time.perf_counter()
+    results, started, state = [], time.perf_counter(), {}
     for k in range(args.days):
-        result = run_day(feed, start + timedelta(days=k), args, cache)
+        result = run_day(feed, start + timedelta(days=k), args, cache, state)
         if args.cache:
             args.cache.write_text(json.dumps(cache))
         if result is None:

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from quantrec.models.batch import Batch, KeyedJaggedIds
-from quantrec.models.dlrm import DLRM, DenseArch, InteractionArch, OverArch, SparseArch
+from quantrec.models.dlrm import (
+    DLRM,
+    DenseArch,
+    DenseTransform,
+    InteractionArch,
+    OverArch,
+    SparseArch,
+)
 
 ARGS = dict(
     num_dense=3,
@@ -138,3 +145,100 @@ def test_forward_equals_the_composed_arches_bit_for_bit(make_model, make_batch) 
         dense = model.dense_arch(batch.dense)
         composed = model.over_arch(model.inter_arch(dense, model.sparse_arch(batch.sparse)))
         assert torch.equal(model(batch), composed.squeeze(1))
+
+
+def test_dense_transform_is_the_identity_until_fitted() -> None:
+    transform = DenseTransform(3)
+    x = torch.randn(7, 3)
+    assert torch.equal(transform(x), x)
+
+
+def test_dense_transform_standardises_and_logs_non_negative_columns() -> None:
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.full((400, 1), 20.0), generator=generator)
+    signed = torch.randn(400, 1, generator=generator) * 3 + 1
+    constant = torch.full((400, 1), 5.0)
+    x = torch.cat((counts, signed, constant), dim=1)
+    transform = DenseTransform(3, log1p_nonnegative=True)
+    transform.fit([x[:150], x[150:]])  # parts: one pass, any split
+
+    assert transform.log1p.tolist() == [True, False, True]  # the negative column stays linear
+    out = transform(x)
+    torch.testing.assert_close(out[:, :2].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-4,
+                               rtol=0)
+    assert torch.equal(out[:, 2], torch.zeros(400))  # a constant column carries nothing
+    torch.testing.assert_close(transform.shift[0], torch.log1p(counts).mean(), rtol=1e-6, atol=0)
+
+    plain = DenseTransform(3)  # batches already log1p-transformed: standardise only
+    plain.fit([x])
+    assert not plain.log1p.any()
+    with pytest.raises(ValueError, match="0 rows"):
+        plain.fit([x[:0]])
+    with pytest.raises(ValueError, match=r"B X 3"):
+        plain.fit([torch.rand(4, 2)])
+
+
+def test_a_state_dict_from_before_dense_transforms_loads_as_the_identity() -> None:
+    torch.manual_seed(0)
+    model = DLRM(**ARGS)
+    model.dense_arch.transform.fit([torch.rand(20, 3) * 4])
+    old = {k: v for k, v in model.state_dict().items() if ".transform." not in k}
+    model.load_state_dict(old)  # strict: the missing buffers are not an error
+    assert torch.equal(model.dense_arch.transform(torch.ones(2, 3)), torch.ones(2, 3))
+
+
+def test_first_order_joins_a_learned_constant_to_the_interaction() -> None:
+    torch.manual_seed(1)
+    model = DLRM(**ARGS, first_order=True)
+    assert model.architecture()["first_order"] is True
+    assert "first_order" not in DLRM(**ARGS).architecture()  # older architectures unchanged
+    constant = model.inter_arch.constant
+    assert constant.shape == (4,) and constant.requires_grad
+    assert model.over_arch.mlp[0].in_features == 4 + 6  # D + (F + 2 choose 2)
+    assert InteractionArch.output_size(num_sparse_features=26, embedding_dim=16,
+                                       first_order=True) == 16 + 378
+    dense, sparse = torch.rand(3, 4), torch.rand(3, 2, 4)
+    out = model.inter_arch(dense, sparse)
+    # Pairs after the D dense values: (d,s0) (d,s1) (d,c) (s0,s1) (s0,c) (s1,c); the products
+    # with the constant are the per-id first-order scalars.
+    torch.testing.assert_close(out[:, -1], sparse[:, 1] @ constant)
+    torch.testing.assert_close(out[:, -2], sparse[:, 0] @ constant)
+    torch.testing.assert_close(out[:, 4 + 3], (sparse[:, 0] * sparse[:, 1]).sum(1))
+    torch.manual_seed(1)
+    twin = DLRM(**json.loads(json.dumps(model.architecture())))
+    for (name, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_from_schema_turns_first_order_on_and_logs_raw_dense(tiny_schema) -> None:
+    model = DLRM.from_schema(tiny_schema, embedding_dim=4, bottom_mlp=[4], top_mlp=[3, 1])
+    assert model.inter_arch.constant is not None
+    assert not model.dense_arch.transform.log1p_nonnegative  # the batch applies log1p
+    raw = tiny_schema.model_copy(update={"dense_transform": "none"})
+    assert DLRM.from_schema(raw, embedding_dim=4, bottom_mlp=[4],
+                            top_mlp=[1]).dense_arch.transform.log1p_nonnegative
+
+
+@pytest.mark.parametrize("tables", ["fp16", "int8", "int4_greedy"])
+def test_constant_and_dense_transform_survive_quantization_and_artifacts(
+    make_model, make_batch, tiny_schema, tmp_path, tables
+) -> None:
+    from quantrec.models.artifact import load_model, save_model
+    from quantrec.models.quantize import apply_precision_plan, float_state_dict, quantizable_units
+
+    model = make_model(seed=2)
+    batch = make_batch(rows=64)
+    model.dense_arch.transform.fit([batch.dense])
+    plan = {name: tables if isinstance(unit, torch.nn.EmbeddingBag) else "int8"
+            for name, unit in quantizable_units(model).items()}
+    variant = apply_precision_plan(model, plan)
+    names = ("inter_arch.constant", "dense_arch.transform.shift", "dense_arch.transform.scale",
+             "dense_arch.transform.log1p")
+    for name in names:
+        assert torch.equal(variant.state_dict()[name], model.state_dict()[name]), name
+        assert torch.equal(float_state_dict(variant)[name], model.state_dict()[name]), name
+    loaded = load_model(save_model(variant, tmp_path / tables, schema=tiny_schema,
+                                   precision="searched")).model
+    with torch.inference_mode():
+        assert torch.equal(loaded(batch), variant(batch))

@@ -159,3 +159,48 @@ def test_ids_outside_their_table_are_rejected(make_batch) -> None:
     )
     with pytest.raises(ValueError, match="feature 'item' has ids in .* table of 61 rows"):
         fuse_ids(bad, first_row=torch.tensor([0, 97, 158]), table_sizes=torch.tensor([97, 61, 24]))
+
+
+def test_rowwise_adagrad_initial_accumulator_damps_a_rows_first_step() -> None:
+    grad = torch.full((1, 4), 1e-3)
+    plain, damped = torch.zeros(3, 4), torch.zeros(3, 4)
+    RowwiseAdagrad(num_rows=3, lr=0.1).step(plain, torch.tensor([1]), grad.clone())
+    RowwiseAdagrad(num_rows=3, lr=0.1, initial_accumulator=3e-6).step(
+        damped, torch.tensor([1]), grad.clone())
+    torch.testing.assert_close(plain[1], torch.full((4,), -0.1), rtol=1e-4, atol=0)
+    torch.testing.assert_close(damped[1], torch.full((4,), -0.1 * 1e-3 / 2e-3), rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="initial_accumulator >= 0"):
+        RowwiseAdagrad(num_rows=3, lr=0.1, initial_accumulator=-1.0)
+
+
+def _eager_decayed_adagrad(weight, steps, *, lr, decay, eps=1e-8):
+    """Every row every step: skipped rows shrink by lr * decay / root, touched ones get the
+    L2 gradient added. What the lazy optimizer must reproduce."""
+    state = torch.zeros(weight.shape[0])
+    for rows, grad in steps:
+        touched = torch.zeros(weight.shape[0], dtype=torch.bool)
+        touched[rows] = True
+        shrink = 1 - lr * decay / (state.sqrt() + eps)
+        weight[~touched] *= shrink.clamp(min=0)[~touched].unsqueeze(1)
+        g = grad + decay * weight[rows]
+        state[rows] += g.square().mean(1)
+        weight[rows] -= lr * g / (state[rows].sqrt() + eps).unsqueeze(1)
+    return weight
+
+
+def test_lazy_weight_decay_equals_decaying_every_row_every_step() -> None:
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(6, 4, generator=generator)
+    steps = []
+    for rows in ([0, 1, 2], [1, 3], [0, 1], [4], [1, 2, 5]):
+        rows = torch.tensor(rows)
+        steps.append((rows, torch.randn(len(rows), 4, generator=generator)))
+    eager = _eager_decayed_adagrad(start.clone(), steps, lr=0.1, decay=0.5)
+    lazy, optimizer = start.clone(), RowwiseAdagrad(num_rows=6, lr=0.1, weight_decay=0.5)
+    for rows, grad in steps:
+        optimizer.step(lazy, rows, grad.clone())
+    assert not torch.allclose(lazy, eager)  # rows 0, 2, 3, 4 still owe decay
+    optimizer.catch_up(lazy)
+    torch.testing.assert_close(lazy, eager, rtol=1e-5, atol=1e-6)
+    optimizer.catch_up(lazy)  # idempotent
+    torch.testing.assert_close(lazy, eager, rtol=1e-5, atol=1e-6)

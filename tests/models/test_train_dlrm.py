@@ -223,3 +223,140 @@ def test_per_table_sparse_adam_reproduces_the_previous_trainer_bit_for_bit(
     )
     for (name, a), (_, b) in zip(legacy.state_dict().items(), current.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+# --- sizes from the rows, early stopping, the dense transform, continued training ---------
+
+
+def test_sizes_follow_the_rows_when_not_given(make_model, make_batch) -> None:
+    from quantrec.models.sizing import auto_batch_size, auto_learning_rate
+
+    batch = make_batch(rows=2000)
+    report = train_dlrm(make_model(), batch, seed=0, epochs=2)
+    assert report.batch_size == auto_batch_size(2000) == 64
+    assert report.learning_rate == pytest.approx(auto_learning_rate(64))
+    assert report.steps == 2 * 32  # not 2 steps of 1024
+
+
+def test_early_stopping_keeps_the_best_epoch_bit_for_bit(make_model, make_batch) -> None:
+    # 192 rows and a wide model overfit quickly: the held-out loss turns up within 8 epochs.
+    batch, held_out = make_batch(rows=192, seed=0), make_batch(rows=512, seed=1)
+    kwargs = dict(seed=3, batch_size=16, learning_rate=0.02, sparse_learning_rate=0.2)
+    model = make_model(seed=1, embedding_dim=8)
+    report = train_dlrm(model, batch, validation=held_out, max_epochs=8, patience=1, **kwargs)
+
+    assert 1 <= report.best_epoch < report.epochs <= 8
+    assert len(report.validation_losses) == report.epochs + 1  # before training, then per epoch
+    losses = report.validation_losses
+    assert losses[report.best_epoch] == min(losses[1:])
+    assert "not better than epoch" in report.stop_reason
+    # The kept weights are those a fixed run of best_epoch epochs ends with.
+    fixed = make_model(seed=1, embedding_dim=8)
+    train_dlrm(fixed, batch, epochs=report.best_epoch, **kwargs)
+    for (name, a), (_, b) in zip(model.state_dict().items(), fixed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_early_stopped_runs_are_bit_reproducible(make_model, make_batch) -> None:
+    batch, held_out = make_batch(rows=1000, seed=0), make_batch(rows=300, seed=1)
+    first, second = make_model(seed=2), make_model(seed=2)
+    report_a = train_dlrm(first, batch, seed=5, validation=held_out)
+    report_b = train_dlrm(second, batch, seed=5, validation=held_out)
+    assert report_a.validation_losses == report_b.validation_losses
+    assert report_a.best_epoch == report_b.best_epoch
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_without_validation_rows_one_epoch(make_model, make_batch) -> None:
+    report = train_dlrm(make_model(), make_batch(rows=300), seed=0)
+    assert report.epochs == 1 and report.validation_losses == ()
+
+
+def test_the_dense_transform_is_fitted_on_the_training_rows_or_kept(make_model, make_batch):
+    batch = make_batch(rows=500)
+    model = make_model()
+    train_dlrm(model, batch, seed=0, epochs=1)
+    transform = model.dense_arch.transform
+    torch.testing.assert_close(transform.shift, batch.dense.double().mean(0).float())
+    kept = make_model()
+    train_dlrm(kept, batch, seed=0, epochs=1, dense_transform="keep")
+    assert torch.equal(kept.dense_arch.transform.shift, torch.zeros(2))
+
+
+def test_a_continued_run_keeps_its_start_when_training_only_hurts(make_model, make_batch):
+    from quantrec.models.batch import Batch
+
+    batch = make_batch(rows=600, seed=0)
+    flipped = make_batch(rows=300, seed=1)
+    flipped = Batch(flipped.dense, flipped.sparse, 1.0 - flipped.labels)  # the opposite world
+    model = make_model(seed=4)
+    train_dlrm(model, batch, seed=0, epochs=2)
+    start = {n: t.clone() for n, t in model.state_dict().items()}
+
+    report = train_dlrm(model, batch, seed=1, validation=flipped, continued=True)
+    assert report.best_epoch == 0 and report.epochs >= 1
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, start[name]), name
+    scratch = train_dlrm(make_model(seed=4), batch, seed=1, validation=flipped)
+    assert scratch.best_epoch == 1  # a new model always keeps a trained epoch
+
+
+def test_warm_start_then_continue_on_new_days(make_model, make_batch) -> None:
+    """The champion's parent continues: equal weights after warm_start, then training on the
+    new days moves them and lowers NE on those days' distribution."""
+    source = make_model(seed=1)
+    train_dlrm(source, make_batch(rows=300, seed=0), seed=0, **FAST)
+    challenger = make_model(seed=9)
+    copied = warm_start(challenger, source)
+    assert len(copied) == len(source.state_dict())
+    for (name, a), (_, b) in zip(source.state_dict().items(), challenger.state_dict().items()):
+        assert torch.equal(a, b), name  # 0 steps: the source's weights, transform included
+
+    new_days, held_out = make_batch(rows=4000, seed=2), make_batch(rows=500, seed=3)
+    # FAST's rates, scaled down because the run continues (CONTINUED_LEARNING_RATE_SCALE).
+    report = train_dlrm(challenger, new_days, seed=0, validation=held_out, continued=True,
+                        batch_size=64, learning_rate=0.02, sparse_learning_rate=0.5)
+    assert report.best_epoch >= 1
+    assert torch.equal(challenger.dense_arch.transform.shift,
+                       source.dense_arch.transform.shift)  # kept: the MLPs learned on it
+    assert not torch.equal(challenger.over_arch.mlp[0].weight, source.over_arch.mlp[0].weight)
+    test_day = make_batch(rows=3000, seed=4)
+    before, after = score(source, test_day), score(challenger, test_day)
+    assert after.ne < before.ne - 0.01, (before, after)
+
+
+def test_training_streams_a_window_of_day_files(make_model, make_frame, tiny_schema, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quantrec.models.batch import batch_from_frame
+    from quantrec.models.stream import WindowStream
+
+    paths, frames = [], [make_frame(rows=700, seed=s) for s in (0, 1)]
+    for day, frame in enumerate(frames):
+        paths.append(tmp_path / f"day={day}.parquet")
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), paths[-1],
+                       row_group_size=256)
+    held_out = batch_from_frame(make_frame(rows=300, seed=5), tiny_schema)
+    model = make_model()
+    report = train_dlrm(model, WindowStream(paths, tiny_schema), seed=0, validation=held_out)
+    assert report.samples == report.epochs * 1400
+    import pandas as pd
+
+    whole = batch_from_frame(pd.concat(frames, ignore_index=True), tiny_schema)
+    torch.testing.assert_close(model.dense_arch.transform.shift, whole.dense.mean(0))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_epochs": 0}, "max_epochs >= 1 and patience >= 1"),
+        ({"patience": 0}, "max_epochs >= 1 and patience >= 1"),
+        ({"dense_transform": "refit"}, "dense_transform must be 'fit' or 'keep'"),
+        ({"embedding_weight_decay": 0.1, "sparse_optimizer": "sparse_adam"}, "needs rowwise"),
+    ],
+)
+def test_bad_stopping_arguments_are_rejected(make_model, make_batch, change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_dlrm(make_model(), make_batch(rows=8), seed=0, **change)
