@@ -302,12 +302,8 @@ def train_fp32(
         warm_start(dlrm, warm_from.model)
     else:
         rows = WindowStream(paths, schema, exclude={paths[-1]: mask}).rows
-        size = auto_model_size(
-            schema,
-            rows,
-            embedding_dim=model.embedding_dim,
-            hash_sizes={f.name: f.hash_size for f in schema.categorical},
-        )
+        size = auto_model_size(schema, rows, embedding_dim=model.embedding_dim)
+        schema = size.apply(schema)  # tables sized to the rows: the model's own contract
         dlrm = DLRM.from_schema(
             schema,
             embedding_dim=size.embedding_dim,

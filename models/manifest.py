@@ -20,6 +20,9 @@ from pathlib import Path
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
+# MLflow writes this into every download of a ``models:/`` URI (the name and version, as
+# YAML, read as data only): it is not part of what was registered, so it is not hashed.
+DOWNLOAD_BOOKKEEPING = frozenset({"registered_model_meta"})
 
 
 class IntegrityError(ValueError):
@@ -106,6 +109,8 @@ def take_manifest(directory: Path) -> Manifest:
     files: dict[str, str] = {}
     for path in sorted(directory.rglob("*")):
         key = path.relative_to(directory).as_posix()
+        if key in DOWNLOAD_BOOKKEEPING and not path.is_symlink():
+            continue
         if path.is_symlink():
             files[key] = "symlink:" + hashlib.sha256(str(path.readlink()).encode()).hexdigest()
         elif path.is_file():
