@@ -183,6 +183,11 @@ def hash_ids(values: np.ndarray, hash_size: int) -> np.ndarray:
 def batch_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> Batch:
     """Build a Batch from one partition's frame: transform dense columns, hash ids.
 
+    Only the schema's fixed transform happens here (log1p or none); what depends on the
+    training rows (standardisation, log1p of raw non-negative columns) is fitted by the
+    model's ``models.dlrm.DenseTransform`` and saved with it, so every reader of a frame
+    (training, scoring, drift, serving) keeps calling this function unchanged.
+
     One id per sample and single-valued column (bags of length 1); a ``multi_valued``
     column holds a sequence of ids per row (a list / array per cell, or a pyarrow list
     column) and gives bags of any length, a missing bag (None) an empty one.
