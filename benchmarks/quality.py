@@ -34,13 +34,13 @@ import torch
 from quantrec.feeds.base import SmallDayError
 from quantrec.feeds.movielens import MovieLensFeed
 from quantrec.feeds.synthetic import SyntheticFeed
+from quantrec.models import sizing
 from quantrec.models.baselines import fit_baselines, ground_truth_ne, score_baselines
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import normalized_entropy
 from quantrec.models.names import Baseline
 from quantrec.models.scorer import predict_proba
-from quantrec.models import sizing
 from quantrec.models.sizing import auto_model_size
 from quantrec.models.stream import holdout_mask
 from quantrec.models.train import DEFAULT_MAX_EPOCHS, train_dlrm, warm_start
@@ -109,14 +109,19 @@ def _new_model(schema, rows: int, args: argparse.Namespace) -> tuple[DLRM, objec
     size = auto_model_size(schema, rows, embedding_dim=args.embedding_dim)
     schema = size.apply(schema)
     torch.manual_seed(args.seed)
-    model = DLRM.from_schema(schema, embedding_dim=size.embedding_dim,
-                             bottom_mlp=size.bottom_mlp(), top_mlp=tuple(args.top_mlp),
-                             first_order=not args.no_first_order)
+    model = DLRM.from_schema(
+        schema,
+        embedding_dim=size.embedding_dim,
+        bottom_mlp=size.bottom_mlp(),
+        top_mlp=tuple(args.top_mlp),
+        first_order=not args.no_first_order,
+    )
     return model, schema
 
 
-def run_day(feed, run_date: date, args: argparse.Namespace, cache: dict,
-            state: dict) -> DayResult | None:
+def run_day(
+    feed, run_date: date, args: argparse.Namespace, cache: dict, state: dict
+) -> DayResult | None:
     """Train (from scratch, or continuing ``state``'s model with ``--continual``) and score
     one run date; None when the feed has no rows for it or its window."""
     test_frame, window = _day(feed, run_date), _window(feed, run_date, args.window)
@@ -135,42 +140,67 @@ def run_day(feed, run_date: date, args: argparse.Namespace, cache: dict,
         warm_start(model, parent)
         days = [(d, f) for d, f in window if d > state["last_day"]]
     training_frame, held_frame = _split(window)
-    batches = {name: batch_from_frame(f, schema) for name, f in
-               (("window", training_frame), ("held_out", held_frame), ("test", test_frame))}
+    batches = {
+        name: batch_from_frame(f, schema)
+        for name, f in (("window", training_frame), ("held_out", held_frame), ("test", test_frame))
+    }
     report = None
     if days:
         rows = batches["window"] if days is window else batch_from_frame(_split(days)[0], schema)
-        options = {k: getattr(args, k) for k in ("epochs", "batch_size", "learning_rate",
-                                                 "sparse_learning_rate", "patience")
-                   if getattr(args, k) is not None}
+        options = {
+            k: getattr(args, k)
+            for k in ("epochs", "batch_size", "learning_rate", "sparse_learning_rate", "patience")
+            if getattr(args, k) is not None
+        }
         if parent is not None:
             for name in ("learning_rate", "sparse_learning_rate"):
                 if getattr(args, f"continued_{name}") is not None:
                     options[name] = getattr(args, f"continued_{name}")
         if args.embedding_prior is not None:
             options["embedding_weight_decay"] = (
-                0.0 if parent is not None else args.embedding_prior / len(rows))
+                0.0 if parent is not None else args.embedding_prior / len(rows)
+            )
         else:
             options["embedding_weight_decay"] = args.embedding_weight_decay
         transform = "keep" if args.no_dense_transform else None
-        report = train_dlrm(model, rows, seed=args.seed, validation=batches["held_out"],
-                            max_epochs=args.max_epochs, continued=parent is not None,
-                            dense_transform=transform, **options)
+        report = train_dlrm(
+            model,
+            rows,
+            seed=args.seed,
+            validation=batches["held_out"],
+            max_epochs=args.max_epochs,
+            continued=parent is not None,
+            dense_transform=transform,
+            **options,
+        )
         state.update(model=model, schema=schema, last_day=days[-1][0])
     test = batches["test"]
     labels = test.labels.double().numpy()
     fp32 = normalized_entropy(labels, predict_proba(model, test))
-    baselines = {} if args.no_baselines else _baselines(
-        cache, f"{args.feed}:{args.feed_seed}:{args.rows_per_day}:{args.window}:{run_date}",
-        batches["window"], batches["held_out"], test)
+    baselines = (
+        {}
+        if args.no_baselines
+        else _baselines(
+            cache,
+            f"{args.feed}:{args.feed_seed}:{args.rows_per_day}:{args.window}:{run_date}",
+            batches["window"],
+            batches["held_out"],
+            test,
+        )
+    )
     truth = None
     if isinstance(feed, SyntheticFeed):
         truth = ground_truth_ne(labels, feed.click_probability(run_date))
     return DayResult(
-        day=str(run_date), train_rows=report.samples // max(report.epochs, 1) if report else 0,
-        test_rows=len(test), fp32=fp32, logistic=baselines.get(Baseline.LOGISTIC),
-        constant=baselines.get(Baseline.CONSTANT), truth=truth,
-        epochs=report.epochs if report else 0, best_epoch=report.best_epoch if report else 0,
+        day=str(run_date),
+        train_rows=report.samples // max(report.epochs, 1) if report else 0,
+        test_rows=len(test),
+        fp32=fp32,
+        logistic=baselines.get(Baseline.LOGISTIC),
+        constant=baselines.get(Baseline.CONSTANT),
+        truth=truth,
+        epochs=report.epochs if report else 0,
+        best_epoch=report.best_epoch if report else 0,
         samples_per_s=report.samples_per_s if report else 0.0,
         train_s=report.seconds if report else 0.0,
         embedding_dim=model.architecture()["embedding_dim"],
@@ -184,10 +214,13 @@ def _cell(value: float | None, digits: int = 4) -> str:
 
 def print_row(r: DayResult) -> None:
     beats = "" if r.logistic is None else ("yes" if r.fp32 < r.logistic else "no")
-    print(f"{r.day}  {r.train_rows:>7}  {r.test_rows:>6}  {r.fp32:.4f}  {_cell(r.logistic)}"
-          f"  {_cell(r.constant)}  {_cell(r.truth)}  {_cell(r.gap_closed, 3):>6}  {beats:>5}"
-          f"  {r.best_epoch:>2}/{r.epochs:<2}  {r.samples_per_s:>7.0f}  {r.train_s:>6.1f}"
-          f"  D={r.embedding_dim} B={r.batch_size}", flush=True)
+    print(
+        f"{r.day}  {r.train_rows:>7}  {r.test_rows:>6}  {r.fp32:.4f}  {_cell(r.logistic)}"
+        f"  {_cell(r.constant)}  {_cell(r.truth)}  {_cell(r.gap_closed, 3):>6}  {beats:>5}"
+        f"  {r.best_epoch:>2}/{r.epochs:<2}  {r.samples_per_s:>7.0f}  {r.train_s:>6.1f}"
+        f"  D={r.embedding_dim} B={r.batch_size}",
+        flush=True,
+    )
 
 
 def summarise(results: list[DayResult], *, min_rows: int) -> None:
@@ -196,13 +229,14 @@ def summarise(results: list[DayResult], *, min_rows: int) -> None:
         return
     wins = sum(r.fp32 < r.logistic for r in compared)
     not_worse = sum(r.fp32 <= r.logistic for r in compared)
-    print(f"\nfp32 beats logistic on {wins}/{len(compared)} days, no worse on "
-          f"{not_worse}/{len(compared)}; mean NE fp32 {np.mean([r.fp32 for r in compared]):.4f}"
-          f", logistic {np.mean([r.logistic for r in compared]):.4f}")
+    print(
+        f"\nfp32 beats logistic on {wins}/{len(compared)} days, no worse on "
+        f"{not_worse}/{len(compared)}; mean NE fp32 {np.mean([r.fp32 for r in compared]):.4f}"
+        f", logistic {np.mean([r.logistic for r in compared]):.4f}"
+    )
     gaps = [r.gap_closed for r in compared if r.gap_closed is not None]
     if gaps:
-        print(f"gap closed: mean {np.mean(gaps):.3f}, min {min(gaps):.3f}, last day "
-              f"{gaps[-1]:.3f}")
+        print(f"gap closed: mean {np.mean(gaps):.3f}, min {min(gaps):.3f}, last day {gaps[-1]:.3f}")
     large = [r for r in results if r.test_rows >= min_rows]
     if large and not gaps:
         below = sum(r.fp32 < 1.0 for r in large)
@@ -212,8 +246,12 @@ def summarise(results: list[DayResult], *, min_rows: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feed", choices=("synthetic", "movielens"), default="synthetic")
-    parser.add_argument("--start", type=date.fromisoformat, default=None,
-                        help="first run date (synthetic: 2024-01-04; movielens: 1997-10-01)")
+    parser.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=None,
+        help="first run date (synthetic: 2024-01-04; movielens: 1997-10-01)",
+    )
     parser.add_argument("--days", type=int, default=3, help="run dates, consecutive")
     parser.add_argument("--window", type=int, default=3, help="training days before each")
     parser.add_argument("--rows-per-day", type=int, default=100_000)
@@ -224,28 +262,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-first-order", action="store_true")
     parser.add_argument("--no-dense-transform", action="store_true")
     parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument("--continual", action="store_true",
-                        help="after the first day, continue the previous day's model on the "
-                        "days it has not trained on (warm start), as the lifecycle does")
+    parser.add_argument(
+        "--continual",
+        action="store_true",
+        help="after the first day, continue the previous day's model on the "
+        "days it has not trained on (warm start), as the lifecycle does",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="fixed; default early stop")
     parser.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--sparse-learning-rate", type=float, default=None)
-    parser.add_argument("--full-retrain-days", type=int, default=7,
-                        help="--continual: retrain from scratch on the window this often")
+    parser.add_argument(
+        "--full-retrain-days",
+        type=int,
+        default=7,
+        help="--continual: retrain from scratch on the window this often",
+    )
     parser.add_argument("--continued-learning-rate", type=float, default=None)
     parser.add_argument("--continued-sparse-learning-rate", type=float, default=None)
     parser.add_argument("--embedding-weight-decay", type=float, default=0.0)
-    parser.add_argument("--embedding-prior", type=float, default=None,
-                        help="weight decay = prior / rows on full retrains, 0 continuing")
-    parser.add_argument("--accumulator-per-sample", type=float, default=None,
-                        help="overrides models.sizing.INITIAL_ACCUMULATOR_PER_SAMPLE")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="JSON file keeping the baselines' NE per day between runs")
-    parser.add_argument("--min-rows", type=int, default=200,
-                        help="movielens: days this large must reach NE < 1")
+    parser.add_argument(
+        "--embedding-prior",
+        type=float,
+        default=None,
+        help="weight decay = prior / rows on full retrains, 0 continuing",
+    )
+    parser.add_argument(
+        "--accumulator-per-sample",
+        type=float,
+        default=None,
+        help="overrides models.sizing.INITIAL_ACCUMULATOR_PER_SAMPLE",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="JSON file keeping the baselines' NE per day between runs",
+    )
+    parser.add_argument(
+        "--min-rows", type=int, default=200, help="movielens: days this large must reach NE < 1"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.accumulator_per_sample is not None:
@@ -254,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     start = args.start or (date(2024, 1, 4) if args.feed == "synthetic" else date(1997, 10, 1))
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     print(f"# {' '.join(sys.argv[1:]) or '(defaults)'}")
-    print("day         train  test    fp32    lr      const   truth   gap     beats "
-          "ep      smp/s  train_s")
+    print(
+        "day         train  test    fp32    lr      const   truth   gap     beats "
+        "ep      smp/s  train_s"
+    )
     results, started, state = [], time.perf_counter(), {}
     for k in range(args.days):
         result = run_day(feed, start + timedelta(days=k), args, cache, state)

@@ -21,17 +21,21 @@ changes. Pooled values are bit-identical to the per-table lookups.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from quantrec.models.batch import KeyedJaggedIds
+from quantrec.models.batch import Batch, KeyedJaggedIds
 from quantrec.models.dlrm import DLRM, SparseArch
 from quantrec.models.recipes.embedding import _KERNELS, RowwiseEmbeddingBag
+from quantrec.models.sizing import TrainingSize
+from quantrec.models.stream import batches_of, prefetched
 
 _FP32 = "fp32"  # group key of the plain float tables, next to the bit widths
+_SCORING_ROWS = 8192  # validation rows scored per forward pass
 
 
 def _is_plain_float_bag(bag: nn.Module) -> bool:
@@ -385,3 +389,111 @@ class RowSparseAdam:
             self.exp_avg_sq.index_copy_(0, rows, sq)
             step_size = self.lr * (1 - beta2**self.steps) ** 0.5 / (1 - beta1**self.steps)
             weight.index_add_(0, rows, avg.div_(sq.sqrt_().add_(self.eps)).mul_(-step_size))
+
+
+class FusedTrainer:
+    """``models.train.train_dlrm``'s fast path: epochs on one fused table storage.
+
+    The pooled output of ``FusedTables`` is an autograd leaf, so autograd only runs the
+    MLPs and the interaction; the tables are updated from the pooled gradient (duplicate
+    ids summed) with row-wise Adagrad or SparseAdam's update, and ``finish`` writes them
+    back into the model's per-table weights. Each batch's fused ids are prepared in a
+    background thread while the previous step runs.
+
+    Args:
+        model: the DLRM to train in place.
+        size: batch size, Adam's learning rate, row-wise Adagrad's initial accumulator.
+        sparse_optimizer: "rowwise_adagrad" or "sparse_adam".
+        sparse_learning_rate: the tables' step.
+        weight_decay: row-wise Adagrad's lazy L2 (``RowwiseAdagrad``).
+    """
+
+    def __init__(
+        self,
+        model: DLRM,
+        size: TrainingSize,
+        *,
+        sparse_optimizer: str,
+        sparse_learning_rate: float,
+        weight_decay: float,
+    ) -> None:
+        self.model = model
+        self.tables = FusedTables(model.sparse_arch)
+        dense_params = [
+            p for name, p in model.named_parameters() if not name.startswith("sparse_arch.")
+        ]
+        # The fused CPU kernel updates every parameter in one loop: 3-4x less step time than
+        # the per-parameter default for these ~20 tensors.
+        self.adam = torch.optim.Adam(dense_params, lr=size.learning_rate, fused=True)
+        rows, dim = self.tables.weight.shape
+        if sparse_optimizer == "rowwise_adagrad":
+            self.sparse: RowwiseAdagrad | RowSparseAdam = RowwiseAdagrad(
+                num_rows=rows,
+                lr=sparse_learning_rate,
+                initial_accumulator=size.initial_accumulator,
+                weight_decay=weight_decay,
+            )
+        else:
+            self.sparse = RowSparseAdam(num_rows=rows, dim=dim, lr=sparse_learning_rate)
+        self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
+
+    def _ids(self, part: Batch) -> FusedIds:
+        if part.sparse.keys != self.model.feature_names:
+            raise ValueError(
+                f"batch sparse keys {list(part.sparse.keys)} differ from the model's "
+                f"feature_names {list(self.model.feature_names)}"
+            )
+        return fuse_ids(
+            part.sparse, first_row=self.tables.first_row, table_sizes=self.tables.table_sizes
+        )
+
+    def _logits(self, part: Batch, pooled: Tensor) -> Tensor:
+        model = self.model
+        combined = torch.cat((model.dense_arch(part.dense).unsqueeze(1), pooled), dim=1)
+        return model.over_arch(model.inter_arch.interact(combined)).squeeze(1)
+
+    def epoch(self, parts: Iterator[Batch]) -> tuple[int, float]:
+        """One pass over ``parts``: (steps, mean training loss)."""
+        self.model.train()
+        loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
+        for part, ids in prefetched(parts, depth=2, transform=lambda p: (p, self._ids(p))):
+            pooled = self.tables.pooled(ids).requires_grad_()
+            loss = self.loss_fn(self._logits(part, pooled), part.labels)
+            self.adam.zero_grad(set_to_none=True)
+            loss.backward()
+            self.adam.step()
+            self.sparse.step(
+                self.tables.weight, ids.rows, self.tables.row_gradients(ids, pooled.grad)
+            )
+            loss_sum += loss.detach().double() * len(part)
+            seen += len(part)
+            steps += 1
+        return steps, float(loss_sum) / max(seen, 1)
+
+    def validation_loss(self, validation: Batch) -> float:
+        """Mean log loss (nats) on ``validation``, summed in float64 in row order."""
+        self._catch_up()
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for part in batches_of(validation, batch_size=_SCORING_ROWS):
+                logits = self._logits(part, self.tables.pooled(self._ids(part)))
+                total += nn.functional.binary_cross_entropy_with_logits(
+                    logits.double(), part.labels.double(), reduction="sum"
+                )
+        self.model.train()
+        return float(total) / len(validation)
+
+    def snapshot(self) -> dict[str, Tensor]:
+        """A copy of the model's state with the current table rows."""
+        self.finish()
+        return {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+
+    def _catch_up(self) -> None:
+        if isinstance(self.sparse, RowwiseAdagrad):
+            self.sparse.catch_up(self.tables.weight)
+
+    def finish(self) -> None:
+        """Pending weight decay applied, the rows written back into the model."""
+        self._catch_up()
+        self.tables.write_back(self.model.sparse_arch)

@@ -56,10 +56,10 @@ from torch import Tensor, nn
 
 from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
-from quantrec.models.fused import FusedIds, FusedTables, RowSparseAdam, RowwiseAdagrad, fuse_ids
+from quantrec.models.fused import FusedTrainer, RowwiseAdagrad
 from quantrec.models.quantize import float_state_dict
 from quantrec.models.sizing import TrainingSize, auto_training_size
-from quantrec.models.stream import BatchSource, InMemorySource, batches_of, prefetched
+from quantrec.models.stream import BatchSource, InMemorySource, batches_of
 
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "sparse_adam")
 # Row-wise Adagrad's step for the tables when sparse_learning_rate is None. Next-day NE on
@@ -198,8 +198,18 @@ def train_dlrm(
     rows = source.rows
     if rows == 0:
         raise ValueError("cannot train on an empty batch (0 rows)")
-    _check_arguments(epochs, max_epochs, patience, batch_size, learning_rate, sparse_optimizer,
-                     sparse_learning_rate, embedding_weight_decay, dense_transform, validation)
+    _check_arguments(
+        epochs,
+        max_epochs,
+        patience,
+        batch_size,
+        learning_rate,
+        sparse_optimizer,
+        sparse_learning_rate,
+        embedding_weight_decay,
+        dense_transform,
+        validation,
+    )
     size = auto_training_size(rows, batch_size=batch_size, learning_rate=learning_rate)
     if sparse_learning_rate is None:
         rowwise = sparse_optimizer == "rowwise_adagrad"
@@ -223,15 +233,26 @@ def train_dlrm(
     started = time.perf_counter()
     if dense_transform == "fit":
         model.dense_arch.transform.fit(_dense_parts(source, seed))
-    trainer = (_FusedTrainer if fused else _PerTableTrainer)(
-        model, size, sparse_optimizer=sparse_optimizer,
-        sparse_learning_rate=sparse_learning_rate, weight_decay=embedding_weight_decay,
+    trainer = (FusedTrainer if fused else _PerTableTrainer)(
+        model,
+        size,
+        sparse_optimizer=sparse_optimizer,
+        sparse_learning_rate=sparse_learning_rate,
+        weight_decay=embedding_weight_decay,
     )
     model.train()
     try:
-        run = _run_epochs(trainer, source, seed=seed, validation=validation, epochs=epochs,
-                          max_epochs=max_epochs, patience=patience, batch_size=size.batch_size,
-                          start_is_candidate=continued)
+        run = _run_epochs(
+            trainer,
+            source,
+            seed=seed,
+            validation=validation,
+            epochs=epochs,
+            max_epochs=max_epochs,
+            patience=patience,
+            batch_size=size.batch_size,
+            start_is_candidate=continued,
+        )
     finally:
         # Even after an error the model holds the rows trained so far, in its own layout.
         trainer.finish()
@@ -241,20 +262,37 @@ def train_dlrm(
     model.eval()
     samples = len(run.epoch_losses) * rows
     return TrainReport(
-        steps=run.steps, samples=samples, seconds=seconds,
+        steps=run.steps,
+        samples=samples,
+        seconds=seconds,
         samples_per_s=samples / seconds if seconds > 0 else float("inf"),
-        final_loss=run.epoch_losses[-1], epoch_losses=tuple(run.epoch_losses),
-        best_epoch=run.best_epoch, validation_losses=tuple(run.validation_losses),
-        stop_reason=run.stop_reason, batch_size=size.batch_size,
-        learning_rate=size.learning_rate, sparse_learning_rate=sparse_learning_rate,
+        final_loss=run.epoch_losses[-1],
+        epoch_losses=tuple(run.epoch_losses),
+        best_epoch=run.best_epoch,
+        validation_losses=tuple(run.validation_losses),
+        stop_reason=run.stop_reason,
+        batch_size=size.batch_size,
+        learning_rate=size.learning_rate,
+        sparse_learning_rate=sparse_learning_rate,
     )
 
 
-def _check_arguments(epochs, max_epochs, patience, batch_size, learning_rate,  # type: ignore[no-untyped-def]
-                     sparse_optimizer, sparse_learning_rate, weight_decay, dense_transform,
-                     validation) -> None:
-    if (epochs is not None and epochs < 1) or (batch_size is not None and batch_size < 1) or (
-        learning_rate is not None and not learning_rate > 0
+def _check_arguments(
+    epochs: int | None,
+    max_epochs: int,
+    patience: int,
+    batch_size: int | None,
+    learning_rate: float | None,
+    sparse_optimizer: str,
+    sparse_learning_rate: float | None,
+    weight_decay: float,
+    dense_transform: str | None,
+    validation: object,
+) -> None:
+    if (
+        (epochs is not None and epochs < 1)
+        or (batch_size is not None and batch_size < 1)
+        or (learning_rate is not None and not learning_rate > 0)
     ):
         raise ValueError(
             f"need epochs >= 1, batch_size >= 1, learning_rate > 0 (or None: chosen from the "
@@ -299,9 +337,18 @@ class _Run:
     stop_reason: str
 
 
-def _run_epochs(trainer, source: BatchSource, *, seed: int, validation: Batch | None,  # type: ignore[no-untyped-def]
-                epochs: int | None, max_epochs: int, patience: int, batch_size: int,
-                start_is_candidate: bool) -> _Run:
+def _run_epochs(
+    trainer: FusedTrainer | _PerTableTrainer,
+    source: BatchSource,
+    *,
+    seed: int,
+    validation: Batch | None,
+    epochs: int | None,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    start_is_candidate: bool,
+) -> _Run:
     """The epoch loop: fixed or early-stopped (module docstring)."""
     early = epochs is None and validation is not None
     limit = epochs if epochs is not None else (max_epochs if early else 1)
@@ -325,8 +372,9 @@ def _run_epochs(trainer, source: BatchSource, *, seed: int, validation: Batch | 
         if current < best:
             best, run.best_epoch, run.best_state = current, epoch, trainer.snapshot()
         elif epoch - run.best_epoch >= patience:
-            run.stop_reason = (f"held-out loss not better than epoch {run.best_epoch}'s for "
-                               f"{patience} epoch(s)")
+            run.stop_reason = (
+                f"held-out loss not better than epoch {run.best_epoch}'s for {patience} epoch(s)"
+            )
             break
     else:
         if early:
@@ -356,86 +404,18 @@ def _loss_sum(logits: Tensor, labels: Tensor) -> Tensor:
     )
 
 
-class _FusedTrainer:
-    """Epochs on one fused table storage (module docstring)."""
-
-    def __init__(self, model: DLRM, size: TrainingSize, *, sparse_optimizer: str,
-                 sparse_learning_rate: float, weight_decay: float) -> None:
-        self.model = model
-        self.tables = FusedTables(model.sparse_arch)
-        _, dense_params = _split_parameters(model)
-        # The fused CPU kernel updates every parameter in one loop: 3-4x less step time than
-        # the per-parameter default for these ~20 tensors.
-        self.adam = torch.optim.Adam(dense_params, lr=size.learning_rate, fused=True)
-        rows, dim = self.tables.weight.shape
-        if sparse_optimizer == "rowwise_adagrad":
-            self.sparse: RowwiseAdagrad | RowSparseAdam = RowwiseAdagrad(
-                num_rows=rows, lr=sparse_learning_rate,
-                initial_accumulator=size.initial_accumulator, weight_decay=weight_decay,
-            )
-        else:
-            self.sparse = RowSparseAdam(num_rows=rows, dim=dim, lr=sparse_learning_rate)
-        self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
-
-    def _ids(self, part: Batch) -> FusedIds:
-        if part.sparse.keys != self.model.feature_names:
-            raise ValueError(
-                f"batch sparse keys {list(part.sparse.keys)} differ from the model's "
-                f"feature_names {list(self.model.feature_names)}"
-            )
-        return fuse_ids(part.sparse, first_row=self.tables.first_row,
-                        table_sizes=self.tables.table_sizes)
-
-    def _logits(self, part: Batch, pooled: Tensor) -> Tensor:
-        model = self.model
-        combined = torch.cat((model.dense_arch(part.dense).unsqueeze(1), pooled), dim=1)
-        return model.over_arch(model.inter_arch.interact(combined)).squeeze(1)
-
-    def epoch(self, parts: Iterator[Batch]) -> tuple[int, float]:
-        self.model.train()
-        loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
-        for part, ids in prefetched(parts, depth=2, transform=lambda p: (p, self._ids(p))):
-            pooled = self.tables.pooled(ids).requires_grad_()
-            loss = self.loss_fn(self._logits(part, pooled), part.labels)
-            self.adam.zero_grad(set_to_none=True)
-            loss.backward()
-            self.adam.step()
-            self.sparse.step(self.tables.weight, ids.rows,
-                             self.tables.row_gradients(ids, pooled.grad))
-            loss_sum += loss.detach().double() * len(part)
-            seen += len(part)
-            steps += 1
-        return steps, float(loss_sum) / max(seen, 1)
-
-    def validation_loss(self, validation: Batch) -> float:
-        self._catch_up()
-        self.model.eval()
-        total = torch.zeros((), dtype=torch.float64)
-        with torch.no_grad():
-            for part in batches_of(validation, batch_size=_SCORING_ROWS):
-                logits = self._logits(part, self.tables.pooled(self._ids(part)))
-                total += _loss_sum(logits, part.labels)
-        self.model.train()
-        return float(total) / len(validation)
-
-    def snapshot(self) -> dict[str, Tensor]:
-        self.finish()
-        return {name: t.detach().clone() for name, t in self.model.state_dict().items()}
-
-    def _catch_up(self) -> None:
-        if isinstance(self.sparse, RowwiseAdagrad):
-            self.sparse.catch_up(self.tables.weight)
-
-    def finish(self) -> None:
-        self._catch_up()
-        self.tables.write_back(self.model.sparse_arch)
-
-
 class _PerTableTrainer:
     """Epochs with one lookup per table and sparse gradients from autograd."""
 
-    def __init__(self, model: DLRM, size: TrainingSize, *, sparse_optimizer: str,
-                 sparse_learning_rate: float, weight_decay: float) -> None:
+    def __init__(
+        self,
+        model: DLRM,
+        size: TrainingSize,
+        *,
+        sparse_optimizer: str,
+        sparse_learning_rate: float,
+        weight_decay: float,
+    ) -> None:
         self.model = model
         self.sparse_params, dense_params = _split_parameters(model)
         # torch's default Adam, as before the fused path existed: with SparseAdam this path
@@ -450,9 +430,12 @@ class _PerTableTrainer:
             )
         else:
             self.adagrads = [
-                RowwiseAdagrad(num_rows=p.shape[0], lr=sparse_learning_rate,
-                               initial_accumulator=size.initial_accumulator,
-                               weight_decay=weight_decay)
+                RowwiseAdagrad(
+                    num_rows=p.shape[0],
+                    lr=sparse_learning_rate,
+                    initial_accumulator=size.initial_accumulator,
+                    weight_decay=weight_decay,
+                )
                 for p in self.sparse_params
             ]
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")

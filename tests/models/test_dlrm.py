@@ -165,8 +165,7 @@ def test_dense_transform_standardises_and_logs_non_negative_columns() -> None:
     assert transform.log1p.tolist() == [True, False, True]  # the negative column stays linear
     out = transform(x)
     torch.testing.assert_close(out[:, :2].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-4,
-                               rtol=0)
+    torch.testing.assert_close(out[:, :2].std(0, unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
     assert torch.equal(out[:, 2], torch.zeros(400))  # a constant column carries nothing
     torch.testing.assert_close(transform.shift[0], torch.log1p(counts).mean(), rtol=1e-6, atol=0)
 
@@ -196,8 +195,10 @@ def test_first_order_joins_a_learned_constant_to_the_interaction() -> None:
     constant = model.inter_arch.constant
     assert constant.shape == (4,) and constant.requires_grad
     assert model.over_arch.mlp[0].in_features == 4 + 6  # D + (F + 2 choose 2)
-    assert InteractionArch.output_size(num_sparse_features=26, embedding_dim=16,
-                                       first_order=True) == 16 + 378
+    assert (
+        InteractionArch.output_size(num_sparse_features=26, embedding_dim=16, first_order=True)
+        == 16 + 378
+    )
     dense, sparse = torch.rand(3, 4), torch.rand(3, 2, 4)
     out = model.inter_arch(dense, sparse)
     # Pairs after the D dense values: (d,s0) (d,s1) (d,c) (s0,s1) (s0,c) (s1,c); the products
@@ -216,8 +217,9 @@ def test_from_schema_turns_first_order_on_and_logs_raw_dense(tiny_schema) -> Non
     assert model.inter_arch.constant is not None
     assert not model.dense_arch.transform.log1p_nonnegative  # the batch applies log1p
     raw = tiny_schema.model_copy(update={"dense_transform": "none"})
-    assert DLRM.from_schema(raw, embedding_dim=4, bottom_mlp=[4],
-                            top_mlp=[1]).dense_arch.transform.log1p_nonnegative
+    assert DLRM.from_schema(
+        raw, embedding_dim=4, bottom_mlp=[4], top_mlp=[1]
+    ).dense_arch.transform.log1p_nonnegative
 
 
 @pytest.mark.parametrize("tables", ["fp16", "int8", "int4_greedy"])
@@ -230,15 +232,22 @@ def test_constant_and_dense_transform_survive_quantization_and_artifacts(
     model = make_model(seed=2)
     batch = make_batch(rows=64)
     model.dense_arch.transform.fit([batch.dense])
-    plan = {name: tables if isinstance(unit, torch.nn.EmbeddingBag) else "int8"
-            for name, unit in quantizable_units(model).items()}
+    plan = {
+        name: tables if isinstance(unit, torch.nn.EmbeddingBag) else "int8"
+        for name, unit in quantizable_units(model).items()
+    }
     variant = apply_precision_plan(model, plan)
-    names = ("inter_arch.constant", "dense_arch.transform.shift", "dense_arch.transform.scale",
-             "dense_arch.transform.log1p")
+    names = (
+        "inter_arch.constant",
+        "dense_arch.transform.shift",
+        "dense_arch.transform.scale",
+        "dense_arch.transform.log1p",
+    )
     for name in names:
         assert torch.equal(variant.state_dict()[name], model.state_dict()[name]), name
         assert torch.equal(float_state_dict(variant)[name], model.state_dict()[name]), name
-    loaded = load_model(save_model(variant, tmp_path / tables, schema=tiny_schema,
-                                   precision="searched")).model
+    loaded = load_model(
+        save_model(variant, tmp_path / tables, schema=tiny_schema, precision="searched")
+    ).model
     with torch.inference_mode():
         assert torch.equal(loaded(batch), variant(batch))

@@ -166,7 +166,8 @@ def test_rowwise_adagrad_initial_accumulator_damps_a_rows_first_step() -> None:
     plain, damped = torch.zeros(3, 4), torch.zeros(3, 4)
     RowwiseAdagrad(num_rows=3, lr=0.1).step(plain, torch.tensor([1]), grad.clone())
     RowwiseAdagrad(num_rows=3, lr=0.1, initial_accumulator=3e-6).step(
-        damped, torch.tensor([1]), grad.clone())
+        damped, torch.tensor([1]), grad.clone()
+    )
     torch.testing.assert_close(plain[1], torch.full((4,), -0.1), rtol=1e-4, atol=0)
     torch.testing.assert_close(damped[1], torch.full((4,), -0.1 * 1e-3 / 2e-3), rtol=1e-4, atol=0)
     with pytest.raises(ValueError, match="initial_accumulator >= 0"):

@@ -21,8 +21,9 @@ from quantrec.models.sizing import (
 def _schema(*sizes: int) -> FeatureSchema:
     return FeatureSchema(
         dense=("x",),
-        categorical=tuple(CategoricalFeature(name=f"c{i}", hash_size=s)
-                          for i, s in enumerate(sizes)),
+        categorical=tuple(
+            CategoricalFeature(name=f"c{i}", hash_size=s) for i, s in enumerate(sizes)
+        ),
     )
 
 

@@ -315,11 +315,20 @@ def test_warm_start_then_continue_on_new_days(make_model, make_batch) -> None:
 
     new_days, held_out = make_batch(rows=4000, seed=2), make_batch(rows=500, seed=3)
     # FAST's rates, scaled down because the run continues (CONTINUED_LEARNING_RATE_SCALE).
-    report = train_dlrm(challenger, new_days, seed=0, validation=held_out, continued=True,
-                        batch_size=64, learning_rate=0.02, sparse_learning_rate=0.5)
+    report = train_dlrm(
+        challenger,
+        new_days,
+        seed=0,
+        validation=held_out,
+        continued=True,
+        batch_size=64,
+        learning_rate=0.02,
+        sparse_learning_rate=0.5,
+    )
     assert report.best_epoch >= 1
-    assert torch.equal(challenger.dense_arch.transform.shift,
-                       source.dense_arch.transform.shift)  # kept: the MLPs learned on it
+    assert torch.equal(
+        challenger.dense_arch.transform.shift, source.dense_arch.transform.shift
+    )  # kept: the MLPs learned on it
     assert not torch.equal(challenger.over_arch.mlp[0].weight, source.over_arch.mlp[0].weight)
     test_day = make_batch(rows=3000, seed=4)
     before, after = score(source, test_day), score(challenger, test_day)
@@ -336,8 +345,9 @@ def test_training_streams_a_window_of_day_files(make_model, make_frame, tiny_sch
     paths, frames = [], [make_frame(rows=700, seed=s) for s in (0, 1)]
     for day, frame in enumerate(frames):
         paths.append(tmp_path / f"day={day}.parquet")
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), paths[-1],
-                       row_group_size=256)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False), paths[-1], row_group_size=256
+        )
     held_out = batch_from_frame(make_frame(rows=300, seed=5), tiny_schema)
     model = make_model()
     report = train_dlrm(model, WindowStream(paths, tiny_schema), seed=0, validation=held_out)
