@@ -20,6 +20,7 @@ from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
 from quantrec.tasks.evaluate import decide_promotion, evaluate_variants, record_stop
 from quantrec.tasks.registry import (
+    latest_parent,
     load_champion,
     register_variants,
     set_challenger,
@@ -105,7 +106,8 @@ def _lifecycle(
         drift = measure_run_date_drift(partitions, champion, config, run_id)
         # Resumable stages: their results persist under the run's identity (refreshed when
         # forced), so a rerun after a crash does not train or search again.
-        training = plan_candidate_training(partitions, champion, config, drift.level)
+        parent = latest_parent(model_name, run_date)
+        training = plan_candidate_training(partitions, parent, config, drift.level)
         trained = train_candidate.with_options(refresh_cache=force or None)(
             partitions, training, config, key, run_id
         )

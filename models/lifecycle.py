@@ -181,15 +181,13 @@ class Lineage:
 
 @dataclass
 class Champion:
-    """The serving model: its version, weights, the run that made it and its fp32 parent
-    (with the parent's lineage, when it recorded one)."""
+    """The serving model: its version, weights, the run that made it and its fp32 parent."""
 
     version: str
     loaded: LoadedModel
     model_name: str = ""
     run_id: str = ""
     parent_version: str | None = None
-    parent_lineage: Lineage | None = None
 
 
 # --- 4: training ---------------------------------------------------------------------------
@@ -216,7 +214,7 @@ def plan_training(
     parent: Lineage | None,
     drift_level: DriftLevel = DriftLevel.OK,
 ) -> TrainingPlan:
-    """Continual training, as production CTR systems do: continue the champion's fp32
+    """Continual training, as production CTR systems do: continue the model line's fp32
     parent on the days since it last trained, and retrain from scratch on the whole window
     every ``full_retrain_days`` days (or when continuing is not possible or not wise).
 

@@ -63,8 +63,8 @@ class TrainingConfig(_Section):
     window_days: int = Field(3, gt=0, description="Train on the W days before the run date.")
     mode: Literal["continual", "window"] = Field(
         "continual",
-        description="continual: continue the champion's fp32 parent on the days since it "
-        "last trained (warm start), with a full retrain on the window every "
+        description="continual: continue the latest fp32 parent (promoted or not) on the "
+        "days since it last trained (warm start), with a full retrain on the window every "
         "full_retrain_days days, on severe drift, or when days are missing; window: train "
         "from scratch on the whole window every day.",
     )

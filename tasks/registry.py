@@ -64,7 +64,6 @@ def load_champion(model_name: str) -> Champion | None:
         model_name=model_name,
         run_id=run_id,
         parent_version=str(parent.version) if parent else None,
-        parent_lineage=_lineage(parent) if parent else None,
     )
 
 
@@ -79,6 +78,24 @@ def _lineage(version) -> Lineage | None:
         trained_through=date.fromisoformat(through),
         full_retrain_date=date.fromisoformat(full),
     )
+
+
+@mlflow_task("find-training-parent")
+def latest_parent(model_name: str, run_date: date) -> Lineage | None:
+    """The newest registered fp32 parent trained before ``run_date``: the model line that
+    continual training continues, whether or not the gate promoted it (the gate guards
+    what serves; the line learns every day). None when there is none yet."""
+    _, client = connect()
+    try:
+        found = client.search_model_versions(
+            f"name='{model_name}' and tags.`{Tag.VARIANT}` = '{Variant.FP32}'"
+        )
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    lines = [line for v in found if (line := _lineage(v)) and line.trained_through < run_date]
+    return max(lines, key=lambda line: (line.trained_through, int(line.version)), default=None)
 
 
 def registered_for(client, model_name: str, run_key: str) -> dict[str, str]:

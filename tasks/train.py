@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from quantrec.models.baselines import Baselines
 from quantrec.models.lifecycle import (
     Candidate,
-    Champion,
+    Lineage,
     Partitions,
     Trained,
     TrainingPlan,
@@ -40,16 +40,16 @@ from quantrec.tasks.tracking import (
 
 @task(name="plan-training", cache_policy=NO_CACHE)
 def plan_candidate_training(
-    partitions: Partitions, champion: Champion | None, config: QuantrecConfig, drift_level: str
+    partitions: Partitions, parent: Lineage | None, config: QuantrecConfig, drift_level: str
 ) -> TrainingPlan:
-    """Continue the champion's fp32 parent on the new days, or retrain on the window
-    (``models.lifecycle.plan_training``)."""
+    """Continue the model line's latest fp32 parent on the new days, or retrain on the
+    window (``models.lifecycle.plan_training``)."""
     plan = plan_training(
         partitions.run_date,
         partitions.window,
         mode=config.training.mode,
         full_retrain_days=config.training.full_retrain_days,
-        parent=champion.parent_lineage if champion else None,
+        parent=parent,
         drift_level=drift_level,
     )
     get_run_logger().info("training %s on %d day(s): %s", plan.mode, len(plan.days), plan.reason)

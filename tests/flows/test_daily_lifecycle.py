@@ -130,3 +130,17 @@ def test_every_artifact_of_the_embedded_store_lives_in_the_home(backfilled, clie
     assert len(models) == 4 * len(records)
     for model in models:
         assert model.artifact_location.startswith(experiment.artifact_location)
+
+
+def test_the_model_line_trains_continually_after_its_first_full_retrain(backfilled, client):
+    """Day 1 trains on the window from scratch; each later day continues the latest fp32
+    parent on the one new day, whether or not the gate promoted it."""
+    _, config, records = backfilled
+    assert [r["training_mode"] for r in records] == ["full", "continual", "continual"]
+    assert [r["trained_through"] for r in records] == ["2026-02-28", "2026-03-01", "2026-03-02"]
+    assert {r["full_retrain_date"] for r in records} == {"2026-03-01"}
+    first = records[0]["registered_versions"]["fp32"]
+    tags = client.get_model_version(config.registry.model_name, first).tags
+    assert tags["quantrec.trained_through"] == "2026-02-28"
+    run = client.get_run(records[1]["mlflow_run_id"])
+    assert f"continues version {first}" in run.data.tags["quantrec.training_reason"]
