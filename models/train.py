@@ -11,10 +11,9 @@ One run of ``train_dlrm``:
 3. Epochs: a fixed number (``epochs``), or early stopping on ``validation`` rows: after
    every epoch their mean log loss is measured; training stops when ``patience`` epochs in
    a row brought no improvement, or after ``max_epochs``, and the best epoch's weights are
-   kept. When the model continues earlier training (``continued=True``, after
-   ``warm_start``) its starting weights are a candidate too (epoch 0): continued training
-   never ends worse on the held-out rows than it started. Without validation rows, one
-   epoch.
+   kept (at least one epoch: a continued model that kept its starting weights would drop
+   the new days for good; whether it is better than the champion is the gate's question).
+   Without validation rows, one epoch.
 
 Why early stopping and not a fixed count: on the synthetic feed (280k rows, 300k ids) the
 held-out NE is best after epoch 1 and worse after every further one (0.860 -> 0.88 -> 0.96:
@@ -98,7 +97,7 @@ class TrainReport:
         samples_per_s: samples / seconds.
         final_loss: mean BCE (nats per sample) over the last epoch run, measured during it.
         epoch_losses: mean BCE of every epoch run, in order.
-        best_epoch: the epoch whose weights the model holds (0: the starting weights).
+        best_epoch: the epoch whose weights the model holds.
         validation_losses: mean BCE on the validation rows before training and after every
             epoch (empty without validation rows).
         stop_reason: why training stopped.
@@ -182,9 +181,9 @@ def train_dlrm(
         sparse_learning_rate: the tables' step; None: ``DEFAULT_ROWWISE_ADAGRAD_LR`` for
             row-wise Adagrad, the MLPs' rate for SparseAdam.
         embedding_weight_decay: row-wise Adagrad's lazy L2 on the tables (``RowwiseAdagrad``).
-        continued: the model continues earlier training (``warm_start``): its starting
-            weights are early stopping's epoch 0, its dense transform is kept, and both
-            learning rates are scaled by ``CONTINUED_LEARNING_RATE_SCALE``.
+        continued: the model continues earlier training (``warm_start``): its dense
+            transform is kept and both learning rates are scaled by
+            ``CONTINUED_LEARNING_RATE_SCALE``.
         dense_transform: "fit" the model's dense transform on the training rows, or "keep"
             it (its MLPs learned on those inputs); None: "keep" when ``continued``.
         fused: look all tables up in one fused storage (the fast path).
@@ -251,7 +250,6 @@ def train_dlrm(
             max_epochs=max_epochs,
             patience=patience,
             batch_size=size.batch_size,
-            start_is_candidate=continued,
         )
     finally:
         # Even after an error the model holds the rows trained so far, in its own layout.
@@ -347,7 +345,6 @@ def _run_epochs(
     max_epochs: int,
     patience: int,
     batch_size: int,
-    start_is_candidate: bool,
 ) -> _Run:
     """The epoch loop: fixed or early-stopped (module docstring)."""
     early = epochs is None and validation is not None
@@ -355,10 +352,8 @@ def _run_epochs(
     generator = torch.Generator().manual_seed(seed)
     run = _Run(0, [], [], 0, None, f"{limit} epoch(s) as asked")
     best = float("inf")
-    if validation is not None:
+    if validation is not None:  # the starting loss, for the record
         run.validation_losses.append(trainer.validation_loss(validation))
-        if early and start_is_candidate:
-            best, run.best_state = run.validation_losses[0], trainer.snapshot()
     for epoch in range(1, limit + 1):
         steps, loss = trainer.epoch(source.epoch(batch_size=batch_size, generator=generator))
         run.steps += steps
