@@ -107,7 +107,7 @@ def test_the_held_out_rows_are_the_mask_of_the_last_day_and_never_streamed(tmp_p
 
 
 def _epoch_peak(folder: Path, days: int) -> tuple[int, int]:
-    """(rows resident at once, traced peak bytes) over one epoch of ``days`` days."""
+    """(rows resident at once, least traced peak bytes of three epochs) over ``days`` days."""
     stream = WindowStream(
         _write_days(folder, days=days, rows=10_000, row_group=5000),
         ROW_SCHEMA,
@@ -115,14 +115,19 @@ def _epoch_peak(folder: Path, days: int) -> tuple[int, int]:
         buffer_chunks=2,
         prefetch=False,
     )
-    tracemalloc.start()
-    try:
-        for _ in _epoch(stream, batch_size=128, seed=0):
-            pass
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return stream.peak_resident_rows, peak
+    # tracemalloc counts every thread's allocations, and other threads of the test process
+    # (a Prefect test server's) allocate at random moments: the least of three epochs is
+    # the stream's own peak.
+    peaks = []
+    for _ in range(3):
+        tracemalloc.start()
+        try:
+            for _ in _epoch(stream, batch_size=128, seed=0):
+                pass
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return stream.peak_resident_rows, min(peaks)
 
 
 def test_memory_does_not_grow_with_the_number_of_days(tmp_path) -> None:
