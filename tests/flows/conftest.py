@@ -1,13 +1,11 @@
 from datetime import date
 
-import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from quantrec.flows.backfill import backfill
 from quantrec.tasks.config import QuantrecConfig
-from quantrec.tasks.settings import quantrec_home
+from quantrec.tasks.tracking import connect
 
 START, END = date(2026, 3, 1), date(2026, 3, 3)
 
@@ -52,6 +50,7 @@ def backfilled(tmp_path_factory):
 def client(backfilled, monkeypatch):
     home, _, _ = backfilled
     monkeypatch.setenv("QUANTREC_HOME", str(home))
-    uri = quantrec_home().tracking_uri
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
+    # another test's home would resolve aliases there.
+    _, client = connect()
+    return client

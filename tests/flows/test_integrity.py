@@ -14,13 +14,13 @@ from urllib.parse import unquote, urlparse
 import mlflow
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from quantrec.flows.cli import main
 from quantrec.models.manifest import IntegrityError, file_sha256
 from quantrec.tasks.registry import _log_version
 from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import (
+    connect,
     experiment_id,
     load_version,
     record_manifest,
@@ -34,9 +34,10 @@ def home_copy(backfilled, tmp_path, monkeypatch):
     copy = tmp_path / "home"
     shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
     monkeypatch.setenv("QUANTREC_HOME", str(copy))
-    uri = quantrec_home().tracking_uri
-    mlflow.set_tracking_uri(uri)
-    return copy, config, records, MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
+    # another test's home would resolve aliases there.
+    _, client = connect()
+    return copy, config, records, client
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 import json
 import shutil
 
-import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from quantrec.flows.cli import main
 from quantrec.flows.daily_lifecycle import daily_lifecycle
-from quantrec.tasks.settings import RunInProgressError, os_user, quantrec_home, run_date_lock
+from quantrec.tasks.settings import RunInProgressError, os_user, run_date_lock
+from quantrec.tasks.tracking import connect
 
 from .conftest import END
 
@@ -21,9 +20,10 @@ def copied(backfilled, tmp_path, monkeypatch):
     copy = tmp_path / "home"
     shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
     monkeypatch.setenv("QUANTREC_HOME", str(copy))
-    uri = quantrec_home().tracking_uri
-    mlflow.set_tracking_uri(uri)
-    return config, records, MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
+    # another test's home would resolve aliases there.
+    _, client = connect()
+    return config, records, client
 
 
 def _versions(client, name):

@@ -54,6 +54,7 @@ def test_mlflow_models_serve_scores_a_request(backfilled, client, tmp_path):
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": client.tracking_uri,
+        "MLFLOW_REGISTRY_URI": client.tracking_uri,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     log = (tmp_path / "serve.log").open("w")
