@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 RECORD_ARTIFACT = "lifecycle_record.json"
 # Each registered version's manifest is a run artifact here (``record_manifest``).
 MANIFEST_DIR = "manifests"
+# The experiment tag MLflow 3's UI reads to choose its layout: "custom_model_development"
+# opens on the runs table, no tag (or "genai_development") on the GenAI overview.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_ML = "custom_model_development"
 
 
 def mlflow_task(name: str, **options):
@@ -54,20 +58,78 @@ def mlflow_task(name: str, **options):
 
 
 def connect() -> tuple[Home, MlflowClient]:
-    """Point MLflow at ``$MLFLOW_TRACKING_URI`` or the embedded store; return a client."""
+    """Point MLflow at ``$MLFLOW_TRACKING_URI`` or the embedded store; return a client.
+
+    A relative store path is made absolute first: MLflow resolves it against the working
+    directory of each call, and it exports the URI to child processes, which may start
+    elsewhere. A new local database is created with its artifact root in the home, so even
+    MLflow's own ``Default`` experiment keeps its files there.
+    """
     home = quantrec_home()
-    mlflow.set_tracking_uri(home.tracking_uri)
-    mlflow.set_registry_uri(home.tracking_uri)
-    return home, MlflowClient(tracking_uri=home.tracking_uri, registry_uri=home.tracking_uri)
+    uri = absolute_tracking_uri(home.tracking_uri)
+    if is_serverless(uri):
+        _create_store(uri, home)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return home, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite file or store folder resolved against the working
+    directory now (``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in uri and not uri.startswith("file:"):
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def is_serverless(uri: str) -> bool:
+    """Whether ``uri`` is a store this process writes directly (SQLite, a database, a
+    folder), with no tracking server to hold the artifacts: they then belong in the home."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def _create_store(uri: str, home: Home) -> None:
+    """Create a SQLite store that does not exist yet with the home's artifact root (MLflow
+    would give its ``Default`` experiment ``./mlruns`` of the working directory)."""
+    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(uri, home.mlflow_artifacts.as_uri())
 
 
 def experiment_id(client: MlflowClient, home: Home, name: str) -> str:
-    """The experiment's id, created on first use (artifacts under ``$QUANTREC_HOME``)."""
+    """The experiment's id, created on first use: artifacts under ``$QUANTREC_HOME`` when
+    no tracking server holds them, and the MLflow UI opening on its runs."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = home.mlflow_artifacts.as_uri() if home.uses_embedded_tracking else None
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        serverless = is_serverless(client.tracking_uri)
+        location = home.mlflow_artifacts.as_uri() if serverless else None
+        found = client.create_experiment(name, artifact_location=location)
+    else:
+        found = experiment.experiment_id
+        if is_serverless(client.tracking_uri) and not _inside(experiment, home):
+            logger.warning(
+                "experiment %r keeps its artifacts at %s, outside $QUANTREC_HOME (%s): it was "
+                "created by an older quantrec or another tool; `make clean` will not remove "
+                "them. Start a new home, or name another experiment ([registry] experiment).",
+                name,
+                experiment.artifact_location,
+                home.root,
+            )
+    if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND) != EXPERIMENT_KIND_ML:
+        # MLflow 3's UI opens an experiment without this tag on its GenAI overview.
+        client.set_experiment_tag(found, EXPERIMENT_KIND, EXPERIMENT_KIND_ML)
+    return found
+
+
+def _inside(experiment, home: Home) -> bool:
+    location = experiment.artifact_location
+    path = Path(location.removeprefix("file://")) if location.startswith("file:") else None
+    return path is not None and path.resolve().is_relative_to(home.root)
 
 
 def start_run(
