@@ -5,6 +5,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 QUANTREC_HOME ?= $(CURDIR)/.quantrec
 export QUANTREC_HOME
+# The UIs' ports (deploy/ui.sh); the daily runs link to the MLflow UI at this address.
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+QUANTREC_MLFLOW_UI_URL ?= http://127.0.0.1:$(MLFLOW_PORT)
+export PREFECT_PORT MLFLOW_PORT QUANTREC_MLFLOW_UI_URL
+# No telemetry from any process the project starts: Prefect's server and client, MLflow's
+# client, server and UI.
+PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+MLFLOW_DISABLE_TELEMETRY ?= true
+DO_NOT_TRACK ?= true
+export PREFECT_SERVER_ANALYTICS_ENABLED MLFLOW_DISABLE_TELEMETRY DO_NOT_TRACK
 
 .PHONY: setup demo test test-all lint ui bench clean
 
@@ -35,6 +46,8 @@ lint: setup
 ui: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/ui.sh
 
+# Everything quantrec writes lives in the home: the lake, MLflow's store and artifacts,
+# Prefect's database and results, the locks and the reports.
 clean:
 	rm -rf $(QUANTREC_HOME)
 

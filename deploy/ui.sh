@@ -8,6 +8,12 @@ home="$(cd "$home" && pwd)"
 export PREFECT_HOME="${PREFECT_HOME:-$home/prefect}"
 prefect_port="${PREFECT_PORT:-4200}"
 mlflow_port="${MLFLOW_PORT:-5000}"
+# No telemetry: the servers and their UIs send nothing anywhere.
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export MLFLOW_DISABLE_TELEMETRY=true
+export DO_NOT_TRACK=true
+# Runs started from now on link their Prefect artifacts to this MLflow UI.
+echo "http://127.0.0.1:$mlflow_port" >"$home/mlflow-ui.url"
 
 # Job control puts each server in its own process group, so stopping one stops all it spawned.
 set -m

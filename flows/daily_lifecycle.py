@@ -13,12 +13,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from quantrec.models.lifecycle import DayOutcome, why_stop
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
 from quantrec.tasks.evaluate import decide_promotion, evaluate_variants, record_stop
+from quantrec.tasks.lifecycle import publish_lifecycle_report
 from quantrec.tasks.registry import (
     latest_parent,
     load_champion,
@@ -30,6 +32,7 @@ from quantrec.tasks.report import (
     close_failed_run,
     finished_outcome,
     open_lifecycle_run,
+    outcome_state,
     publish_reused,
     publish_run_report,
     publish_summary,
@@ -50,7 +53,13 @@ def last_complete_day() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
-@flow(name="daily-lifecycle", log_prints=True)
+def _run_name() -> str:
+    """``lifecycle-<run date>``, as the MLflow run of the same date is named."""
+    run_date = flow_run.parameters.get("run_date") or last_complete_day()
+    return f"lifecycle-{run_date}"
+
+
+@flow(name="daily-lifecycle", flow_run_name=_run_name, log_prints=True)
 def daily_lifecycle(
     run_date: date | None = None,
     config: QuantrecConfig | None = None,
@@ -64,6 +73,10 @@ def daily_lifecycle(
     ``force`` trains and registers again even if this date already ran on the same data,
     configuration and code (otherwise that run's outcome is returned and nothing is
     registered twice). ``wait`` queues behind a run of the same date instead of refusing.
+
+    The flow run ends COMPLETED, its state named after the outcome ("Promoted",
+    "Challenger", "Rejected", "Reused") with the reason as its message; calling the flow
+    returns the ``DayOutcome``.
     """
     run_date = run_date or last_complete_day()
     config = config or QuantrecConfig()
@@ -86,22 +99,21 @@ def _lifecycle(
         )
         done = finished_outcome(config.registry.experiment, key, run_id)
         if done is not None and not force:
-            return publish_reused(done, run_id)
+            return outcome_state(publish_reused(done, run_id))
         validation = None if partitions.problem else validate_run_date(partitions, config, run_id)
         stop = why_stop(partitions, validation, config.training.window_days)
         if stop is not None:
             decision = record_stop(stop, validation, run_id)
-            return publish_summary(
-                switch_champion(
-                    DayOutcome.of_decision(
-                        decision,
-                        run_date=run_date,
-                        model_name=model_name,
-                        run_id=run_id,
-                        quarantined=validation.quarantined if validation else None,
-                    )
+            outcome = switch_champion(
+                DayOutcome.of_decision(
+                    decision,
+                    run_date=run_date,
+                    model_name=model_name,
+                    run_id=run_id,
+                    quarantined=validation.quarantined if validation else None,
                 )
             )
+            return _finish(outcome, config)
         champion = load_champion(model_name)
         drift = measure_run_date_drift(partitions, champion, config, run_id)
         # Resumable stages: their results persist under the run's identity (refreshed when
@@ -154,8 +166,14 @@ def _lifecycle(
         outcome = switch_champion(outcome)
         if outcome.challenger_variant:
             outcome = set_challenger(outcome)
-        outcome = publish_run_report(outcome, decision, drift, evaluation)
-        return publish_summary(outcome)
+        outcome = publish_run_report(outcome, decision, drift, evaluation, config)
+        return _finish(outcome, config)
     except BaseException:
         close_failed_run(run_id)
         raise
+
+
+def _finish(outcome: DayOutcome, config: QuantrecConfig):
+    outcome = publish_summary(outcome)
+    publish_lifecycle_report(config)
+    return outcome_state(outcome)

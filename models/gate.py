@@ -140,8 +140,11 @@ class Decision:
         }
 
     def to_text(self) -> str:
-        """A plain-text table of every check, then the baselines, the outcome and the reason."""
+        """Plain text that reads top-down: the outcome and the reason, the baselines, then a
+        table of every check with its result first, failures first (then passes, then checks
+        not gated), each bound with its direction (``<= 0.005``, ``>= 0.8``)."""
         head = (
+            "result",
             "variant",
             "check",
             "slice",
@@ -150,10 +153,14 @@ class Decision:
             "threshold",
             "interval",
             "noise",
-            "result",
+        )
+        ordered = sorted(
+            ((variant, c) for variant, checks in self.checks.items() for c in checks),
+            key=lambda row: 2 if not row[1].gated else int(row[1].passed),
         )
         rows = [head] + [
             (
+                _result(c),
                 variant,
                 c.name,
                 c.slice,
@@ -162,13 +169,12 @@ class Decision:
                 ("<= " if c.direction == "max" else ">= ") + _fmt(c.threshold),
                 "" if c.ci_low is None else f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]",
                 {None: "", True: "within", False: "outside"}[c.within_noise],
-                _result(c),
             )
-            for variant, checks in self.checks.items()
-            for c in checks
+            for variant, c in ordered
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        failed = sum(1 for _, c in ordered if c.gated and not c.passed)
         baselines = (
             [
                 "baselines: "
@@ -178,7 +184,14 @@ class Decision:
             else []
         )
         return "\n".join(
-            [*lines, "", *baselines, f"outcome: {self.outcome}", f"reason: {self.reason}"]
+            [
+                f"outcome: {self.outcome}",
+                f"reason: {self.reason}",
+                *baselines,
+                f"checks: {len(ordered)}, failed: {failed}",
+                "",
+                *lines,
+            ]
         )
 
 

@@ -1,16 +1,21 @@
-"""The markdown model card written as each registered version's description.
+"""The markdown model card written as each registered version's description, and the run
+date's summary (the Prefect summary artifact and the MLflow run's description).
 
-A reviewer in the MLflow registry sees, on the version page itself: which data it learned
-from, how it scored against its fp32 parent and the champion of the day, its precision plan,
-how far the day had drifted, and what the gate decided and why.
+A reviewer in the MLflow registry sees, on the version page itself: what the gate decided
+and why (and, after a review, what the reviewer decided), which data it learned from, how it
+scored against its fp32 parent and the champion of the day, its precision plan unit by unit,
+how far the day had drifted, and every gate check, failures first. Every table has a blank
+line before it and one number per cell, so MLflow's and Prefect's markdown render it as a
+table.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY, Baseline, Variant
+from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY, Baseline, Tag, Variant
+from quantrec.models.plan_table import PlanRow, plan_markdown
 
 if TYPE_CHECKING:
     from quantrec.models.lifecycle import DayOutcome
@@ -19,25 +24,99 @@ METRICS = ("ne", "auc", "log_loss", "calibration")
 METRIC_COLUMNS = METRICS
 
 
-def model_card(outcome: DayOutcome, variant: str) -> str:
+# --- reviews: what a human decided after the gate -----------------------------------------
+
+
+def reviewed_decision(tags: Mapping[str, str]) -> str | None:
+    """What the version's decision tag says after a human decision (None: no review):
+    the latest of an approval or rejection, an override and a rollback."""
+    events = []
+    if tags.get(Tag.REVIEW) in ("approved", "rejected"):
+        label = "approved" if tags[Tag.REVIEW] == "approved" else "rejected in review"
+        events.append((tags.get(Tag.REVIEWED_AT, ""), label))
+    if tags.get(Tag.OVERRIDE_AT):
+        events.append((tags[Tag.OVERRIDE_AT], "promoted by override"))
+    if tags.get(Tag.ROLLED_BACK_AT):
+        events.append((tags[Tag.ROLLED_BACK_AT], "rolled back"))
+    return max(events)[1] if events else None
+
+
+def review_lines(tags: Mapping[str, str]) -> list[str]:
+    """One markdown bullet per human decision recorded in the version's tags, oldest first."""
+    events = []
+    if tags.get(Tag.REVIEW) in ("approved", "rejected"):
+        events.append(
+            (
+                tags.get(Tag.REVIEWED_AT, ""),
+                f"{tags[Tag.REVIEW]} in review by {tags.get(Tag.REVIEWED_BY, '?')}",
+                tags.get(Tag.REVIEW_REASON, ""),
+            )
+        )
+    if tags.get(Tag.OVERRIDE_AT):
+        events.append(
+            (
+                tags[Tag.OVERRIDE_AT],
+                f"promoted by {tags.get(Tag.OVERRIDE_BY, '?')}, overriding the gate's "
+                f"{tags.get(Tag.OVERRIDE_OF_DECISION, '?')!r}",
+                tags.get(Tag.OVERRIDE_REASON, ""),
+            )
+        )
+    if tags.get(Tag.ROLLED_BACK_AT):
+        events.append(
+            (
+                tags[Tag.ROLLED_BACK_AT],
+                f"rolled back by {tags.get(Tag.ROLLED_BACK_BY, '?')} (no longer the champion)",
+                tags.get(Tag.ROLLED_BACK_REASON, ""),
+            )
+        )
+    return [f"- {at}: **{what}**" + (f": {why}" if why else "") for at, what, why in sorted(events)]
+
+
+# --- the model card ------------------------------------------------------------------------
+
+
+def model_card(
+    outcome: DayOutcome,
+    variant: str,
+    *,
+    plan: Sequence[PlanRow] = (),
+    review: Mapping[str, str] | None = None,
+) -> str:
     """Markdown (MLflow renders it) for the version of ``variant`` registered by the run
-    date of ``outcome``."""
-    run_date, metrics = outcome.date, outcome.metrics
-    window, parent, champion_key = outcome.window, str(Variant.FP32), CHAMPION_KEY
-    verdict, decision = (
-        outcome.verdict(variant),
-        {"outcome": outcome.decision, "reason": outcome.reason, "checks": outcome.checks},
-    )
-    size_bytes = outcome.bytes[variant]
-    parent_bytes = outcome.bytes.get(parent, size_bytes)
-    precisions, drift = outcome.precisions.get(variant, {}), outcome.drift
+    date of ``outcome``; ``plan`` its rows (``models.plan_table``), ``review`` the
+    version's tags when a human has decided on it since."""
+    run_date, window = outcome.date, outcome.window
+    verdict = outcome.verdict(variant)
+    after = reviewed_decision(review or {})
     lines = [
         f"## {outcome.model_name}: `{variant}` of run date {run_date}",
         "",
-        f"**Verdict:** {verdict} (day outcome: {decision.get('outcome')}). "
-        f"{decision.get('reason', '')}",
+        f"**Decision:** {after} (the gate said: {verdict})"
+        if after
+        else f"**Verdict:** {verdict} (day outcome: {outcome.decision})",
+        "",
+        f"> {outcome.reason}",
+        "",
+    ]
+    if after:
+        lines += ["### Review", "", *review_lines(review or {}), ""]
+    lines += [
+        "### Metrics on the run date",
+        "",
+        *_metrics_table(outcome, variant),
+        "",
+        "### Precision plan",
+        "",
+        _plan_headline(outcome, variant),
+        "",
+        *plan_markdown(list(plan)),
+        "",
+        "### Drift of the run date",
+        "",
+        *_drift_lines(outcome.drift),
         "",
         "### Data",
+        "",
         f"- training window: {window[0]} .. {window[-1]} ({len(window)} days), "
         f"digest `{outcome.window_digest}`"
         if window
@@ -45,14 +124,23 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
         f"- evaluated on the run date {run_date} (rows no variant trained on)",
         f"- MLflow run: `{outcome.mlflow_run_id}`",
         "",
-        "### Metrics on the run date",
+        "### Gate checks of this variant (failures first)",
+        "",
+        *checks_table(outcome.checks.get(variant, [])),
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_table(outcome: DayOutcome, variant: str) -> list[str]:
+    metrics, parent = outcome.metrics, str(Variant.FP32)
+    lines = [
         "| model | " + " | ".join(METRICS) + " | NE vs fp32 parent |",
-        "|---|" + "---|" * (len(METRICS) + 1),
+        "|---|" + "---:|" * (len(METRICS) + 1),
     ]
     parent_ne = metrics.get(parent, {}).get("ne")
     labels = {variant: f"**{variant}** (this version)"}
     labels.setdefault(parent, f"{parent} (parent)")
-    labels[champion_key] = "champion before this run"
+    labels[CHAMPION_KEY] = "champion before this run"
     labels.update(
         {
             str(Baseline.CONSTANT): "baseline: base rate",
@@ -65,43 +153,83 @@ def model_card(outcome: DayOutcome, variant: str) -> str:
         if values:
             cells = " | ".join(_number(values.get(m)) for m in METRICS)
             lines.append(f"| {label} | {cells} | {_relative(values.get('ne'), parent_ne)} |")
-    lines += [
-        "",
-        "### Precision plan",
-        f"{size_bytes:,} bytes ({size_bytes / parent_bytes:.3f}x fp32). "
-        + ", ".join(f"{p}: {n}" for p, n in sorted(Counter(precisions.values()).items())),
-        "",
-        "<details><summary>per unit</summary>",
-        "",
-        *(f"- `{unit}`: {precision}" for unit, precision in sorted(precisions.items())),
-        "",
-        "</details>",
-        "",
-        "### Drift of the run date",
+    return lines
+
+
+def _plan_headline(outcome: DayOutcome, variant: str) -> str:
+    size = outcome.bytes.get(variant)
+    parent = outcome.bytes.get(str(Variant.FP32)) or size
+    if not size:
+        return "size not measured"
+    return f"{size:,} bytes ({size / parent:.3f}x fp32)"
+
+
+def _drift_lines(drift: dict | None) -> list[str]:
+    if not drift:
+        return ["not measured: the day stopped before drift was measured"]
+    lines = [
+        f"level **{drift.get('level', 'n/a')}**; dataset drift share "
+        f"{_number(drift.get('dataset_drift_share'))}; prediction PSI "
+        f"{_number(drift.get('prediction_psi'))}",
     ]
-    if drift:
-        lines.append(
-            f"level **{drift.get('level', 'n/a')}**; dataset drift share "
-            f"{_number(drift.get('dataset_drift_share'))}; prediction PSI "
-            f"{_number(drift.get('prediction_psi'))}"
-        )
-        lines += [f"- {reason}" for reason in drift.get("reasons", [])]
-    else:
-        lines.append("not measured")
-    lines += [
-        "",
-        "### Gate checks of this variant",
-        "| check | value | threshold | passed | within noise |",
-        "|---|---|---|---|---|",
+    reasons = drift.get("reasons", [])
+    if reasons:
+        lines += [
+            "",
+            "Why (each reason names the level it gives and the threshold it crossed: one "
+            "feature over its severe value gives warn, a whole-day statistic over its warn "
+            "or severe value gives that level):",
+            "",
+            *(f"- {reason}" for reason in reasons),
+        ]
+    return lines
+
+
+def threshold_text(check: Mapping) -> str:
+    """A check's bound with its direction: ``<= 0.005`` (max) or ``>= 0.8`` (min)."""
+    threshold = check.get("threshold")
+    if threshold is None:
+        return "n/a"
+    return ("<= " if check.get("direction", "max") == "max" else ">= ") + _number(threshold)
+
+
+def check_result(check: Mapping) -> str:
+    """FAIL | pass | pass (within noise) | not gated."""
+    if not check.get("gated", True):
+        return "not gated"
+    if not check.get("passed"):
+        return "**FAIL**"
+    return "pass (within noise)" if check.get("within_noise") else "pass"
+
+
+def _rank(check: Mapping) -> int:
+    if not check.get("gated", True):
+        return 2
+    return 1 if check.get("passed") else 0
+
+
+def checks_table(checks: Sequence[Mapping], *, variants: Sequence[str] = ()) -> list[str]:
+    """Markdown table of gate checks: the result first, failed checks first (then passes,
+    then checks not gated; recorded order within each), thresholds with their direction.
+    ``variants``, when given, names each check's variant in a column."""
+    if not checks:
+        return ["no checks recorded"]
+    named = bool(variants)
+    rows = sorted(zip(variants or [""] * len(checks), checks), key=lambda row: _rank(row[1]))
+    lines = [
+        "| result | " + ("variant | " if named else "") + "check | slice | value | threshold |",
+        "|---|" + ("---|" if named else "") + "---|---|---:|---:|",
     ]
-    for check in decision.get("checks", {}).get(variant, []):
-        threshold = check.get("threshold")
-        lines.append(
-            f"| {check.get('name')} | {_number(check.get('value'))} | "
-            f"{_number(threshold)} | {check.get('passed')} | "
-            f"{check.get('within_noise', '')} |"
-        )
-    return "\n".join(lines)
+    for variant, check in rows:
+        cells = [check_result(check), *([variant] if named else [])]
+        cells += [
+            str(check.get("name")),
+            str(check.get("slice", "overall")),
+            _number(check.get("value")),
+            threshold_text(check),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _number(value) -> str:
@@ -119,50 +247,88 @@ def _relative(value: float | None, reference: float | None) -> str:
     return f"{(value - reference) / reference:+.4%}"
 
 
-def summary_markdown(outcome: DayOutcome) -> str:
-    """The Prefect summary artifact of a run date."""
+# --- the run date's summary ----------------------------------------------------------------
+
+
+def summary_markdown(
+    outcome: DayOutcome,
+    *,
+    plan: Sequence[PlanRow] = (),
+    review: Mapping[str, str] | None = None,
+    reviewed_version: str | None = None,
+    champion: str | None = None,
+    checks: bool = True,
+) -> str:
+    """The run date's summary: the decision first, then the serving model, the variants,
+    the plan of the day's winner (``plan``), drift and the gate's checks. After a review,
+    ``review`` is the tags of ``reviewed_version`` and ``champion`` the champion now."""
+    after = reviewed_decision(review or {})
+    winner = outcome.promoted_variant or outcome.challenger_variant
     lines = [
         f"# quantrec lifecycle, run date {outcome.date.isoformat()}",
         "",
-        f"**Decision:** {outcome.decision}"
-        + (f" ({outcome.promoted_variant})" if outcome.promoted_variant else ""),
+        f"**Decision:** {outcome.decision}" + (f" ({winner})" if winner else ""),
         "",
         f"> {outcome.reason}",
         "",
-        "| variant | " + " | ".join(METRIC_COLUMNS) + " | bytes | registered version |",
-        "|---|" + "---|" * (len(METRIC_COLUMNS) + 2),
     ]
-    for name, values in outcome.metrics.items():
-        cells = " | ".join(f"{values[c]:.5f}" for c in METRIC_COLUMNS)
-        size = outcome.bytes.get(name, "")
-        version = outcome.registered_versions.get(
-            name, "(current champion)" if name == CHAMPION_KEY else "-"
-        )
-        lines.append(f"| {name} | {cells} | {size} | {version} |")
-    lines += ["", "| variant | check | value | threshold | passed |", "|---|---|---|---|---|"]
-    for variant, checks in outcome.checks.items():
-        for c in checks:
-            value = "n/a" if c["value"] is None else f"{c['value']:.6g}"
-            noise = c.get("within_noise")
-            passed = f"{c['passed']}" + (" (within noise)" if noise else "")
-            lines.append(f"| {variant} | {c['name']} | {value} | {c['threshold']} | {passed} |")
-    if outcome.drift:
-        drift = outcome.drift
-        lines += ["", f"**Drift:** {drift['level']}"] + [f"- {r}" for r in drift["reasons"][:10]]
-    if outcome.challenger_version:
+    if after:
         lines += [
+            f"**After review:** version {reviewed_version or '?'} {after}",
             "",
+            *review_lines(review or {}),
+            "",
+        ]
+    now = champion if champion is not None else outcome.champion_version
+    lines += [
+        f"**Champion:** version {now or 'none'} (before this run: "
+        f"{outcome.champion_version_before or 'none'})",
+        "",
+    ]
+    if outcome.challenger_version and not after:
+        lines += [
             f"**Challenger for review:** version {outcome.challenger_version} "
-            f"({outcome.challenger_variant}); `quantrec review list`",
+            f"({outcome.challenger_variant}): `quantrec review approve "
+            f"{outcome.challenger_version}` or `quantrec review reject "
+            f'{outcome.challenger_version} --reason "..."`',
+            "",
+        ]
+    if outcome.metrics:
+        lines += [
+            "## Variants on the run date",
+            "",
+            "| variant | " + " | ".join(METRIC_COLUMNS) + " | bytes | registered version |",
+            "|---|" + "---:|" * (len(METRIC_COLUMNS) + 2),
+        ]
+        for name, values in outcome.metrics.items():
+            cells = " | ".join(_number(values.get(c)) for c in METRIC_COLUMNS)
+            size = outcome.bytes.get(name)
+            version = outcome.registered_versions.get(
+                name, "(current champion)" if name == CHAMPION_KEY else "-"
+            )
+            lines.append(
+                f"| {name} | {cells} | {'' if size is None else f'{size:,}'} | {version} |"
+            )
+        lines.append("")
+    if winner and plan:
+        lines += [
+            f"## Precision plan of `{winner}`",
+            "",
+            f"{outcome.plan_source} ({outcome.plan_reason})",
+            "",
+            *plan_markdown(list(plan)),
+            "",
+        ]
+    lines += ["## Drift", "", *_drift_lines(outcome.drift), ""]
+    if checks and outcome.checks:
+        pairs = [(v, c) for v, cs in outcome.checks.items() for c in cs]
+        lines += [
+            "## Gate checks (failures first)",
+            "",
+            *checks_table([c for _, c in pairs], variants=[v for v, _ in pairs]),
+            "",
         ]
     if outcome.report:
-        lines += ["", f"Run report: `{outcome.report}`"]
-    lines += [
-        "",
-        f"Precision plan: {outcome.plan_source} ({outcome.plan_reason})",
-        "",
-        f"Champion version: {outcome.champion_version_before} -> {outcome.champion_version}",
-        "",
-        f"MLflow run id: `{outcome.mlflow_run_id}`",
-    ]
+        lines += [f"Run report: {outcome.report}", ""]
+    lines.append(f"MLflow run id: `{outcome.mlflow_run_id}`")
     return "\n".join(lines)

@@ -14,48 +14,24 @@ import html
 import io
 import math
 from datetime import date
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
-from matplotlib.dates import ConciseDateFormatter, DayLocator
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 METRIC_COLUMNS = ("ne", "auc", "log_loss", "calibration")
-LIFECYCLE_COLUMNS = (
-    "date",
-    "frozen_ne",
-    "fp32_ne",
-    "champion_ne",
-    "drift_level",
-    "promoted",
-    "outcome",
-)
-# Known check keys in reading order; any other key a gate records follows them, sorted.
-_CHECK_KEYS = (
-    "name",
-    "slice",
-    "scope",
-    "value",
-    "threshold",
-    "direction",
-    "passed",
-    "within_noise",
-    "ci_low",
-    "ci_high",
-    "detail",
-)
-_DRIFT_COLORS = {"warn": "#f9a825", "severe": "#c62828"}
 # An href with these schemes would run code in the reader's browser; such links become text.
 _UNSAFE_SCHEMES = {"javascript", "data", "vbscript"}
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:70rem}
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:76rem}
 .badge{display:inline-block;padding:.2rem .6rem;border-radius:.3rem;color:#fff;font-weight:600}
 .pass{background:#2e7d32}.fail{background:#c62828}.other{background:#546e7a}
-table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
-th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+td:last-child{max-width:24rem}
 tr.failed td{background:#fdecea}
 .muted{color:#777;font-style:italic}
 img{max-width:100%}
@@ -73,7 +49,7 @@ def png_bytes(figure: Figure, *, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _e(value: object) -> str:
+def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -88,31 +64,33 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[object]], failed: list[bool] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def html_table(
+    header: list[str], rows: list[list[object]], failed: list[bool] | None = None
+) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         css = ' class="failed"' if failed and failed[i] else ""
-        body.append(f"<tr{css}>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>")
+        body.append(f"<tr{css}>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in row) + "</tr>")
     return (
         f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>"
     )
 
 
-def _img(image: Figure | bytes, alt: str) -> str:
+def img_tag(image: Figure | bytes, alt: str) -> str:
     png = image if isinstance(image, bytes) else png_bytes(image)
     encoded = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
 def _section(title: str, body: str | None) -> str:
     """A titled section; ``None`` body (no data was given) reads "not measured"."""
-    return f"<h2>{_e(title)}</h2>\n" + (body or '<p class="muted">not measured</p>')
+    return f"<h2>{escape(title)}</h2>\n" + (body or '<p class="muted">not measured</p>')
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
         f"</title>\n<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
@@ -221,38 +199,104 @@ def _decision_body(decision: dict) -> str:
     facts = [("promoted", decision.get("promoted") or "none")]
     facts += [(k, decision[k]) for k in ("challenger", "drift_level") if decision.get(k)]
     parts = [
-        f'<p><span class="badge {css}">{_e(outcome)}</span> '
-        + "; ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts)
+        f'<p><span class="badge {css}">{escape(outcome)}</span> '
+        + "; ".join(f"{escape(k)}: <b>{escape(v)}</b>" for k, v in facts)
         + "</p>",
-        f"<blockquote>{_e(decision.get('reason', ''))}</blockquote>",
+        f"<blockquote>{escape(decision.get('reason', ''))}</blockquote>",
     ]
     rows = [(v, c) for v, checks in (decision.get("checks") or {}).items() for c in checks]
     if not rows:
         return "\n".join(parts + ['<p class="muted">no checks recorded</p>'])
-    present = {k for _, c in rows for k in c}
-    keys = [k for k in _CHECK_KEYS if k in present] + sorted(present - set(_CHECK_KEYS))
+    rows.sort(key=lambda row: _check_rank(row[1]))  # failures first, not gated last
+    header = ["result", "variant", "check", "slice", "value", "threshold", "interval", "detail"]
     cells = [
-        [v] + [("pass" if c[k] else "FAIL") if k == "passed" and k in c else c.get(k) for k in keys]
+        [
+            _check_result(c),
+            v,
+            c.get("name"),
+            c.get("slice", "overall"),
+            c.get("value"),
+            _threshold(c),
+            "" if c.get("ci_low") is None else f"[{_fmt(c['ci_low'])}, {_fmt(c.get('ci_high'))}]",
+            c.get("detail", ""),
+        ]
         for v, c in rows
     ]
-    parts.append(_table(["variant", *keys], cells, [c.get("passed") is False for _, c in rows]))
+    failed = [c.get("passed") is False and c.get("gated", True) for _, c in rows]
+    parts.append(html_table(header, cells, failed))
     return "\n".join(parts)
 
 
-def _drift_body(drift: pd.DataFrame | None, level: str | None, reasons: list[str]) -> str | None:
+def _check_rank(check: dict) -> int:
+    if not check.get("gated", True):
+        return 2
+    return 1 if check.get("passed", True) else 0
+
+
+def _check_result(check: dict) -> str:
+    if not check.get("gated", True):
+        return "not gated"
+    if not check.get("passed", True):
+        return "FAIL"
+    return "pass (within noise)" if check.get("within_noise") else "pass"
+
+
+def _threshold(check: dict) -> str:
+    """The bound with its direction: ``<= 0.005`` (a maximum) or ``>= 0.8`` (a minimum)."""
+    if check.get("threshold") is None:
+        return ""
+    return ("<= " if check.get("direction", "max") == "max" else ">= ") + _fmt(check["threshold"])
+
+
+# The severe value of each per-feature statistic, by (kind, statistic): the drift table
+# carries the warn value (from which a feature counts as drifted); one feature over its
+# severe value makes the day warn by itself (``data_checks.drift``).
+_SEVERE = {
+    ("dense", "psi"): "psi_severe",
+    ("categorical", "js"): "js_severe",
+    ("categorical", "linf"): "linf_severe",
+    ("categorical", "oov"): "oov_severe",
+    ("label", "rate_shift"): "label_shift_severe",
+    ("prediction", "psi"): "prediction_psi_severe",
+}
+
+
+def _severe_at(row, thresholds: dict) -> float | None:
+    field = _SEVERE.get((row.kind, row.statistic))
+    if field is None or field not in thresholds or not math.isfinite(row.threshold):
+        return None
+    if field == "oov_severe":  # the OOV bound sits on top of the reference's own tail share
+        return min(1.0, row.threshold - thresholds["oov_warn"] + thresholds["oov_severe"])
+    return float(thresholds[field])
+
+
+def _drift_body(
+    drift: pd.DataFrame | None, level: str | None, reasons: list[str], thresholds: dict
+) -> str | None:
     has_frame = drift is not None and not drift.empty
     if not has_frame and level is None and not reasons:
         return None
-    parts = [f"<p>drift level: <b>{_e(level or 'not measured')}</b></p>"]
+    parts = [f"<p>drift level: <b>{escape(level or 'not measured')}</b></p>"]
     if reasons:
-        parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>")
+        parts.append(
+            "<p>Why: each reason names the level it gives and the threshold it crossed. A "
+            "feature over its <b>warn</b> value counts as drifted (the dataset drift share); "
+            "one feature over its <b>severe</b> value gives warn by itself; a whole-day "
+            "statistic gives the level whose threshold it crossed.</p>"
+        )
+        parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in reasons) + "</ul>")
     if not has_frame:
         return "\n".join(parts + ['<p class="muted">per-feature drift not measured</p>'])
-    parts.append(_img(drift_figure(drift), "drift per feature against its threshold"))
+    parts.append(img_tag(drift_figure(drift), "drift per feature against its warn threshold"))
     over = drift[drift.over_threshold.eq(True)]
     if not over.empty:
-        columns = ["feature", "kind", "statistic", "value", "threshold"]
-        parts.append(_table(columns, over[columns].values.tolist()))
+        parts.append("<p>Features over their warn threshold:</p>")
+        rows = [
+            [r.feature, r.kind, r.statistic, r.value, r.threshold, _severe_at(r, thresholds)]
+            for r in over.itertuples(index=False)
+        ]
+        header = ["feature", "kind", "statistic", "value", "warn at", "severe at"]
+        parts.append(html_table(header, rows))
     return "\n".join(parts)
 
 
@@ -260,18 +304,21 @@ def _slices_body(slices: pd.DataFrame | None) -> str | None:
     if slices is None or slices.empty:
         return None
     columns = [c for c in ("slice", "variant", "rows", "ne", "auc") if c in slices.columns]
-    return _img(slices_figure(slices), "NE by slice") + _table(
+    return img_tag(slices_figure(slices), "NE by slice") + html_table(
         columns, slices[columns].values.tolist()
     )
 
 
-def _links_body(links: dict[str, str]) -> str | None:
+def _links_body(links: dict[str, str] | None) -> str:
     if not links:
-        return None
+        return (
+            '<p class="muted">the MLflow UI address is not known: set QUANTREC_MLFLOW_UI_URL '
+            "or start it with <code>make ui</code>, and later runs link here</p>"
+        )
     items = [
-        f"<li>{_e(name)}: {_e(url)}</li>"
+        f"<li>{escape(name)}: {escape(url)}</li>"
         if urlsplit(str(url)).scheme.lower() in _UNSAFE_SCHEMES
-        else f'<li><a href="{_e(url)}">{_e(name)}</a></li>'
+        else f'<li><a href="{escape(url)}">{escape(name)}</a></li>'
         for name, url in links.items()
     ]
     return "<ul>" + "".join(items) + "</ul>"
@@ -288,18 +335,22 @@ def run_report_html(
     calibration: dict[str, pd.DataFrame],
     slices: pd.DataFrame | None,
     staleness: dict[str, float] | None,
-    links: dict[str, str],
+    links: dict[str, str] | None,
+    drift_thresholds: dict | None = None,
 ) -> str:
     """One run date's report as a self-contained HTML page.
 
     Sections: the decision and every gate check, metrics per variant, drift per feature,
-    reliability diagram, NE by slice, quantization staleness, links. A section whose data is
-    None or empty reads "not measured". ``decision``: outcome, promoted, reason, optional
+    reliability diagram, NE by slice, quantization staleness, links. Checks read result
+    first, failures first, each bound with its direction. A section whose data is None or
+    empty reads "not measured". ``decision``: outcome, promoted, reason, optional
     challenger and drift_level, checks {variant: [check dicts]} (any keys; ``passed`` False
     rows shown red). ``drift``: feature, kind, statistic, value, threshold (NaN = none),
     over_threshold. ``metrics``: {variant: {ne, auc, log_loss, calibration, ...}}.
     ``calibration``: {variant: calibration_bins frame}. ``slices``: slice, variant, rows, ne,
-    optional auc. ``staleness``: {measure: value}. ``links``: {name: URL}.
+    optional auc. ``staleness``: {measure: value}. ``links``: {name: URL}, or None when the
+    MLflow UI's address is not known. ``drift_thresholds``: the ``[drift]`` settings
+    (``DriftThresholds``), for each feature's severe value beside its warn value.
     """
     extra = sorted({k for m in metrics.values() for k in m} - set(METRIC_COLUMNS))
     columns = list(METRIC_COLUMNS) + extra
@@ -307,280 +358,23 @@ def run_report_html(
     usable = {v: b for v, b in (calibration or {}).items() if b is not None and not b.empty}
     sections = [
         _section("Decision", _decision_body(decision)),
-        _section("Metrics", _table(["variant", *columns], metric_rows) if metrics else None),
-        _section("Drift", _drift_body(drift, drift_level, drift_reasons)),
+        _section("Metrics", html_table(["variant", *columns], metric_rows) if metrics else None),
+        _section("Drift", _drift_body(drift, drift_level, drift_reasons, drift_thresholds or {})),
         _section(
             "Calibration",
-            _img(calibration_figure(usable), "reliability diagram") if usable else None,
+            img_tag(calibration_figure(usable), "reliability diagram") if usable else None,
         ),
         _section("NE by slice", _slices_body(slices)),
         _section(
             "Quantization staleness",
-            _table(["measure", "value"], list(map(list, staleness.items()))) if staleness else None,
+            html_table(["measure", "value"], list(map(list, staleness.items())))
+            if staleness
+            else None,
         ),
         _section("Links", _links_body(links)),
     ]
     title = f"quantrec run {run_date.isoformat()}"
-    return _page(title, f"<h1>{_e(title)}</h1>\n" + "\n".join(sections))
-
-
-def _check_days(days: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``days`` sorted by date (as ``datetime.date``), NE columns as float, plus
-    ``{champion,frozen}_gap_rel = (ne - fp32_ne) / fp32_ne`` (NaN where either NE is missing)."""
-    missing = [c for c in LIFECYCLE_COLUMNS if c not in days.columns]
-    if missing:
-        raise ReportError(
-            f"days frame lacks required columns {missing}; it has {list(days.columns)}"
-        )
-    if days.empty:
-        raise ReportError("days frame has no rows; run the pipeline for at least one day")
-    frame = days.copy()
-    frame["date"] = pd.to_datetime(frame["date"]).dt.date
-    for column in ("frozen_ne", "fp32_ne", "champion_ne"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    fp32 = frame.fp32_ne.where(frame.fp32_ne > 0)  # NE is positive; 0 would divide by zero
-    for curve in ("champion", "frozen"):
-        frame[f"{curve}_gap_rel"] = (frame[f"{curve}_ne"] - fp32) / fp32
-    return frame.sort_values("date").reset_index(drop=True)
-
-
-def _gap_stats(curve: str, window: pd.DataFrame, budget_rel: float) -> dict:
-    gap = window[f"{curve}_gap_rel"].dropna()
-    within = gap <= budget_rel
-    return {
-        f"{curve}_max_gap_rel": float(gap.max()) if len(gap) else None,
-        f"{curve}_worst_date": window.date[gap.idxmax()].isoformat() if len(gap) else None,
-        f"{curve}_days_compared": len(gap),
-        f"{curve}_days_within_budget": int(within.sum()),
-        f"{curve}_days_skipped": len(window) - len(gap),
-        # No comparable day proves nothing, so it does not count as within budget.
-        f"{curve}_within_budget": bool(len(gap) and within.all()),
-    }
-
-
-def _sentences(s: dict) -> list[str]:
-    scope = (
-        f"the {s['days_after_shift']} run dates after the shift on {s['shift_date']} "
-        "(strictly later dates)"
-        if s["shift_date"]
-        else f"all {s['days_after_shift']} run dates (no shift date given)"
-    )
-    lines = []
-    for curve, label in (("champion", "managed champion"), ("frozen", "frozen int8 model")):
-        if not s[f"{curve}_days_compared"]:
-            lines.append(f"Over {scope}, the {label} could not be compared on any day.")
-            continue
-        verdict = "stayed" if s[f"{curve}_within_budget"] else "did NOT stay"
-        lines.append(
-            f"Over {scope}, the {label}'s NE stayed within {100 * s['budget_rel']:.2f}% of the "
-            f"daily fp32 model's on {s[f'{curve}_days_within_budget']} of "
-            f"{s[f'{curve}_days_compared']} days; its largest gap was "
-            f"{100 * s[f'{curve}_max_gap_rel']:+.2f}% on {s[f'{curve}_worst_date']}; "
-            f"{s[f'{curve}_days_skipped']} day(s) skipped for a missing NE. It {verdict} "
-            "within budget on every day."
-        )
-    return lines
-
-
-def lifecycle_summary(days: pd.DataFrame, *, budget_rel: float, shift_date: date | None) -> dict:
-    """The lifecycle's two key numbers, for the managed champion and the frozen int8 model.
-
-    The window is the run dates strictly after ``shift_date`` (the shift day itself is the
-    last day of the old regime), or every run date when ``shift_date`` is None. On each window
-    day the gap is ``(ne - fp32_ne) / fp32_ne`` (a fraction; positive: worse than the daily
-    fp32 retrain) and is within budget when ``<= budget_rel``. Days with a NaN NE on either
-    side are skipped and counted in ``*_days_skipped``. ``*_within_budget`` is True only if at
-    least one day was compared and every compared day was within budget.
-    Keys: budget_rel, shift_date (ISO or None), days_after_shift (window size, skipped days
-    included), promotions, drift_warn_days, drift_severe_days, and per curve in ("champion",
-    "frozen"): {curve}_max_gap_rel, {curve}_worst_date, {curve}_days_compared,
-    {curve}_days_within_budget, {curve}_days_skipped, {curve}_within_budget; and
-    ``sentences``: those numbers in words.
-    """
-    if not (math.isfinite(budget_rel) and budget_rel >= 0):
-        raise ReportError(
-            f"budget_rel must be a finite fraction >= 0 (0.01 = 1%); got {budget_rel}"
-        )
-    frame = _check_days(days)
-    window = frame if shift_date is None else frame[frame.date > shift_date]
-    summary = {
-        "budget_rel": budget_rel,
-        "shift_date": shift_date.isoformat() if shift_date else None,
-        "days_after_shift": len(window),
-        "promotions": int(window.promoted.eq(True).sum()),
-        "drift_warn_days": int(window.drift_level.eq("warn").sum()),
-        "drift_severe_days": int(window.drift_level.eq("severe").sum()),
-    }
-    for curve in ("champion", "frozen"):
-        summary.update(_gap_stats(curve, window, budget_rel))
-    summary.update(baseline_stats(frame))
-    summary["sentences"] = _sentences(summary) + _baseline_sentences(summary)
-    return summary
-
-
-def baseline_stats(frame: pd.DataFrame) -> dict:
-    """Over every run date with both NEs: on how many days the daily fp32 model beat the
-    logistic baseline, and the share of the logistic-to-truth gap it closed on the last
-    such day, ``(ne_logistic - ne_fp32) / (ne_logistic - ne_truth)`` (None without truth)."""
-    if "logistic_ne" not in frame:
-        return {"baseline_days_compared": 0}
-    both = frame[["date", "fp32_ne", "logistic_ne", "truth_ne"]].copy()
-    both = both[pd.to_numeric(both.logistic_ne, errors="coerce").notna() & both.fp32_ne.notna()]
-    stats = {
-        "baseline_days_compared": len(both),
-        "fp32_beats_logistic_days": int((both.fp32_ne < both.logistic_ne).sum()),
-    }
-    last = both.iloc[-1] if len(both) else None
-    gap = None
-    if last is not None and pd.notna(last.truth_ne) and last.logistic_ne > last.truth_ne:
-        gap = float((last.logistic_ne - last.fp32_ne) / (last.logistic_ne - last.truth_ne))
-    stats.update(
-        gap_closed_last_day=gap,
-        last_compared_date=last.date.isoformat() if last is not None else None,
-    )
-    return stats
-
-
-def _baseline_sentences(s: dict) -> list[str]:
-    if not s.get("baseline_days_compared"):
-        return []
-    lines = [
-        f"The daily fp32 model beat the logistic baseline on "
-        f"{s['fp32_beats_logistic_days']} of {s['baseline_days_compared']} run dates."
-    ]
-    if s.get("gap_closed_last_day") is not None:
-        lines.append(
-            f"On {s['last_compared_date']} it closed "
-            f"{100 * s['gap_closed_last_day']:.0f}% of the gap between the logistic "
-            "baseline and the ground truth."
-        )
-    return lines
-
-
-def lifecycle_figure(
-    days: pd.DataFrame, *, budget_rel: float, shift_date: date | None = None, title: str = ""
-) -> Figure:
-    """NE per run date of the frozen int8, daily fp32 and managed champion models, beside
-    the logistic baseline and the ground truth where measured; warn and severe drift days
-    shaded, promotions starred on the champion curve, fp32 NE plus the
-    budget dotted, the shift date dashed."""
-    frame = _check_days(days)
-    x = np.array(frame.date.tolist(), dtype="datetime64[D]")
-    figure = Figure(figsize=(9, 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    half_day, spans = np.timedelta64(12, "h"), []
-    for level, colour in _DRIFT_COLORS.items():
-        hit = frame.drift_level.eq(level).to_numpy()
-        for day in x[hit]:
-            axes.axvspan(day - half_day, day + half_day, color=colour, alpha=0.2, linewidth=0)
-        spans += [Patch(color=colour, alpha=0.4, label=f"drift: {level}")] if hit.any() else []
-    axes.plot(x, frame.frozen_ne, marker=".", label="frozen int8 (first day's model)")
-    axes.plot(x, frame.fp32_ne, marker=".", label="daily fp32 retrain")
-    (line,) = axes.plot(x, frame.champion_ne, marker=".", label="managed champion")
-    axes.plot(
-        x,
-        frame.fp32_ne * (1 + budget_rel),
-        linestyle=":",
-        color="grey",
-        label=f"fp32 NE + {100 * budget_rel:.2g}% budget",
-    )
-    # The yardsticks measured the same day: a model worth serving stays below the first,
-    # and the second is the best any model can reach (synthetic feed only).
-    for column, label, style in (
-        ("logistic_ne", "logistic regression baseline", "-."),
-        ("truth_ne", "ground truth", "--"),
-    ):
-        if column in frame and frame[column].notna().any():
-            axes.plot(x, frame[column], linestyle=style, color="black", linewidth=1, label=label)
-    promoted = frame.promoted.eq(True).to_numpy()
-    axes.scatter(
-        x[promoted],
-        frame.champion_ne[promoted],
-        marker="*",
-        s=160,
-        zorder=3,
-        color=line.get_color(),
-        edgecolors="black",
-        label="promotion",
-    )
-    if shift_date is not None:
-        axes.axvline(
-            np.datetime64(shift_date, "D"),
-            color="black",
-            linestyle="--",
-            linewidth=1,
-            label="shift",
-        )
-    locator = DayLocator(interval=max(1, len(frame) // 10))  # whole days, never hours
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    axes.set_ylabel("normalized entropy (lower is better)")
-    axes.set_title(title, fontsize=10)
-    axes.legend(handles=axes.get_legend_handles_labels()[0] + spans, fontsize=8)
-    return figure
-
-
-def write_lifecycle_report(
-    days: pd.DataFrame,
-    out_dir: Path,
-    *,
-    budget_rel: float,
-    shift_date: date | None = None,
-    title: str = "quantrec lifecycle: frozen int8, daily fp32 and managed champion",
-) -> tuple[Path, Path]:
-    """Write ``lifecycle.png`` and ``lifecycle.html`` into ``out_dir`` (made if missing) and
-    return both paths. The page embeds the PNG and holds the summary sentences, the summary
-    numbers and one row per run date (over-budget champion days in red)."""
-    summary = lifecycle_summary(days, budget_rel=budget_rel, shift_date=shift_date)
-    frame = _check_days(days)
-    png = png_bytes(
-        lifecycle_figure(frame, budget_rel=budget_rel, shift_date=shift_date, title=title)
-    )
-    counted = [shift_date is None or d > shift_date for d in frame.date]
-    header = [
-        "date",
-        "counted",
-        "frozen_ne",
-        "fp32_ne",
-        "champion_ne",
-        "champion gap %",
-        "frozen gap %",
-        "drift_level",
-        "promoted",
-        "outcome",
-    ]
-    rows = [
-        [
-            r.date.isoformat(),
-            c,
-            r.frozen_ne,
-            r.fp32_ne,
-            r.champion_ne,
-            100 * r.champion_gap_rel,
-            100 * r.frozen_gap_rel,
-            r.drift_level,
-            r.promoted,
-            r.outcome,
-        ]
-        for c, r in zip(counted, frame.itertuples(index=False))
-    ]
-    over = [c and g > budget_rel for c, g in zip(counted, frame.champion_gap_rel)]
-    numbers = [[k, v] for k, v in summary.items() if k != "sentences"]
-    body = (
-        f"<h1>{_e(title)}</h1>\n"
-        + "".join(f"<p>{_e(s)}</p>\n" for s in summary["sentences"])
-        + _img(png, "NE per run date")
-        + "\n"
-        + "<h2>Summary</h2>\n"
-        + _table(["measure", "value"], numbers)
-        + "\n<h2>Per run date</h2>\n<p>counted: inside the summary's window.</p>\n"
-        + _table(header, rows, over)
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png_path, html_path = out_dir / "lifecycle.png", out_dir / "lifecycle.html"
-    png_path.write_bytes(png)
-    html_path.write_text(_page(title, body), encoding="utf-8")
-    return png_path, html_path
+    return html_page(title, f"<h1>{escape(title)}</h1>\n" + "\n".join(sections))
 
 
 def pareto_figure(result):

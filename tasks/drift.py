@@ -81,7 +81,10 @@ def measure_run_date_drift(
 ) -> DriftOutcome:
     """Drift of the run date against the champion's saved reference (or, on the first
     day, the training window), the champion's prediction drift and quantization
-    staleness. Every score is logged, under threshold or not, with the per-feature table.
+    staleness. The whole-day statistics are MLflow metrics (``drift.*``, ``staleness.*``:
+    the few a reviewer compares across runs); every per-feature and per-unit score is in
+    the logged tables ``drift/features.csv`` and ``drift/staleness.csv``, under threshold or
+    not.
     """
     home, client = connect()
     day_lake = home.day_lake()
@@ -102,12 +105,28 @@ def measure_run_date_drift(
             profile = DriftProfile.build(_window_frame(partitions), schema)
             reference = "the training window (no champion profile yet)"
         report = measure(profile, day, schema, scores=scores, thresholds=config.drift)
-    log_metrics(client, run_id, {**report.to_metrics(), **staleness})
+    log_metrics(client, run_id, whole_day({**report.to_metrics(), **staleness}))
     client.log_text(run_id, report.table.to_csv(index=False), "drift/features.csv")
+    if staleness:
+        units = pd.DataFrame(
+            [
+                {"measure": k, "value": v}
+                for k, v in staleness.items()
+                if k not in whole_day(staleness)
+            ]
+        )
+        client.log_text(run_id, units.to_csv(index=False), "drift/staleness.csv")
     client.log_dict(run_id, {**report.to_dict(), "reference": reference}, "drift/report.json")
     client.set_tag(run_id, Tag.DRIFT_LEVEL, report.level)
     get_run_logger().info("drift %s against %s: %s", report.level, reference, report.summary())
     return drift_outcome(report, staleness=staleness, reference=reference)
+
+
+def whole_day(metrics: dict[str, float]) -> dict[str, float]:
+    """The whole-day statistics among drift and staleness metrics: ``drift.<statistic>``
+    and ``staleness.<measure>``; a per-feature or per-unit score has a third part
+    (``drift.psi.dense_0``, ``staleness.out_of_range.over_arch.mlp.0``)."""
+    return {key: value for key, value in metrics.items() if key.count(".") == 1}
 
 
 def champion_staleness(champion: Champion, batch, config: QuantrecConfig) -> dict[str, float]:

@@ -12,21 +12,35 @@ day's partition from the lake.
 from __future__ import annotations
 
 import math
+import tempfile
 from datetime import date
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import DayOutcome, served_ne
+from quantrec.models.lifecycle_report import lifecycle_summary, write_lifecycle_report
 from quantrec.models.names import GROUND_TRUTH_KEY, Baseline, Tag, Variant
-from quantrec.models.report_render import ReportError, lifecycle_summary, write_lifecycle_report
+from quantrec.models.report_render import ReportError
 from quantrec.models.scorer import score
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import quantrec_home
-from quantrec.tasks.tracking import RECORD_ARTIFACT, connect, load_version
+from quantrec.tasks.tracking import (
+    RECORD_ARTIFACT,
+    artifact_url,
+    connect,
+    experiment_id,
+    load_version,
+    mlflow_task,
+    mlflow_ui_base,
+    raw_artifact_url,
+    set_note,
+)
 
 FROZEN_VARIANT = Variant.INT8
 
@@ -128,3 +142,104 @@ def write_report(
     png, html = write_lifecycle_report(days, Path(out), budget_rel=budget, shift_date=shift_date)
     days.to_csv(Path(out) / "lifecycle.csv", index=False)
     return png, html, lifecycle_summary(days, budget_rel=budget, shift_date=shift_date)
+
+
+# The lifecycle report every run publishes covers the latest run dates, up to this many: a
+# year of runs would score the frozen model on a year of days after every run.
+PUBLISHED_DAYS = 60
+REPORT_RUN_NAME = "lifecycle-report"
+REPORT_KEY = "lifecycle-report"
+
+
+@mlflow_task("lifecycle-report")
+def publish_lifecycle_report(config: QuantrecConfig) -> str | None:
+    """Rebuild the lifecycle report over the latest ``PUBLISHED_DAYS`` run dates and publish
+    it where reviewers look: the artifacts ``lifecycle/`` of the experiment's one
+    ``lifecycle-report`` MLflow run (its description the summary sentences), and the Prefect
+    markdown artifact ``lifecycle-report`` (updated in place: one key, a new version per run).
+    Returns the report's MLflow artifact URI.
+
+    The report is derived from the runs' records: when it cannot be built the day's
+    decision stands, so the failure is logged, not raised.
+    """
+    logger = get_run_logger()
+    try:
+        outcomes = day_outcomes(date.min, date.max, config.registry.experiment)
+    except ReportError as err:
+        logger.warning("lifecycle report not published: %s", err)
+        return None
+    days = dict(list(outcomes.items())[-PUBLISHED_DAYS:])
+    try:
+        return _publish(days, config)
+    except Exception as err:  # noqa: BLE001 - the day's decision must not depend on it
+        logger.warning("lifecycle report not published: %s: %s", type(err).__name__, err)
+        return None
+
+
+def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
+    home, client = connect()
+    frame = lifecycle_frame(days, config.registry.model_name, config.evaluation.batch_size)
+    budget, shift = config.gate.quantization_ne_budget_rel, config.feed.shift_date
+    summary = lifecycle_summary(frame, budget_rel=budget, shift_date=shift)
+    run_id = _report_run(client, home, config.registry.experiment)
+    with tempfile.TemporaryDirectory(prefix="quantrec-lifecycle-") as tmp:
+        write_lifecycle_report(frame, Path(tmp), budget_rel=budget, shift_date=shift)
+        frame.to_csv(Path(tmp) / "lifecycle.csv", index=False)
+        client.log_artifacts(run_id, tmp, "lifecycle")
+    base = mlflow_ui_base(client)
+    lines = [
+        f"# quantrec lifecycle, {min(days)} .. {max(days)}",
+        "",
+        *summary["sentences"],
+        "",
+    ]
+    if base:
+        lines += [
+            f"![NE per run date]({raw_artifact_url(base, run_id, 'lifecycle/lifecycle.png')})",
+            "",
+            f"[the full report in MLflow]"
+            f"({artifact_url(client, base, run_id, 'lifecycle/lifecycle.html')})",
+            "",
+        ]
+    lines += _days_table(frame, days)
+    set_note(client, run_id, "\n".join(lines))
+    create_markdown_artifact(
+        markdown="\n".join(lines),
+        key=REPORT_KEY,
+        description="NE per run date: frozen int8, daily fp32, managed champion",
+    )
+    return f"runs:/{run_id}/lifecycle/lifecycle.html"
+
+
+def _report_run(client, home, experiment: str) -> str:
+    """The experiment's one run holding the lifecycle report, created on first use."""
+    exp_id = experiment_id(client, home, experiment)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`{Tag.FLOW}` = '{REPORT_RUN_NAME}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=REPORT_RUN_NAME, tags={Tag.FLOW: REPORT_RUN_NAME})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def _days_table(frame: pd.DataFrame, days: dict[date, DayOutcome]) -> list[str]:
+    """Markdown, one row per run date: NEs, the champion after the day and what served."""
+    lines = [
+        "| date | decision | drift | champion version | serving variant | champion NE "
+        "| fp32 NE | frozen int8 NE |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
+    for row, outcome in zip(frame.itertuples(index=False), days.values()):
+        serving = outcome.promoted_variant or ("kept" if outcome.champion_version else "none")
+        lines.append(
+            f"| {row.date} | {outcome.decision} | {row.drift_level or 'n/a'} | "
+            f"{outcome.champion_version or 'none'} | {serving} | {_ne(row.champion_ne)} | "
+            f"{_ne(row.fp32_ne)} | {_ne(row.frozen_ne)} |"
+        )
+    return lines
+
+
+def _ne(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.5f}"

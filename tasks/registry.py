@@ -25,11 +25,13 @@ from quantrec.models.manifest import IntegrityError
 from quantrec.models.model_card import model_card
 from quantrec.models.names import Alias, Tag, Variant
 from quantrec.models.plan import PrecisionPlan
+from quantrec.models.plan_table import plan_rows
 from quantrec.tasks.settings import pause_point
 from quantrec.tasks.tracking import (
     champion_version,
     connect,
     load_version,
+    log_plan_rows,
     mlflow_task,
     move_champion,
     record_manifest,
@@ -131,7 +133,8 @@ def register_variants(
     Idempotent: a variant already registered under ``run_key`` (a crashed or repeated run
     of the same date, data, config and code) is not registered again unless ``force``; its
     tags and model card are brought up to date. Each version's description is its model
-    card (``models.model_card``).
+    card (``models.model_card``) with its precision plan unit by unit, also logged as the
+    run's ``plans/<variant>.json``.
     """
     _, client = connect()
     model_name, run_id = outcome.model_name, outcome.mlflow_run_id
@@ -164,7 +167,11 @@ def register_variants(
         }
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, key, value)
-        client.update_model_version(model_name, version, description=model_card(outcome, name))
+        rows = plan_rows(model, plans.get(name))
+        log_plan_rows(client, run_id, name, rows)
+        client.update_model_version(
+            model_name, version, description=model_card(outcome, name, plan=rows)
+        )
         versions[name] = version
     if Variant.SEARCHED in variants:
         # Tomorrow's run reads this to decide whether the plan may be reused.

@@ -4,16 +4,19 @@ run, publish the run report and the Prefect summary artifacts."""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from quantrec.models.evaluation import Evaluation
 from quantrec.models.gate import Decision
@@ -21,14 +24,28 @@ from quantrec.models.lifecycle import DayOutcome, DriftOutcome
 from quantrec.models.model_card import METRIC_COLUMNS, summary_markdown
 from quantrec.models.names import Outcome, Tag
 from quantrec.models.report_render import calibration_bins, run_report_html
+from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import code_version, config_hash
 from quantrec.tasks.tracking import (
     RECORD_ARTIFACT,
+    artifact_url,
     connect,
     experiment_id,
+    load_plan_rows,
     mlflow_task,
+    mlflow_ui_base,
+    run_url,
+    set_note,
     start_run,
 )
+
+# A flow run's final state is named after the day's outcome (still of type COMPLETED).
+STATE_NAMES = {
+    Outcome.PROMOTED: "Promoted",
+    Outcome.CHALLENGER: "Challenger",
+    Outcome.REJECTED: "Rejected",
+    Outcome.REUSED: "Reused",
+}
 
 
 @mlflow_task("open-run")
@@ -101,21 +118,34 @@ def publish_reused(outcome: DayOutcome, run_id: str) -> DayOutcome:
     create_markdown_artifact(
         markdown=note, key=f"lifecycle-{day}", description=f"quantrec rerun of {day}: reused"
     )
+    set_note(client, run_id, note)
+    get_run_logger().info(
+        "run date %s already ran on the same data, config and code (run %s, decision %s): "
+        "nothing to do",
+        day,
+        outcome.mlflow_run_id,
+        outcome.decision,
+    )
+    _tag_flow_run([f"decision:{Outcome.REUSED}"])
     client.set_terminated(run_id, status="FINISHED")
     return outcome.replace(reused_from=outcome.mlflow_run_id, rerun_mlflow_run_id=run_id)
 
 
 @mlflow_task("run-report")
 def publish_run_report(
-    outcome: DayOutcome, decision: Decision, drift: DriftOutcome, evaluation: Evaluation
+    outcome: DayOutcome,
+    decision: Decision,
+    drift: DriftOutcome,
+    evaluation: Evaluation,
+    config: QuantrecConfig,
 ) -> DayOutcome:
     """Log the run's HTML report (drift, calibration, NE by slice, the decision); the
     outcome with where it is (an MLflow UI link when its address is known, else the
     artifact URI)."""
     _, client = connect()
     run_id = outcome.mlflow_run_id
-    base = _ui_base(client)
-    links = {"MLflow run": _run_url(client, base, run_id)} if base else {}
+    base = mlflow_ui_base(client)
+    links = {"MLflow run": run_url(client, base, run_id)} if base else None
     html = run_report_html(
         run_date=outcome.date,
         decision=decision.to_dict(),
@@ -129,29 +159,32 @@ def publish_run_report(
         slices=evaluation.slice_table(),
         staleness=drift.staleness,
         links=links,
+        drift_thresholds=config.drift.model_dump(),
     )
     client.log_text(run_id, html, "report.html")
-    where = (
-        f"{base}/get-artifact?path=report.html&run_uuid={run_id}"
-        if base
-        else f"runs:/{run_id}/report.html"
-    )
-    return outcome.replace(report=where)
+    where = artifact_url(client, base, run_id, "report.html") if base else None
+    return outcome.replace(report=where or f"runs:/{run_id}/report.html")
 
 
 @mlflow_task("summarize")
 def publish_summary(outcome: DayOutcome) -> DayOutcome:
-    """Write the Prefect artifacts (summary, table, links) and the record in MLflow; close
-    the run."""
+    """Record the day where reviewers look, then close the run: the record and the run's
+    description (the summary) in MLflow; the summary, the variants table, the plan table
+    and links in Prefect; the decision, drift level and any stop reason in the flow run's
+    log, and the decision and drift level as its tags."""
     _, client = connect()
     run_id, day = outcome.mlflow_run_id, outcome.date.isoformat()
     client.log_dict(run_id, outcome.to_record(), RECORD_ARTIFACT)
+    winner = outcome.promoted_variant or outcome.challenger_variant
+    plan = load_plan_rows(run_id, winner)
+    summary = summary_markdown(outcome, plan=plan)
+    short = summary if len(summary) <= 8000 else summary_markdown(outcome, plan=plan, checks=False)
+    set_note(client, run_id, short)
     links = mlflow_links(client, outcome)
     create_markdown_artifact(
-        markdown=summary_markdown(outcome)
-        + "".join(f"\n\n[{name}]({url})" for name, url in links.items()),
+        markdown=summary + "".join(f"\n\n[{name}]({url})" for name, url in links.items()),
         key=f"lifecycle-{day}",
-        description=f"quantrec decision for {day}",
+        description=f"quantrec decision for {day}: {outcome.decision}",
     )
     if outcome.metrics:
         create_table_artifact(
@@ -167,29 +200,72 @@ def publish_summary(outcome: DayOutcome) -> DayOutcome:
             key=f"variants-{day}",
             description=f"Variants x metrics on {day}",
         )
+    if plan:
+        create_table_artifact(
+            table=[row.to_dict() for row in plan],
+            key=f"plan-{day}",
+            description=f"Precision plan of {winner} on {day}, unit by unit",
+        )
     for name, url in links.items():
         create_link_artifact(link=url, link_text=name, key=f"{_slug(name)}-{day}")
+    _announce(outcome)
     client.set_terminated(run_id, status="FINISHED")
     return outcome
 
 
-def _ui_base(client) -> str | None:
-    base = os.environ.get("QUANTREC_MLFLOW_UI_URL") or client.tracking_uri
-    return base.rstrip("/") if base.startswith(("http://", "https://")) else None
+def _announce(outcome: DayOutcome) -> None:
+    """The decision, the drift level and the stop reason in the flow run's log and tags."""
+    logger = get_run_logger()
+    day = outcome.date.isoformat()
+    if outcome.stopped:
+        logger.warning("run date %s stopped before training: %s", day, outcome.reason)
+        if outcome.quarantined:
+            logger.warning("run date %s quarantined at %s", day, outcome.quarantined)
+    level = outcome.drift_level
+    logger.info("drift level of %s: %s", day, level or "not measured (stopped before drift)")
+    log = logger.warning if outcome.decision != Outcome.PROMOTED else logger.info
+    log(
+        "decision for %s: %s%s; champion %s -> %s; %s",
+        day,
+        outcome.decision,
+        f" ({outcome.promoted_variant or outcome.challenger_variant})"
+        if outcome.promoted_variant or outcome.challenger_variant
+        else "",
+        outcome.champion_version_before or "none",
+        outcome.champion_version or "none",
+        outcome.reason,
+    )
+    tags = [f"decision:{outcome.decision}"]
+    tags += [f"drift:{level}"] if level else ["stopped"]
+    _tag_flow_run(tags)
 
 
-def _run_url(client, base: str, run_id: str) -> str:
-    run = client.get_run(run_id)
-    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+def _tag_flow_run(tags: list[str]) -> None:
+    """Add ``tags`` to the flow run this task runs in (the Prefect UI filters by them)."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id).tags
+        client.update_flow_run(run_id, tags=sorted(set(current) | set(tags)))
+
+
+def outcome_state(outcome: DayOutcome) -> State:
+    """The flow run's final state: COMPLETED, named after the outcome ("Promoted",
+    "Challenger", "Rejected", "Reused") with the reason as its message."""
+    name = STATE_NAMES[Outcome.REUSED] if outcome.reused_from else None
+    name = name or STATE_NAMES.get(outcome.decision, "Completed")
+    message = " ".join(outcome.reason.split())
+    return Completed(name=name, message=message[:1000], data=outcome)
 
 
 def mlflow_links(client, outcome: DayOutcome) -> dict[str, str]:
     """Name -> URL of the run, its report and the registered versions, when the MLflow UI's
-    address is known: ``$QUANTREC_MLFLOW_UI_URL``, or an http(s) tracking URI."""
-    base = _ui_base(client)
+    address is known (``tracking.mlflow_ui_base``)."""
+    base = mlflow_ui_base(client)
     if base is None:
         return {}
-    links = {"MLflow run": _run_url(client, base, outcome.mlflow_run_id)}
+    links = {"MLflow run": run_url(client, base, outcome.mlflow_run_id)}
     if (outcome.report or "").startswith("http"):
         links["run report"] = outcome.report
     for variant, version in outcome.registered_versions.items():

@@ -2,8 +2,10 @@
 
 Every decision is a set of version tags (``quantrec.review``, ``quantrec.reviewed_by``,
 ``quantrec.review_reason``, ``quantrec.reviewed_at``; overrides and rollbacks their own) and
-an alias move, so the MLflow UI shows who decided what and why. As in the daily flow, the
-alias switch is the only promotion step.
+an alias move, so the MLflow UI shows who decided what and why. The version's decision tag
+and model card then say what happened ("approved", "rejected in review", "rolled back",
+"promoted by override"), and so do the run date's MLflow description and Prefect summary.
+As in the daily flow, the alias switch is the only promotion step.
 """
 
 from __future__ import annotations
@@ -13,10 +15,21 @@ from datetime import UTC, datetime
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
+from quantrec.models.model_card import model_card, reviewed_decision, summary_markdown
 from quantrec.models.names import Alias, Tag
 from quantrec.tasks.settings import os_user
-from quantrec.tasks.tracking import connect, mlflow_task, move_champion, retry_unless
+from quantrec.tasks.tracking import (
+    connect,
+    load_outcome,
+    load_plan_rows,
+    mlflow_task,
+    move_champion,
+    retry_unless,
+    set_note,
+)
 
 
 class ReviewError(ValueError):
@@ -142,6 +155,7 @@ def approve(model_name: str, version: str, reason: str = "") -> dict:
     )
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)
+    _record_review(client, model_name, version)
     return {
         "action": "approve",
         "version": version,
@@ -170,6 +184,7 @@ def reject(model_name: str, version: str, reason: str) -> dict:
         },
     )
     _drop_challenger(client, model_name, version)
+    _record_review(client, model_name, version)
     return {
         "action": "reject",
         "version": version,
@@ -202,7 +217,16 @@ def rollback(model_name: str, reason: str = "") -> dict:
     client.set_registered_model_alias(model_name, Alias.CHAMPION, previous)
     # The demoted version is not a safe place to return to; previous is now ambiguous.
     client.delete_registered_model_alias(model_name, Alias.PREVIOUS)
-    return {"action": "rollback", "champion_before": current, "champion": previous, "by": os_user()}
+    if current is not None:
+        _record_review(client, model_name, current)
+    return {
+        "action": "rollback",
+        "version": current,
+        "champion_before": current,
+        "champion": previous,
+        "by": os_user(),
+        "reason": reason or "rollback",
+    }
 
 
 @mlflow_task("override-gate", **_RETRY)
@@ -227,6 +251,7 @@ def promote_override(model_name: str, version: str, reason: str) -> dict:
     )
     after = move_champion(client, model_name, version)
     _drop_challenger(client, model_name, version)
+    _record_review(client, model_name, version)
     return {
         "action": "promote",
         "version": version,
@@ -235,3 +260,84 @@ def promote_override(model_name: str, version: str, reason: str) -> dict:
         "by": os_user(),
         "reason": reason,
     }
+
+
+def _record_review(client, model_name: str, version: str) -> None:
+    """After a human decision on ``version``: its decision tag and model card say what
+    happened, and so does the description of the run that registered it."""
+    found = client.get_model_version(model_name, version)
+    tags = dict(found.tags)
+    decided = reviewed_decision(tags)
+    if decided is None:
+        return
+    client.set_model_version_tag(model_name, version, Tag.DECISION, decided)
+    run_id, variant = tags.get(Tag.MLFLOW_RUN_ID), tags.get(Tag.VARIANT)
+    outcome = load_outcome(run_id) if run_id else None
+    if outcome is None or not variant:
+        return  # a version registered before runs recorded their outcome: tags only
+    plan = load_plan_rows(run_id, variant)
+    card = model_card(outcome, variant, plan=plan, review=tags)
+    client.update_model_version(model_name, version, description=card)
+    set_note(client, run_id, day_summary(client, model_name, version))
+
+
+def day_summary(client, model_name: str, version: str) -> str | None:
+    """The summary of the run date that registered ``version``, as it stands now (the
+    review, the current champion); None when that run recorded no outcome."""
+    tags = client.get_model_version(model_name, version).tags
+    run_id = tags.get(Tag.MLFLOW_RUN_ID)
+    outcome = load_outcome(run_id) if run_id else None
+    if outcome is None:
+        return None
+    winner = outcome.promoted_variant or outcome.challenger_variant
+    return summary_markdown(
+        outcome,
+        plan=load_plan_rows(run_id, winner),
+        review=tags,
+        reviewed_version=version,
+        champion=_aliases(client, model_name).get(Alias.CHAMPION),
+        checks=False,
+    )
+
+
+@mlflow_task("publish-review")
+def publish_review(model_name: str, result: dict) -> dict:
+    """The review in Prefect: the decision in the flow run's log, a markdown artifact
+    (``review-<version>``), and the run date's summary artifact brought up to date."""
+    logger = get_run_logger()
+    version = result.get("version")
+    logger.info(
+        "%s of %s version %s by %s: champion %s -> %s (%s)",
+        result["action"],
+        model_name,
+        version,
+        result.get("by"),
+        result.get("champion_before"),
+        result.get("champion"),
+        result.get("reason", ""),
+    )
+    lines = [
+        f"# {result['action']}: {model_name} version {version}",
+        "",
+        f"- by: {result.get('by')}",
+        f"- champion: version {result.get('champion_before')} -> {result.get('champion')}",
+    ]
+    if result.get("reason"):
+        lines.append(f"- reason: {result['reason']}")
+    summary = None
+    if version:
+        _, client = connect()
+        summary = day_summary(client, model_name, version)
+        run_date = client.get_model_version(model_name, version).tags.get(Tag.RUN_DATE)
+        if summary and run_date:
+            create_markdown_artifact(
+                markdown=summary,
+                key=f"lifecycle-{run_date}",
+                description=f"quantrec decision for {run_date}, after review",
+            )
+    create_markdown_artifact(
+        markdown="\n".join(lines + (["", "---", "", summary] if summary else [])),
+        key=f"review-{version or 'none'}",
+        description=f"{result['action']} of {model_name} version {version}",
+    )
+    return result

@@ -101,8 +101,15 @@ def prepare_process_environment() -> Home:
     # No network beyond package registries: telemetry only fails, and its startup write
     # races the ephemeral server's own (a "database is locked" traceback in the output).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
     # Flow runs show their own logs; Prefect's INFO chatter would drown the demo's table.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # ... but the run loggers send INFO to the API (the flow run's Logs tab: the decision,
+    # the drift level, why a day stopped); the terminal still shows warnings only.
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     return home
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -29,8 +30,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from quantrec.models.artifact import LoadedModel
+from quantrec.models.lifecycle import DayOutcome
 from quantrec.models.manifest import IntegrityError, Manifest, file_sha256, take_manifest
 from quantrec.models.names import Alias, Tag
+from quantrec.models.plan_table import PlanRow
 from quantrec.tasks.settings import Home, quantrec_home
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ logger = logging.getLogger(__name__)
 RECORD_ARTIFACT = "lifecycle_record.json"
 # Each registered version's manifest is a run artifact here (``record_manifest``).
 MANIFEST_DIR = "manifests"
+# Each variant's precision plan, unit by unit (``models.plan_table``), as run artifacts here.
+PLAN_TABLE_DIR = "plans"
+# The run description MLflow's UI shows on the run page (markdown).
+NOTE_TAG = "mlflow.note.content"
 # The experiment tag MLflow 3's UI reads to choose its layout: "custom_model_development"
 # opens on the runs table, no tag (or "genai_development") on the GenAI overview.
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -249,6 +256,74 @@ def log_dataset(client, run_id: str, entity, *, context: str) -> None:
     """Record a dataset as an input of the run (context: training or evaluation)."""
     context_tag = InputTag(key="mlflow.data.context", value=context)
     client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context_tag])])
+
+
+# --- the MLflow UI's address, for links ---------------------------------------------------
+
+# The file ``make ui`` (deploy/ui.sh) writes into the home: the MLflow UI's address.
+UI_URL_FILE = "mlflow-ui.url"
+
+
+def mlflow_ui_base(client) -> str | None:
+    """The MLflow UI's address: ``$QUANTREC_MLFLOW_UI_URL``, what ``make ui`` wrote into
+    the home, or an http(s) tracking URI; None when unknown."""
+    base = os.environ.get("QUANTREC_MLFLOW_UI_URL")
+    written = quantrec_home().root / UI_URL_FILE
+    if not base and written.is_file():
+        base = written.read_text().strip()
+    base = base or client.tracking_uri
+    return base.rstrip("/") if base.startswith(("http://", "https://")) else None
+
+
+def run_url(client, base: str, run_id: str) -> str:
+    run = client.get_run(run_id)
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def artifact_url(client, base: str, run_id: str, path: str) -> str:
+    """The MLflow UI's page of one run artifact (it previews HTML, images and tables)."""
+    return f"{run_url(client, base, run_id)}/artifacts/{path}"
+
+
+def raw_artifact_url(base: str, run_id: str, path: str) -> str:
+    """The file itself, as the MLflow server sends it (an image to embed)."""
+    return f"{base}/get-artifact?path={path}&run_uuid={run_id}"
+
+
+# --- records read back by later stages and by reviews ---------------------------------------
+
+
+def log_plan_rows(client, run_id: str, variant: str, rows: list[PlanRow]) -> None:
+    """Log ``variant``'s plan table as ``plans/<variant>.json`` of the run."""
+    client.log_dict(run_id, [row.to_dict() for row in rows], f"{PLAN_TABLE_DIR}/{variant}.json")
+
+
+def load_plan_rows(run_id: str, variant: str | None) -> list[PlanRow]:
+    """The plan table ``log_plan_rows`` logged; empty when there is none."""
+    if not variant:
+        return []
+    try:
+        rows = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PLAN_TABLE_DIR}/{variant}.json")
+    except (MlflowException, OSError):
+        return []
+    return [PlanRow.from_dict(row) for row in rows]
+
+
+def load_outcome(run_id: str) -> DayOutcome | None:
+    """The ``DayOutcome`` a finished run recorded, or None (a run that did not finish)."""
+    try:
+        return DayOutcome.from_record(
+            mlflow.artifacts.load_dict(f"runs:/{run_id}/{RECORD_ARTIFACT}")
+        )
+    except (MlflowException, OSError):
+        return None
+
+
+def set_note(client, run_id: str, markdown: str) -> None:
+    """The run's description (MLflow's tag values hold at most 8000 characters)."""
+    if len(markdown) > 8000:
+        markdown = markdown[:7900] + "\n\n(cut: the full text is the run's artifacts)"
+    client.set_tag(run_id, NOTE_TAG, markdown)
 
 
 # --- the registry's primitives -------------------------------------------------------------

@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantrec.models.lifecycle_report import lifecycle_summary, write_lifecycle_report
 from quantrec.models.report_render import (
     ReportError,
     calibration_bins,
     calibration_figure,
-    lifecycle_summary,
     png_bytes,
     run_report_html,
-    write_lifecycle_report,
 )
 
 PNG = b"\x89PNG"
@@ -120,9 +119,10 @@ def test_run_report_embeds_valid_pngs_and_marks_missing_sections():
         calibration={},
         slices=None,
         staleness=None,
-        links={},
+        links=None,
     )
-    assert empty.count("not measured") == 6
+    assert empty.count("not measured") == 5
+    assert "the MLflow UI address is not known" in empty
     assert "data:image/png" not in empty
 
 
