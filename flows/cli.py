@@ -146,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
         "check a registered version's files against its manifest (SHA-256)",
     )
     verify.add_argument("version")
+    debug = command(
+        "debug",
+        debug_command,
+        "numeric debugger: a version's activations against its fp32 parent, layer by "
+        "layer and table by table (SQNR, cosine, max relative error, first divergence)",
+    )
+    debug.add_argument("--version", required=True)
+    debug.add_argument("--against", help="reference version (default: the fp32 parent)")
+    debug.add_argument("--rows", type=int, help="rows of the day to compare on (default 4096)")
+    debug.add_argument("--date", type=_date, help="day of the rows (default: its run date)")
+    debug.add_argument("--threshold-db", type=float, help="SQNR that diverges (default 15)")
+    debug.add_argument("--csv", action="store_true", help="print the table as CSV")
     readmit = command("readmit", readmit_command, "move a quarantined day back into the lake", ())
     readmit.add_argument("--date", type=_date, required=True)
     from quantrec.benchmarks.cli import HELP as BENCH_HELP
@@ -223,6 +235,31 @@ def verify_command(args: argparse.Namespace) -> int:
         local = verified_copy(model_name, args.version, Path(tmp))
         count = sum(1 for path in local.rglob("*") if path.is_file())
     print(f"model {model_name!r} version {args.version}: all {count} files match its manifest")
+    return ExitCode.OK
+
+
+def debug_command(args: argparse.Namespace) -> int:
+    """``debug --version V``: the numerics table of V against its reference."""
+    from quantrec.tasks.config import load_config
+    from quantrec.tasks.registry import version_numerics
+
+    model_name = load_config(args.config).registry.model_name
+    given = {"rows": args.rows, "threshold_db": args.threshold_db}
+    found = version_numerics(
+        model_name,
+        args.version,
+        against=args.against,
+        run_date=args.date,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    if args.csv:
+        print(found.report.to_csv(), end="")
+        return ExitCode.OK
+    print(
+        f"model {model_name!r}: {found.compared} against {found.reference}, "
+        f"on rows of {found.run_date}\n"
+    )
+    print(found.report.table(reference=found.reference, compared=found.compared))
     return ExitCode.OK
 
 
@@ -341,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     from quantrec.feeds.base import FeedError
     from quantrec.feeds.lake import LakeError
     from quantrec.models.manifest import IntegrityError
+    from quantrec.models.numerics import NumericsError
     from quantrec.models.report_render import ReportError
     from quantrec.tasks.config import ConfigError
     from quantrec.tasks.review import ReviewError
@@ -356,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         ReviewError,
         ReportError,
         IntegrityError,
+        NumericsError,
     ) as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return ExitCode.BAD_INPUT
