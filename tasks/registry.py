@@ -5,11 +5,16 @@ reading tensors plus the recipe: nothing pickled is ever loaded. Each version's 
 get a manifest of their SHA-256 when it is registered (``tracking.record_manifest``), checked
 before every load. The alias switch is the only promotion step; until it runs, the old
 champion keeps serving.
+
+The searched variant's numerics against its fp32 parent (``models.numerics``) are logged
+with it as ``search/numerics.csv``; ``version_numerics`` measures them for any two
+registered versions (``quantrec debug``).
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -19,11 +24,20 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger
 
 from quantrec.data_checks.schema import FeatureSchema
-from quantrec.models.artifact import save_model
+from quantrec.models.artifact import LoadedModel, save_model
+from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import Champion, DayOutcome, Lineage
 from quantrec.models.manifest import IntegrityError
 from quantrec.models.model_card import model_card
 from quantrec.models.names import Alias, Tag, Variant
+from quantrec.models.numerics import (
+    DEFAULT_ROWS,
+    DEFAULT_THRESHOLD_DB,
+    OUTPUT,
+    NumericsError,
+    NumericsReport,
+    compare_numerics,
+)
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.plan_table import plan_rows
 from quantrec.tasks.settings import pause_point
@@ -39,6 +53,7 @@ from quantrec.tasks.tracking import (
 )
 
 SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", "pyarrow"]
+NUMERICS_ARTIFACT = "search/numerics.csv"
 
 
 # Tampered files stay tampered: no retry.
@@ -49,24 +64,25 @@ def load_champion(model_name: str) -> Champion | None:
     if version is None:
         get_run_logger().info("no champion yet for %s", model_name)
         return None
-    tags = client.get_model_version(model_name, version).tags
-    run_id = tags.get(Tag.MLFLOW_RUN_ID, "")
-    siblings = (
-        client.search_model_versions(
-            f"name='{model_name}' and tags.`{Tag.MLFLOW_RUN_ID}` = '{run_id}'"
-        )
-        if run_id
-        else []
-    )
-    parents = [v for v in siblings if v.tags.get(Tag.VARIANT) == Variant.FP32]
-    parent = max(parents, key=lambda v: int(v.version)) if parents else None
+    run_id = client.get_model_version(model_name, version).tags.get(Tag.MLFLOW_RUN_ID, "")
     return Champion(
         version=version,
         loaded=load_version(model_name, version),
         model_name=model_name,
         run_id=run_id,
-        parent_version=str(parent.version) if parent else None,
+        parent_version=_fp32_parent(client, model_name, run_id),
     )
+
+
+def _fp32_parent(client, model_name: str, run_id: str) -> str | None:
+    """The fp32 version registered by the run ``run_id`` (the newest when repeated)."""
+    if not run_id:
+        return None
+    siblings = client.search_model_versions(
+        f"name='{model_name}' and tags.`{Tag.MLFLOW_RUN_ID}` = '{run_id}'"
+    )
+    parents = [v for v in siblings if v.tags.get(Tag.VARIANT) == Variant.FP32]
+    return str(max(parents, key=lambda v: int(v.version)).version) if parents else None
 
 
 def _lineage(version) -> Lineage | None:
@@ -176,7 +192,106 @@ def register_variants(
     if Variant.SEARCHED in variants:
         # Tomorrow's run reads this to decide whether the plan may be reused.
         client.set_tag(run_id, Tag.SEARCHED_VERDICT, outcome.verdict(Variant.SEARCHED))
+        if Variant.FP32 in variants:
+            _record_numerics(client, run_id, variants, schema, outcome.date)
     return outcome.replace(registered_versions=versions)
+
+
+def _record_numerics(client, run_id: str, variants: dict, schema, run_date: date) -> None:
+    """The searched variant against its fp32 parent, unit by unit, on the run date's first
+    ``DEFAULT_ROWS`` rows (what ``quantrec debug`` measures for the registered versions)."""
+    home, _ = connect()
+    batch = batch_from_frame(home.day_lake().read(run_date).head(DEFAULT_ROWS), schema)
+    report = compare_numerics(variants[Variant.FP32], variants[Variant.SEARCHED], batch)
+    client.log_text(run_id, report.to_csv(), NUMERICS_ARTIFACT)
+    get_run_logger().info(
+        "searched vs fp32: output SQNR %.1f dB; %s",
+        report.unit(OUTPUT).sqnr_db,
+        f"first divergence {report.first_divergence}"
+        if report.first_divergence
+        else f"no unit below {report.threshold_db:g} dB",
+    )
+
+
+@dataclass(frozen=True)
+class VersionNumerics:
+    """``version_numerics``' answer: the report and which versions it compares."""
+
+    report: NumericsReport
+    reference: str  # e.g. "fp32 v4"
+    compared: str  # e.g. "searched v7"
+    run_date: date
+
+
+def version_numerics(
+    model_name: str,
+    version: str,
+    *,
+    against: str | None = None,
+    rows: int = DEFAULT_ROWS,
+    run_date: date | None = None,
+    threshold_db: float = DEFAULT_THRESHOLD_DB,
+) -> VersionNumerics:
+    """Registered ``version`` against ``against`` (default: the fp32 parent its run
+    registered), unit by unit, on the first ``rows`` rows of ``run_date`` in the lake
+    (default: the version's run date). Both are loaded verified (``load_version``).
+
+    Raises:
+        NumericsError: an unknown version, no fp32 parent, versions of other shapes.
+    """
+    if rows < 1:
+        raise NumericsError(f"--rows must be at least 1, got {rows}")
+    home, client = connect()
+    tags = _version_tags(client, model_name, version)
+    if against is None:
+        against = _fp32_parent(client, model_name, tags.get(Tag.MLFLOW_RUN_ID, ""))
+        if against is None:
+            raise NumericsError(
+                f"version {version} of {model_name!r} has no fp32 parent registered by its "
+                f"run ({Tag.MLFLOW_RUN_ID} = {tags.get(Tag.MLFLOW_RUN_ID)!r}); pass --against"
+            )
+    _version_tags(client, model_name, against)
+    if str(against) == str(version):
+        raise NumericsError(
+            f"version {version} of {model_name!r} is its own reference (it is the fp32 "
+            "parent); pass --against another version"
+        )
+    reference, compared = load_version(model_name, against), load_version(model_name, version)
+    _check_same_shapes(model_name, (against, reference), (version, compared))
+    day = run_date or date.fromisoformat(tags[Tag.RUN_DATE])
+    frame = home.day_lake().read(day).head(rows)
+    report = compare_numerics(
+        reference.model,
+        compared.model,
+        batch_from_frame(frame, reference.schema),
+        threshold_db=threshold_db,
+    )
+    return VersionNumerics(
+        report=report,
+        reference=f"{reference.precision} v{against}",
+        compared=f"{compared.precision} v{version}",
+        run_date=day,
+    )
+
+
+def _version_tags(client, model_name: str, version: str) -> dict[str, str]:
+    try:
+        return client.get_model_version(model_name, str(version)).tags
+    except MlflowException as err:
+        raise NumericsError(
+            f"model {model_name!r} has no version {version!r} in the registry at "
+            f"{client.tracking_uri}"
+        ) from err
+
+
+def _check_same_shapes(model_name: str, *versions: tuple[str, LoadedModel]) -> None:
+    (v1, a), (v2, b) = versions
+    if a.model.architecture() != b.model.architecture():
+        raise NumericsError(
+            f"versions {v1} and {v2} of {model_name!r} have different architectures "
+            f"({a.model.architecture()} vs {b.model.architecture()}); compare variants of "
+            "one fp32 parent"
+        )
 
 
 def _log_version(
