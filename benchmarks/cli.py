@@ -1,11 +1,14 @@
-"""``quantrec bench``: the inference benchmark, or with ``--train`` the training benchmark.
+"""``quantrec bench``: the inference benchmark, with ``--train`` the training benchmark, with
+``--precision`` the per-bitwidth reference table.
 
     quantrec bench [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
     quantrec bench --train [--rows 400000] [--tables 26] [--impls naive,quantrec] [--json]
+    quantrec bench --precision [--feeds synthetic,movielens] [--rows-per-day 100000] [--json]
 
 ``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and
 ``run`` runs the benchmark they choose; ``main`` does both for ``python -m
-quantrec.benchmarks.inference`` (or ``.train``) and the scripts in tests/benchmarks/.
+quantrec.benchmarks.inference`` (or ``.train``, ``.precision``) and the scripts in
+tests/benchmarks/.
 Each default lives once, in ``benchmarks.options``. Torch is imported by ``run`` only, so
 building ``quantrec``'s parser for another command stays cheap.
 """
@@ -20,14 +23,22 @@ from typing import Any
 from quantrec.benchmarks.options import (
     BenchmarkOptionsError,
     InferenceOptions,
+    PrecisionOptions,
     TrainOptions,
     option_names,
 )
 
 HELP = (
     "inference benchmark: fp32, fp16, int8, searched side by side; "
-    "--train: training benchmark, naive vs quantrec's trainer"
+    "--train: training benchmark, naive vs quantrec's trainer; "
+    "--precision: NE change and bytes per bit width on the feeds' default models"
 )
+# Benchmark -> its options class, and the switch that chooses it (None: the default).
+_BENCHMARKS = {
+    "inference": (InferenceOptions, None),
+    "training": (TrainOptions, "train"),
+    "precision": (PrecisionOptions, "precision"),
+}
 
 # (setting, argument type, help) per group of ``quantrec bench -h``; defaults come from
 # the options classes. A type of None is a switch (store_true).
@@ -52,6 +63,10 @@ _TRAINING = (
     ("impls", "names", "comma-separated, run in this order; torchrec needs fbgemm_gpu"),
     ("seed", int, "initial model and training order"),
 )
+_PRECISION = (
+    ("feeds", "names", "comma-separated shipped feeds, measured in this order"),
+    ("rows_per_day", int, "rows of each synthetic day"),
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,10 +82,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run the training benchmark (a naive per-table trainer vs quantrec's) instead "
         "of the inference benchmark (fp32, fp16, int8 and the searched plan)",
     )
+    parser.add_argument(
+        "--precision",
+        action="store_true",
+        help="print the per-bitwidth reference table: NE change vs fp32 and bytes of int8 / "
+        "int4 / int2 tables, the int8 MLP, fp16 and their combinations on the shipped "
+        "feeds' default models",
+    )
     for title, options, settings in (
-        ("both benchmarks", InferenceOptions, _BOTH),
-        ("inference benchmark only (without --train)", InferenceOptions, _INFERENCE),
+        ("every benchmark", InferenceOptions, _BOTH),
+        ("inference benchmark only (without --train or --precision)", InferenceOptions, _INFERENCE),
         ("training benchmark only (with --train)", TrainOptions, _TRAINING),
+        ("precision table only (with --precision)", PrecisionOptions, _PRECISION),
     ):
         group = parser.add_argument_group(title)
         defaults = {f.name: f.default for f in fields(options)}
@@ -81,29 +104,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark ``args`` chose (``configure``'s options; other attributes are
     ignored). Returns 0 when it ran, 2 for a bad option, said in one line on stderr."""
-    train = bool(getattr(args, "train", False))
-    chosen, other = (TrainOptions, InferenceOptions) if train else (InferenceOptions, TrainOptions)
-    names = option_names(chosen)
-    foreign = [n for n in option_names(other) if n not in names and hasattr(args, n)]
     try:
-        if foreign:
-            flags = ", ".join(_flag(n) for n in foreign)
-            raise BenchmarkOptionsError(
-                f"{flags}: only the {'inference' if train else 'training'} benchmark takes "
-                f"{'them' if len(foreign) > 1 else 'it'}; "
-                f"{'drop --train' if train else 'add --train'} or drop {flags}"
-            )
+        benchmark = _chosen(args)
+        chosen = _BENCHMARKS[benchmark][0]
+        names = option_names(chosen)
+        for other, (options_class, switch) in _BENCHMARKS.items():
+            foreign = [
+                n for n in option_names(options_class) if n not in names and hasattr(args, n)
+            ]
+            if foreign:
+                flags = ", ".join(_flag(n) for n in foreign)
+                where = f"add --{switch}" if switch else "drop --train / --precision"
+                raise BenchmarkOptionsError(
+                    f"{flags}: only the {other} benchmark takes "
+                    f"{'them' if len(foreign) > 1 else 'it'}; {where} or drop {flags}"
+                )
         options = chosen(**{n: getattr(args, n) for n in names if hasattr(args, n)})
     except BenchmarkOptionsError as err:
         print(f"quantrec bench: {err}", file=sys.stderr)
         return 2
-    if train:
+    if benchmark == "training":
         from quantrec.benchmarks.train import run_training
 
         return run_training(options)
+    if benchmark == "precision":
+        from quantrec.benchmarks.precision import run_precision
+
+        return run_precision(options)
     from quantrec.benchmarks.inference import run_inference
 
     return run_inference(options)
+
+
+def _chosen(args: argparse.Namespace) -> str:
+    """The benchmark the switches choose; both switches at once is bad input."""
+    given = [
+        name for name, (_, switch) in _BENCHMARKS.items() if getattr(args, switch or "", False)
+    ]
+    if len(given) > 1:
+        raise BenchmarkOptionsError("--train and --precision choose different benchmarks; pick one")
+    return given[0] if given else "inference"
 
 
 def main(argv: list[str] | None = None, *, prog: str = "quantrec bench") -> int:

@@ -1,4 +1,4 @@
-"""The settings of the two benchmarks, each default documented once, here.
+"""The settings of the benchmarks, each default documented once, here.
 
 Light on purpose (no torch): ``quantrec``'s argument parser reads these defaults for its
 help text on every command, not only ``bench``.
@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 # tensordict and more; it runs only when the optional fbgemm_gpu imports.
 IMPLS = ("naive", "quantrec", "quantrec_adam", "torchrec")
 FEED_TABLES = 26  # id columns of the synthetic feed: at most one table each
+# The shipped feeds whose default models the precision table measures, in this order.
+PRECISION_FEEDS = ("synthetic", "movielens")
 
 
 class BenchmarkOptionsError(ValueError):
@@ -104,8 +106,33 @@ class TrainOptions:
                 raise BenchmarkOptionsError(f"--{name.replace('_', '-')} must be > 0; got {value}")
 
 
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """``quantrec bench --precision``: NE change and bytes per bit width (int8 / int4 / int2
+    tables, the int8 MLP, fp16, and together) on the shipped feeds' default models.
+
+    Attributes:
+        feeds: feeds to measure, in this order (see ``PRECISION_FEEDS``).
+        rows_per_day: rows of each synthetic day (the synthetic feed's default).
+        threads: torch intra-op threads; json: one JSON object per variant.
+    """
+
+    feeds: tuple[str, ...] = PRECISION_FEEDS
+    rows_per_day: int = 100_000
+    threads: int = 1
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least(self, rows_per_day=1000, threads=1)
+        unknown = [name for name in self.feeds if name not in PRECISION_FEEDS]
+        if unknown or not self.feeds:
+            raise BenchmarkOptionsError(
+                f"--feeds: unknown {unknown or 'none given'}; choose from {list(PRECISION_FEEDS)}"
+            )
+
+
 def option_names(options: type) -> tuple[str, ...]:
-    """The settings of ``InferenceOptions`` or ``TrainOptions``, in declaration order."""
+    """The settings of one benchmark's options class, in declaration order."""
     return tuple(field.name for field in fields(options))
 
 
