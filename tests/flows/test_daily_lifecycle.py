@@ -1,10 +1,13 @@
 """Three tiny synthetic days through the real flows, a real MLflow SQLite store and registry."""
 
+import io
 import json
 from datetime import date
 
 import mlflow
+import pandas as pd
 
+from quantrec.flows.cli import main
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.scorer import score
 from quantrec.tasks.settings import quantrec_home
@@ -144,3 +147,40 @@ def test_the_model_line_trains_continually_after_its_first_full_retrain(backfill
     assert tags["quantrec.trained_through"] == "2026-02-28"
     run = client.get_run(records[1]["mlflow_run_id"])
     assert f"continues version {first}" in run.data.tags["quantrec.training_reason"]
+
+
+def test_every_searched_variant_logs_its_numerics_against_fp32(backfilled, client):
+    _, config, records = backfilled
+    for record in records:
+        version = record["registered_versions"]["searched"]
+        text = mlflow.artifacts.load_text(f"runs:/{record['mlflow_run_id']}/search/numerics.csv")
+        frame = pd.read_csv(io.StringIO(text))
+        plan = load_version(config.registry.model_name, version).recipe["precision_plan"]
+        units = frame[frame["kind"] != "output"]
+        assert sorted(units["unit"]) == sorted(plan), record["date"]
+        assert dict(zip(units["unit"], units["precision"])) == plan
+        assert set(units["reference_precision"]) == {"fp32"}
+        assert list(frame["unit"])[-1] == "output"
+        assert frame["first"].sum() <= 1
+
+
+def test_debug_prints_a_versions_numerics_as_logged_and_refuses_bad_versions(
+    backfilled, client, capsys
+):
+    _, config, records = backfilled
+    versions = records[0]["registered_versions"]
+    assert main(["debug", "--version", versions["searched"]]) == 0
+    out = capsys.readouterr().out
+    assert f"searched v{versions['searched']} against fp32 v{versions['fp32']}" in out
+    assert "sparse_arch.embedding_bags.0" in out and "over_arch.mlp.0" in out
+    # The registered versions reproduce the numerics the run logged, on the same rows.
+    assert main(["debug", "--version", versions["searched"], "--csv"]) == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    logged = mlflow.artifacts.load_text(f"runs:/{records[0]['mlflow_run_id']}/search/numerics.csv")
+    pd.testing.assert_frame_equal(printed, pd.read_csv(io.StringIO(logged)))
+    assert main(["debug", "--version", versions["int8"], "--against", versions["fp16"]]) == 0
+    assert f"int8 v{versions['int8']} against fp16 v{versions['fp16']}" in capsys.readouterr().out
+    assert main(["debug", "--version", "999"]) == 2
+    assert "no version '999'" in capsys.readouterr().err
+    assert main(["debug", "--version", versions["fp32"]]) == 2
+    assert "its own reference" in capsys.readouterr().err
