@@ -35,9 +35,10 @@ from quantrec.models.batch import Batch
 from quantrec.models.quantize import quantizable_units, unit_precision
 
 # Noise at 1/31.6 of the signal's power. Row-wise quantization of a uniform row gives about
-# 48 dB at 8 bits, 23 dB at 4 and 9.5 dB at 2 (step^2 / 12 against the row's variance);
-# int8 MLP layers measure 30-45 dB on trained models. So int8 and int4 stay above it, an
-# int2 table or a wrong scale (x10: about -19 dB) falls below.
+# 48 dB at 8 bits, 23 dB at 4 and 9.5 dB at 2 (step^2 / 12 against the row's variance); on
+# the feeds' default models (benchmarks/precision.py) tables measured 47-54, 23-29 and 9-17
+# dB, int8 MLP layers 30-40. So int8 and int4 stay above it; an int2 table, or a wrong scale
+# (x10: about -19 dB), falls below.
 DEFAULT_THRESHOLD_DB = 15.0
 DEFAULT_ROWS = 4096
 OUTPUT = "output"  # the row of the final logits
