@@ -73,7 +73,12 @@ class DayResult:
 
 def _feed(args: argparse.Namespace):
     if args.feed == "synthetic":
-        return SyntheticFeed(seed=args.feed_seed, rows_per_day=args.rows_per_day)
+        return SyntheticFeed(
+            seed=args.feed_seed,
+            rows_per_day=args.rows_per_day,
+            scenario=args.scenario,
+            shift_date=args.shift_date,
+        )
     return MovieLensFeed()
 
 
@@ -170,6 +175,9 @@ def run_day(
             validation=batches["held_out"],
             max_epochs=args.max_epochs,
             continued=parent is not None,
+            optimizer_state=(
+                None if parent is None or args.restart_optimizers else parent.optimizer_state
+            ),
             dense_transform=transform,
             **options,
         )
@@ -182,7 +190,7 @@ def run_day(
         if args.no_baselines
         else _baselines(
             cache,
-            f"{args.feed}:{args.feed_seed}:{args.rows_per_day}:{args.window}:{run_date}",
+            f"{args.feed}:{args.scenario}:{args.feed_seed}:{args.rows_per_day}:{args.window}:{run_date}",
             batches["window"],
             batches["held_out"],
             test,
@@ -277,8 +285,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-retrain-days",
         type=int,
-        default=7,
-        help="--continual: retrain from scratch on the window this often",
+        default=30,
+        help="--continual: retrain from scratch on the window this often (the lifecycle's "
+        "training.full_retrain_days default)",
+    )
+    parser.add_argument(
+        "--restart-optimizers",
+        action="store_true",
+        help="--continual: fresh optimizers at a tenth of the rates instead of resuming the "
+        "parent's state (the lifecycle before it kept optimizer state)",
+    )
+    parser.add_argument("--scenario", choices=("stable", "gradual", "sudden"), default="stable")
+    parser.add_argument(
+        "--shift-date",
+        type=date.fromisoformat,
+        default=None,
+        help="sudden: the first shifted day (default: the 6th run date, as in the demo)",
     )
     parser.add_argument("--continued-learning-rate", type=float, default=None)
     parser.add_argument("--continued-sparse-learning-rate", type=float, default=None)
@@ -308,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.accumulator_per_sample is not None:
         sizing.INITIAL_ACCUMULATOR_PER_SAMPLE = args.accumulator_per_sample
-    feed = _feed(args)
     start = args.start or (date(2024, 1, 4) if args.feed == "synthetic" else date(1997, 10, 1))
+    if args.scenario == "sudden" and args.shift_date is None:
+        args.shift_date = start + timedelta(days=5)
+    feed = _feed(args)
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     print(f"# {' '.join(sys.argv[1:]) or '(defaults)'}")
     print(

@@ -7,7 +7,10 @@ A directory holds:
 * ``recipe.json``: format version, the DLRM architecture kwargs, the precision label, the
   per-unit precision plan that rebuilds the module before the tensors are loaded, and (when
   given) the full ``PrecisionPlan`` with its measurements under ``"plan"``;
-* ``schema.json``: the ``FeatureSchema`` the model scores.
+* ``schema.json``: the ``FeatureSchema`` the model scores;
+* ``optimizer.pt`` (fp32 only, when the model carries it): the optimizers' state of the run
+  that trained the weights (``DLRM.optimizer_state``), tensors and numbers only, read back
+  with ``weights_only=True``: continual training resumes it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 RECIPE_FILE = "recipe.json"
 SCHEMA_FILE = "schema.json"
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 class ArtifactError(ValueError):
@@ -92,6 +96,9 @@ def save_model(
     _replace(directory / WEIGHTS_FILE, lambda tmp: torch.save(weights, tmp))
     _replace(directory / RECIPE_FILE, lambda tmp: tmp.write_text(json.dumps(recipe, indent=2)))
     _replace(directory / SCHEMA_FILE, lambda tmp: tmp.write_text(schema.to_json()))
+    state = getattr(model, "optimizer_state", None)
+    if precision == "fp32" and state is not None:
+        _replace(directory / OPTIMIZER_FILE, lambda tmp: torch.save(state, tmp))
     return directory
 
 
@@ -121,6 +128,10 @@ def load_model(directory: Path) -> LoadedModel:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ArtifactError(f"artifact {directory}: weights do not fit the recipe: {err}") from err
+    if (directory / OPTIMIZER_FILE).is_file():
+        model.optimizer_state = torch.load(
+            directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True
+        )
     return LoadedModel(
         model=model.eval(), schema=schema, precision=recipe["precision"], recipe=recipe
     )

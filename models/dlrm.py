@@ -374,6 +374,10 @@ class DLRM(nn.Module):
         if log1p_dense:
             self._architecture["log1p_dense"] = True
         self.feature_names: tuple[str, ...] = tuple(self._architecture["feature_names"])
+        # The optimizers' state of the run that last trained these weights (``train_dlrm``
+        # sets it; the fp32 artifact keeps it), so continual training resumes it: not a
+        # module buffer, so no variant and no size measurement counts it.
+        self.optimizer_state: dict | None = None
         self.dense_arch = DenseArch(
             in_features=num_dense, layer_sizes=bottom_mlp, log1p_nonnegative=log1p_dense
         )

@@ -328,6 +328,23 @@ class RowwiseAdagrad:
             if self.last_step is not None:
                 self.last_step.index_fill_(0, rows, self.steps)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The accumulators and the step count (after ``catch_up``: no decay pending)."""
+        return {"accumulator": self.state.clone(), "steps": torch.tensor(self.steps)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Resume from ``state_dict()`` of a storage with the same rows."""
+        accumulator = state["accumulator"]
+        if accumulator.shape != self.state.shape:
+            raise ValueError(
+                f"row-wise Adagrad state has {tuple(accumulator.shape)} accumulators, the "
+                f"storage {tuple(self.state.shape)}"
+            )
+        self.state = accumulator.to(torch.float32).clone()
+        self.steps = int(state["steps"])
+        if self.last_step is not None:
+            self.last_step.fill_(self.steps)
+
     def catch_up(self, weight: Tensor) -> None:
         """Apply every row's pending weight decay (before scoring or saving the rows)."""
         if self.last_step is not None:
@@ -497,3 +514,34 @@ class FusedTrainer:
         """Pending weight decay applied, the rows written back into the model."""
         self._catch_up()
         self.tables.write_back(self.model.sparse_arch)
+
+    def optimizer_state(self) -> dict | None:
+        """Adam's state and the row-wise accumulators, to resume in a later run (None with
+        SparseAdam's update, whose moments are as large as the tables)."""
+        if not isinstance(self.sparse, RowwiseAdagrad):
+            return None
+        self._catch_up()
+        return {"adam": self.adam.state_dict(), "rowwise_adagrad": self.sparse.state_dict()}
+
+    def resume(self, state: dict) -> None:
+        """Continue from ``optimizer_state()`` of a run on the same architecture; the
+        learning rates stay this run's.
+
+        Raises:
+            ValueError: the state is of another optimizer or another architecture.
+        """
+        if not isinstance(self.sparse, RowwiseAdagrad) or "rowwise_adagrad" not in state:
+            raise ValueError("optimizer state resumes only with the row-wise Adagrad update")
+        self.sparse.load_state_dict(state["rowwise_adagrad"])
+        rates = [group["lr"] for group in self.adam.param_groups]
+        self.adam.load_state_dict(state["adam"])
+        for group in self.adam.param_groups:
+            for param in group["params"]:
+                moment = self.adam.state.get(param, {}).get("exp_avg")
+                if moment is not None and moment.shape != param.shape:
+                    raise ValueError(
+                        f"Adam state of shape {tuple(moment.shape)} for a parameter of shape "
+                        f"{tuple(param.shape)}: the state is of another architecture"
+                    )
+        for group, rate in zip(self.adam.param_groups, rates):
+            group["lr"] = rate

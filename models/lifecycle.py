@@ -324,6 +324,7 @@ def train_fp32(
             sparse_learning_rate=training.sparse_learning_rate,
             embedding_weight_decay=training.embedding_weight_decay,
             continued=warm_from is not None,
+            optimizer_state=_resumable(warm_from, training),
             fused=training.fused,
         )
     dlrm.eval()
@@ -336,6 +337,13 @@ def train_fp32(
         rows=stream.rows,
         seconds=time.perf_counter() - started,
     )
+
+
+def _resumable(warm_from: LoadedModel | None, training) -> dict | None:
+    """The parent's optimizer state when this run can resume it (``models.train``)."""
+    if warm_from is None or not (training.fused and training.sparse_optimizer == "rowwise_adagrad"):
+        return None
+    return warm_from.model.optimizer_state
 
 
 def fit_window_baselines(

@@ -15,6 +15,15 @@ One run of ``train_dlrm``:
    kept (at least one epoch: a continued model that kept its starting weights would drop
    the new days for good; whether it is better than the champion is the gate's question).
    Without validation rows, one epoch.
+4. Resumed optimizers: a continued run given the parent's ``optimizer_state`` (Adam's
+   moments and the row-wise Adagrad accumulators of the run that trained it, kept in its
+   fp32 artifact) resumes them, at this run's learning rates, for one pass over the new
+   rows: the days of a model line are then trained as one long pass in time order, as a
+   streaming production trainer does. Synthetic feed, 10 days of 100k rows one after the
+   other, next-day NE on day 11 (truth 0.720, a logistic regression on the last 3 days
+   0.858): 0.847 resumed, against 0.842 for one pass over all 1M rows shuffled from scratch
+   and about 0.85 for the restarted optimizers at a tenth of the rates (below). The state
+   saved is that of the last epoch run, also when early stopping kept an earlier one.
 
 Why early stopping and not a fixed count: on the synthetic feed (280k rows, 300k ids) the
 held-out NE is best after epoch 1 and worse after every further one (0.860 -> 0.88 -> 0.96:
@@ -119,6 +128,7 @@ class TrainReport:
     batch_size: int = 0
     learning_rate: float = 0.0
     sparse_learning_rate: float = 0.0
+    resumed: bool = False  # the optimizers continued the parent run's state
 
     @property
     def epochs(self) -> int:
@@ -157,6 +167,7 @@ def train_dlrm(
     sparse_learning_rate: float | None = None,
     embedding_weight_decay: float = 0.0,
     continued: bool = False,
+    optimizer_state: dict | None = None,
     dense_transform: DenseTransformMode | None = None,
     fused: bool = True,
 ) -> TrainReport:
@@ -184,7 +195,10 @@ def train_dlrm(
         embedding_weight_decay: row-wise Adagrad's lazy L2 on the tables (``RowwiseAdagrad``).
         continued: the model continues earlier training (``warm_start``): its dense
             transform is kept and both learning rates are scaled by
-            ``CONTINUED_LEARNING_RATE_SCALE``.
+            ``CONTINUED_LEARNING_RATE_SCALE`` unless ``optimizer_state`` is given.
+        optimizer_state: with ``continued``, the parent's ``DLRM.optimizer_state`` (step 4 of
+            the module docstring): resumed at full rates, one epoch unless ``epochs`` says
+            otherwise. Needs the fused path and row-wise Adagrad.
         dense_transform: "fit" the model's dense transform on the training rows, or "keep"
             it (its MLPs learned on those inputs); None: "keep" when ``continued``.
         fused: look all tables up in one fused storage (the fast path).
@@ -214,7 +228,16 @@ def train_dlrm(
     if sparse_learning_rate is None:
         rowwise = sparse_optimizer == "rowwise_adagrad"
         sparse_learning_rate = DEFAULT_ROWWISE_ADAGRAD_LR if rowwise else size.learning_rate
-    if continued:
+    if optimizer_state is not None and not (
+        continued and fused and sparse_optimizer == "rowwise_adagrad"
+    ):
+        raise ValueError(
+            "optimizer_state resumes a continued run (continued=True) on the fused path with "
+            f"rowwise_adagrad; got continued={continued}, fused={fused}, {sparse_optimizer}"
+        )
+    if optimizer_state is not None and epochs is None:
+        epochs = 1
+    if continued and optimizer_state is None:
         scale = CONTINUED_LEARNING_RATE_SCALE
         size = TrainingSize(size.batch_size, size.learning_rate * scale, size.initial_accumulator)
         sparse_learning_rate *= scale
@@ -240,6 +263,8 @@ def train_dlrm(
         sparse_learning_rate=sparse_learning_rate,
         weight_decay=embedding_weight_decay,
     )
+    if optimizer_state is not None:
+        trainer.resume(optimizer_state)
     model.train()
     try:
         run = _run_epochs(
@@ -255,6 +280,7 @@ def train_dlrm(
     finally:
         # Even after an error the model holds the rows trained so far, in its own layout.
         trainer.finish()
+    model.optimizer_state = trainer.optimizer_state() if fused else None
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
     seconds = time.perf_counter() - started
@@ -273,6 +299,7 @@ def train_dlrm(
         batch_size=size.batch_size,
         learning_rate=size.learning_rate,
         sparse_learning_rate=sparse_learning_rate,
+        resumed=optimizer_state is not None,
     )
 
 

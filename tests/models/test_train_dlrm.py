@@ -370,3 +370,93 @@ def test_training_streams_a_window_of_day_files(make_model, make_frame, tiny_sch
 def test_bad_stopping_arguments_are_rejected(make_model, make_batch, change, message) -> None:
     with pytest.raises(ValueError, match=message):
         train_dlrm(make_model(), make_batch(rows=8), seed=0, **change)
+
+
+# --- resumed optimizers: a model line trained as one long pass ------------------------------
+
+
+def test_a_resumed_run_continues_as_if_training_never_stopped(
+    make_model, make_batch, tiny_schema, tmp_path
+):
+    """Day A, the fp32 artifact saved and loaded, then day B resumed from its optimizer state:
+    the same weights, bit for bit, as one trainer that ran over A then B without stopping."""
+    from quantrec.models.artifact import load_model, save_model
+    from quantrec.models.fused import FusedTrainer
+    from quantrec.models.sizing import auto_training_size
+    from quantrec.models.stream import InMemorySource
+    from quantrec.models.train import _run_epochs
+
+    day_a, day_b = make_batch(rows=700, seed=0), make_batch(rows=500, seed=1)
+    rates = dict(batch_size=64, learning_rate=0.01, sparse_learning_rate=0.2)
+
+    parent = make_model(seed=3)
+    first = train_dlrm(parent, day_a, seed=0, epochs=1, **rates)
+    assert not first.resumed and parent.optimizer_state is not None
+    save_model(parent, tmp_path / "fp32", schema=tiny_schema, precision="fp32")
+    loaded = load_model(tmp_path / "fp32").model
+    child = make_model(seed=8)
+    warm_start(child, loaded)
+    report = train_dlrm(
+        child, day_b, seed=1, continued=True, optimizer_state=loaded.optimizer_state, **rates
+    )
+    assert report.resumed and report.epochs == 1
+    assert report.learning_rate == rates["learning_rate"]  # not scaled down: resumed
+
+    straight = make_model(seed=3)
+    straight.dense_arch.transform.fit([day_a.dense])
+    size = auto_training_size(len(day_a), batch_size=64, learning_rate=0.01)
+    trainer = FusedTrainer(
+        straight,
+        size,
+        sparse_optimizer="rowwise_adagrad",
+        sparse_learning_rate=0.2,
+        weight_decay=0.0,
+    )
+    for seed, day in ((0, day_a), (1, day_b)):
+        _run_epochs(
+            trainer,
+            InMemorySource(day),
+            seed=seed,
+            validation=None,
+            epochs=1,
+            max_epochs=1,
+            patience=1,
+            batch_size=64,
+        )
+    trainer.finish()
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(child.state_dict()[name], tensor), name
+
+
+def test_only_the_fp32_artifact_keeps_the_optimizer_state(
+    make_model, make_batch, tiny_schema, tmp_path
+):
+    from quantrec.models.artifact import OPTIMIZER_FILE, load_model, save_model
+
+    model = make_model(seed=0)
+    train_dlrm(model, make_batch(rows=300, seed=0), seed=0, epochs=1)
+    save_model(model, tmp_path / "fp32", schema=tiny_schema, precision="fp32")
+    save_model(quantize_int8(model), tmp_path / "int8", schema=tiny_schema, precision="int8")
+    assert (tmp_path / "fp32" / OPTIMIZER_FILE).is_file()
+    assert not (tmp_path / "int8" / OPTIMIZER_FILE).exists()
+    state = load_model(tmp_path / "fp32").model.optimizer_state
+    assert torch.equal(
+        state["rowwise_adagrad"]["accumulator"],
+        model.optimizer_state["rowwise_adagrad"]["accumulator"],
+    )
+
+
+def test_an_optimizer_state_of_another_architecture_is_refused(make_model, make_batch):
+    other = make_model(seed=0, embedding_dim=8)
+    train_dlrm(other, make_batch(rows=300, seed=0), seed=0, epochs=1)
+    model = make_model(seed=1)
+    with pytest.raises(ValueError, match="row-wise Adagrad state has|another architecture"):
+        train_dlrm(
+            model,
+            make_batch(rows=300, seed=1),
+            seed=0,
+            continued=True,
+            optimizer_state=other.optimizer_state,
+        )
+    with pytest.raises(ValueError, match="resumes a continued run"):
+        train_dlrm(model, make_batch(rows=300, seed=1), seed=0, optimizer_state={})
