@@ -34,11 +34,12 @@ import torch
 from quantrec.feeds.base import SmallDayError
 from quantrec.feeds.movielens import MovieLensFeed
 from quantrec.feeds.synthetic import SyntheticFeed
+from quantrec.feeds.table import TableFeed
 from quantrec.models import sizing
 from quantrec.models.baselines import fit_baselines, ground_truth_ne, score_baselines
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.dlrm import DLRM
-from quantrec.models.metrics import normalized_entropy
+from quantrec.models.metrics import normalized_entropy, undefined_reason
 from quantrec.models.names import Baseline
 from quantrec.models.scorer import predict_proba
 from quantrec.models.sizing import auto_model_size
@@ -79,6 +80,10 @@ def _feed(args: argparse.Namespace):
             scenario=args.scenario,
             shift_date=args.shift_date,
         )
+    if args.feed == "table":
+        if args.spec is None:
+            raise SystemExit("--feed table needs --spec (a table-feed TOML mapping)")
+        return TableFeed(spec=args.spec)  # the table feed's defaults (min_rows 1)
     return MovieLensFeed()
 
 
@@ -132,6 +137,8 @@ def run_day(
     test_frame, window = _day(feed, run_date), _window(feed, run_date, args.window)
     if test_frame is None or not window:
         return None
+    if undefined_reason(test_frame[feed.schema().label].to_numpy()) is not None:
+        return None  # NE is undefined on a day of one class; the lifecycle records a stop
     parent = state.get("model") if args.continual else None
     if parent is not None and (run_date - state["full_retrain"]).days >= args.full_retrain_days:
         parent = None  # the lifecycle's periodic full retrain (training.full_retrain_days)
@@ -253,7 +260,10 @@ def summarise(results: list[DayResult], *, min_rows: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feed", choices=("synthetic", "movielens"), default="synthetic")
+    parser.add_argument("--feed", choices=("synthetic", "movielens", "table"), default="synthetic")
+    parser.add_argument(
+        "--spec", type=Path, default=None, help="--feed table: the TOML mapping file"
+    )
     parser.add_argument(
         "--start",
         type=date.fromisoformat,
