@@ -8,6 +8,10 @@ home="$(cd "$home" && pwd)"
 export PREFECT_HOME="${PREFECT_HOME:-$home/prefect}"
 prefect_port="${PREFECT_PORT:-4200}"
 mlflow_port="${MLFLOW_PORT:-5000}"
+# The Prefect UI calls the API at the address these settings give, not at --port's.
+export PREFECT_SERVER_API_HOST=127.0.0.1
+export PREFECT_SERVER_API_PORT="$prefect_port"
+export PREFECT_UI_API_URL="http://127.0.0.1:$prefect_port/api"
 # No telemetry: the servers and their UIs send nothing anywhere.
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export MLFLOW_DISABLE_TELEMETRY=true
@@ -36,7 +40,8 @@ cat <<TXT
 
 quantrec state: $home
   Prefect UI  http://127.0.0.1:$prefect_port   (flow runs, task stages, summary artifacts)
-  MLflow UI   http://127.0.0.1:$mlflow_port   (runs, datasets, registered models, aliases)
+  MLflow UI   http://127.0.0.1:$mlflow_port/#/experiments?workflowType=machine_learning
+              (runs, datasets, registered models, aliases; "Model training" in its sidebar)
 Ctrl-C stops both.
 
 TXT

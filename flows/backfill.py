@@ -12,7 +12,7 @@ from quantrec.models.names import Outcome
 from quantrec.tasks.config import QuantrecConfig
 
 
-@flow(name="backfill", log_prints=True)
+@flow(name="backfill", flow_run_name="backfill-{start}-{end}", log_prints=True)
 def backfill(start: date, end: date, config: QuantrecConfig | None = None) -> list[DayOutcome]:
     """Run ``daily_lifecycle`` for every day from ``start`` to ``end`` inclusive, in order.
 

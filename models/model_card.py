@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from quantrec.models.markdown import escape_markdown, table
 from quantrec.models.names import CHAMPION_KEY, GROUND_TRUTH_KEY, Baseline, Tag, Variant
 from quantrec.models.plan_table import PlanRow, plan_markdown
 
@@ -69,7 +70,10 @@ def review_lines(tags: Mapping[str, str]) -> list[str]:
                 tags.get(Tag.ROLLED_BACK_REASON, ""),
             )
         )
-    return [f"- {at}: **{what}**" + (f": {why}" if why else "") for at, what, why in sorted(events)]
+    return [
+        f"- {at}: **{what}**" + (f": {escape_markdown(why)}" if why else "")
+        for at, what, why in sorted(events)
+    ]
 
 
 # --- the model card ------------------------------------------------------------------------
@@ -95,7 +99,12 @@ def model_card(
         if after
         else f"**Verdict:** {verdict} (day outcome: {outcome.decision})",
         "",
-        f"> {outcome.reason}",
+        f"> {escape_markdown(outcome.reason)}",
+        "",
+        "Promote, approve or roll back with quantrec (`quantrec review approve VERSION`, "
+        '`quantrec promote VERSION --reason "..."`, `quantrec rollback`), not with the '
+        "registry's Promote model button: quantrec moves the aliases together and records "
+        "the decision here.",
         "",
     ]
     if after:
@@ -133,10 +142,6 @@ def model_card(
 
 def _metrics_table(outcome: DayOutcome, variant: str) -> list[str]:
     metrics, parent = outcome.metrics, str(Variant.FP32)
-    lines = [
-        "| model | " + " | ".join(METRICS) + " | NE vs fp32 parent |",
-        "|---|" + "---:|" * (len(METRICS) + 1),
-    ]
     parent_ne = metrics.get(parent, {}).get("ne")
     labels = {variant: f"**{variant}** (this version)"}
     labels.setdefault(parent, f"{parent} (parent)")
@@ -148,12 +153,12 @@ def _metrics_table(outcome: DayOutcome, variant: str) -> list[str]:
             GROUND_TRUTH_KEY: "ground truth (best reachable)",
         }
     )
-    for name, label in labels.items():
-        values = metrics.get(name)
-        if values:
-            cells = " | ".join(_number(values.get(m)) for m in METRICS)
-            lines.append(f"| {label} | {cells} | {_relative(values.get('ne'), parent_ne)} |")
-    return lines
+    rows = [
+        [label, *(_number(values.get(m)) for m in METRICS), _relative(values.get("ne"), parent_ne)]
+        for name, label in labels.items()
+        if (values := metrics.get(name))
+    ]
+    return table(["model", *METRICS, "NE vs fp32 parent"], rows, right=len(METRICS) + 1)
 
 
 def _plan_headline(outcome: DayOutcome, variant: str) -> str:
@@ -180,7 +185,7 @@ def _drift_lines(drift: dict | None) -> list[str]:
             "feature over its severe value gives warn, a whole-day statistic over its warn "
             "or severe value gives that level):",
             "",
-            *(f"- {reason}" for reason in reasons),
+            *(f"- {escape_markdown(reason)}" for reason in reasons),
         ]
     return lines
 
@@ -215,21 +220,20 @@ def checks_table(checks: Sequence[Mapping], *, variants: Sequence[str] = ()) -> 
     if not checks:
         return ["no checks recorded"]
     named = bool(variants)
-    rows = sorted(zip(variants or [""] * len(checks), checks), key=lambda row: _rank(row[1]))
-    lines = [
-        "| result | " + ("variant | " if named else "") + "check | slice | value | threshold |",
-        "|---|" + ("---|" if named else "") + "---|---|---:|---:|",
-    ]
-    for variant, check in rows:
-        cells = [check_result(check), *([variant] if named else [])]
-        cells += [
+    ordered = sorted(zip(variants or [""] * len(checks), checks), key=lambda row: _rank(row[1]))
+    rows = [
+        [
+            check_result(check),
+            *([variant] if named else []),
             str(check.get("name")),
             str(check.get("slice", "overall")),
             _number(check.get("value")),
             threshold_text(check),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        for variant, check in ordered
+    ]
+    header = ["result", *(["variant"] if named else []), "check", "slice", "value", "threshold"]
+    return table(header, rows, right=2)
 
 
 def _number(value) -> str:
@@ -269,7 +273,7 @@ def summary_markdown(
         "",
         f"**Decision:** {outcome.decision}" + (f" ({winner})" if winner else ""),
         "",
-        f"> {outcome.reason}",
+        f"> {escape_markdown(outcome.reason)}",
         "",
     ]
     if after:
@@ -294,22 +298,19 @@ def summary_markdown(
             "",
         ]
     if outcome.metrics:
-        lines += [
-            "## Variants on the run date",
-            "",
-            "| variant | " + " | ".join(METRIC_COLUMNS) + " | bytes | registered version |",
-            "|---|" + "---:|" * (len(METRIC_COLUMNS) + 2),
+        rows = [
+            [
+                name,
+                *(_number(values.get(c)) for c in METRIC_COLUMNS),
+                "" if outcome.bytes.get(name) is None else f"{outcome.bytes[name]:,}",
+                outcome.registered_versions.get(
+                    name, "(current champion)" if name == CHAMPION_KEY else "-"
+                ),
+            ]
+            for name, values in outcome.metrics.items()
         ]
-        for name, values in outcome.metrics.items():
-            cells = " | ".join(_number(values.get(c)) for c in METRIC_COLUMNS)
-            size = outcome.bytes.get(name)
-            version = outcome.registered_versions.get(
-                name, "(current champion)" if name == CHAMPION_KEY else "-"
-            )
-            lines.append(
-                f"| {name} | {cells} | {'' if size is None else f'{size:,}'} | {version} |"
-            )
-        lines.append("")
+        header = ["variant", *METRIC_COLUMNS, "bytes", "registered version"]
+        lines += ["## Variants on the run date", *table(header, rows, right=len(header) - 1)]
     if winner and plan:
         lines += [
             f"## Precision plan of `{winner}`",

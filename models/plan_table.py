@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 from torch import nn
 
+from quantrec.models.markdown import table
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import model_bytes, quantizable_units, unit_precision
 
@@ -69,18 +70,18 @@ def plan_rows(model: nn.Module, plan: PrecisionPlan | None = None) -> list[PlanR
 
 def plan_markdown(rows: list[PlanRow]) -> list[str]:
     """Markdown lines: a table of the rows, in the order given (``plan_rows``: the model's
-    own), and a totals line."""
+    own), with a totals row."""
     if not rows:
         return ["no plan recorded"]
-    ordered = rows
-    lines = [
-        "| unit | feature | precision | bytes | NE change alone |",
-        "|---|---|---|---:|---:|",
+    body = [
+        [
+            f"`{row.unit}`",
+            row.feature,
+            row.precision,
+            f"{row.bytes:,}",
+            "n/a" if row.ne_delta_rel is None else f"{100 * row.ne_delta_rel:+.4f} %",
+        ]
+        for row in rows
     ]
-    for row in ordered:
-        delta = "n/a" if row.ne_delta_rel is None else f"{100 * row.ne_delta_rel:+.4f} %"
-        lines.append(
-            f"| `{row.unit}` | {row.feature} | {row.precision} | {row.bytes:,} | {delta} |"
-        )
-    lines.append(f"| **total** | | | **{sum(r.bytes for r in rows):,}** | |")
-    return lines
+    body.append(["**total**", "", "", f"**{sum(r.bytes for r in rows):,}**", ""])
+    return table(["unit", "feature", "precision", "bytes", "NE change alone"], body, right=2)

@@ -225,18 +225,18 @@ def _report_run(client, home, experiment: str) -> str:
 
 
 def _days_table(frame: pd.DataFrame, days: dict[date, DayOutcome]) -> list[str]:
-    """Markdown, one row per run date: NEs, the champion after the day and what served."""
+    """Markdown, one row per run date: the decision, the champion after the day, NEs."""
     lines = [
-        "| date | decision | drift | champion version | serving variant | champion NE "
-        "| fp32 NE | frozen int8 NE |",
-        "|---|---|---|---:|---|---:|---:|---:|",
+        "| date | decision | drift | champion | champion NE | fp32 NE | frozen int8 NE |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for row, outcome in zip(frame.itertuples(index=False), days.values()):
-        serving = outcome.promoted_variant or ("kept" if outcome.champion_version else "none")
+        champion = outcome.champion_version or "none"
+        if outcome.promoted_variant:
+            champion += f" ({outcome.promoted_variant}, new)"
         lines.append(
-            f"| {row.date} | {outcome.decision} | {row.drift_level or 'n/a'} | "
-            f"{outcome.champion_version or 'none'} | {serving} | {_ne(row.champion_ne)} | "
-            f"{_ne(row.fp32_ne)} | {_ne(row.frozen_ne)} |"
+            f"| {row.date} | {outcome.decision} | {row.drift_level or 'n/a'} | {champion} | "
+            f"{_ne(row.champion_ne)} | {_ne(row.fp32_ne)} | {_ne(row.frozen_ne)} |"
         )
     return lines
 

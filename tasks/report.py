@@ -217,14 +217,14 @@ def _announce(outcome: DayOutcome) -> None:
     """The decision, the drift level and the stop reason in the flow run's log and tags."""
     logger = get_run_logger()
     day = outcome.date.isoformat()
+    # INFO: the Logs tab shows it; the terminal (warnings only) has the CLI's own lines.
     if outcome.stopped:
-        logger.warning("run date %s stopped before training: %s", day, outcome.reason)
+        logger.info("run date %s stopped before training: %s", day, outcome.reason)
         if outcome.quarantined:
             logger.warning("run date %s quarantined at %s", day, outcome.quarantined)
     level = outcome.drift_level
     logger.info("drift level of %s: %s", day, level or "not measured (stopped before drift)")
-    log = logger.warning if outcome.decision != Outcome.PROMOTED else logger.info
-    log(
+    logger.info(
         "decision for %s: %s%s; champion %s -> %s; %s",
         day,
         outcome.decision,

@@ -275,14 +275,20 @@ def mlflow_ui_base(client) -> str | None:
     return base.rstrip("/") if base.startswith(("http://", "https://")) else None
 
 
-def run_url(client, base: str, run_id: str) -> str:
+# MLflow 3's UI opens on its GenAI pages unless asked for the model-training ones.
+_MODEL_TRAINING = "?workflowType=machine_learning"
+
+
+def run_url(client, base: str, run_id: str, path: str = "") -> str:
+    """The MLflow UI's page of a run, or of one of its artifacts (``path``: it previews
+    HTML, images and tables)."""
     run = client.get_run(run_id)
-    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return page + (f"/artifacts/{path}" if path else "") + _MODEL_TRAINING
 
 
 def artifact_url(client, base: str, run_id: str, path: str) -> str:
-    """The MLflow UI's page of one run artifact (it previews HTML, images and tables)."""
-    return f"{run_url(client, base, run_id)}/artifacts/{path}"
+    return run_url(client, base, run_id, path)
 
 
 def raw_artifact_url(base: str, run_id: str, path: str) -> str:
