@@ -1,14 +1,16 @@
 """Markdown tables that read as tables in MLflow's and Prefect's renderers.
 
-Both render a table without cell padding, so the widest cell of a column touches the next
-column ("0.8718540.786622"); every cell but the last of a row ends in two no-break spaces.
+MLflow's registry renders a table without cell padding, so the widest cell of a column
+touches the next one ("0.8718540.786622"): every cell but the last of a row ends in two
+no-break spaces, kept by a zero-width space after them (both renderers trim whitespace at a
+cell's ends, and Prefect's shows an ``&nbsp;`` entity as text).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-_GAP = "&nbsp;&nbsp;"
+GAP = "\u00a0\u00a0\u200b"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, right: int = 0) -> list[str]:
@@ -26,7 +28,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, right: int
 
 
 def _row(cells: Sequence[str]) -> str:
-    padded = [f"{cell}{_GAP}" for cell in cells[:-1]] + [str(cells[-1])]
+    padded = [f"{cell}{GAP}" for cell in cells[:-1]] + [str(cells[-1])]
     return "| " + " | ".join(padded) + " |"
 
 

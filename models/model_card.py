@@ -309,7 +309,7 @@ def summary_markdown(
             ]
             for name, values in outcome.metrics.items()
         ]
-        header = ["variant", *METRIC_COLUMNS, "bytes", "registered version"]
+        header = ["variant", *METRIC_COLUMNS, "bytes", "version"]
         lines += ["## Variants on the run date", *table(header, rows, right=len(header) - 1)]
     if winner and plan:
         lines += [

@@ -30,7 +30,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:76rem}
 .pass{background:#2e7d32}.fail{background:#c62828}.other{background:#546e7a}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}
+overflow-wrap:break-word}
 td:last-child{max-width:24rem}
 tr.failed td{background:#fdecea}
 .muted{color:#777;font-style:italic}
@@ -238,7 +238,7 @@ def _check_result(check: dict) -> str:
         return "not gated"
     if not check.get("passed", True):
         return "FAIL"
-    return "pass (within noise)" if check.get("within_noise") else "pass"
+    return "pass (noise)" if check.get("within_noise") else "pass"
 
 
 def _threshold(check: dict) -> str:

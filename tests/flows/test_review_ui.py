@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import (
 )
 
 from quantrec.flows.cli import main
+from quantrec.models.markdown import GAP
 from quantrec.models.names import Tag
 from quantrec.tasks.tracking import (
     EXPERIMENT_KIND,
@@ -126,7 +127,7 @@ def test_model_cards_hold_the_plan_as_a_table_in_table_order(backfilled, client)
     _, config, records = backfilled
     for version in records[-1]["registered_versions"].values():
         card = client.get_model_version(config.registry.model_name, version).description
-        gap = "&nbsp;&nbsp;"  # MLflow's tables have no cell padding
+        gap = GAP  # MLflow's tables have no cell padding
         assert f"\n\n| model{gap} | ne{gap} | auc{gap} | log_loss{gap} | calibration{gap} |" in card
         assert f"\n\n| unit{gap} | feature{gap} | precision{gap} | bytes{gap} |" in card
         units = re.findall(r"^\| `([^`]+)` \|", card, flags=re.MULTILINE)
