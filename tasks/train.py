@@ -126,6 +126,8 @@ def record_training(
             "train.seconds": trained.report.seconds,
             "train.epochs": trained.report.epochs,
             "train.best_epoch": trained.report.best_epoch,
+            # 1: the optimizers resumed the parent run's state (models.train, step 4).
+            "train.optimizer_resumed": float(trained.report.resumed),
             "model.embedding_dim": trained.model.architecture()["embedding_dim"],
             "time.train_s": trained.seconds,
         },

@@ -147,6 +147,14 @@ def test_the_model_line_trains_continually_after_its_first_full_retrain(backfill
     assert tags["quantrec.trained_through"] == "2026-02-28"
     run = client.get_run(records[1]["mlflow_run_id"])
     assert f"continues version {first}" in run.data.tags["quantrec.training_reason"]
+    # The parent's fp32 artifact kept its optimizers' state; the continued runs resumed it
+    # for one pass over the new day, the full retrain started afresh.
+    resumed = [
+        client.get_run(r["mlflow_run_id"]).data.metrics["train.optimizer_resumed"] for r in records
+    ]
+    epochs = [client.get_run(r["mlflow_run_id"]).data.metrics["train.epochs"] for r in records]
+    assert resumed == [0.0, 1.0, 1.0] and epochs[1:] == [1.0, 1.0]
+    assert load_version(config.registry.model_name, first).model.optimizer_state is not None
 
 
 def test_every_searched_variant_logs_its_numerics_against_fp32(backfilled, client):
