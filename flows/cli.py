@@ -227,10 +227,22 @@ def verify_command(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from mlflow.exceptions import MlflowException
+
     from quantrec.tasks.config import load_config
-    from quantrec.tasks.tracking import verified_copy
+    from quantrec.tasks.tracking import connect, verified_copy
 
     model_name = load_config(args.config).registry.model_name
+    _, client = connect()
+    try:
+        client.get_model_version(model_name, str(args.version))
+    except MlflowException:
+        print(
+            f"quantrec: model {model_name!r} has no version {args.version!r} in the registry "
+            f"at {client.tracking_uri}; nothing to verify",
+            file=sys.stderr,
+        )
+        return ExitCode.BAD_INPUT
     with tempfile.TemporaryDirectory(prefix="quantrec-verify-") as tmp:
         local = verified_copy(model_name, args.version, Path(tmp))
         count = sum(1 for path in local.rglob("*") if path.is_file())

@@ -140,3 +140,11 @@ def test_a_version_without_a_manifest_is_refused(home_copy, capsys):
     name, version = config.registry.model_name, records[0]["registered_versions"]["int8"]
     client.delete_model_version_tag(name, version, "quantrec.manifest_sha256")
     _refused(name, version, capsys, "has no manifest", "registered before quantrec recorded")
+
+
+def test_verifying_an_unknown_version_is_a_clear_error(home_copy, capsys):
+    _, config, _, _ = home_copy
+    assert main(["verify", "999"]) == 2
+    err = capsys.readouterr().err
+    assert f"model {config.registry.model_name!r} has no version '999'" in err
+    assert "Traceback" not in err
