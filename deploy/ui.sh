@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# make ui — the Prefect server and the MLflow UI on $QUANTREC_HOME, bound to 127.0.0.1.
-# Ctrl-C stops both.
+# make ui — the Prefect server and the MLflow UI on $QUANTREC_HOME, bound to 127.0.0.1, and
+# the deployments served against that server (`quantrec schedule`), so the Deployments page
+# lists them and their Run button works; QUANTREC_UI_SERVE=0 leaves them out. While they are
+# served, daily-lifecycle also runs on its cron (06:00 UTC) on this home. Ctrl-C stops all.
 set -euo pipefail
 home="${QUANTREC_HOME:-.quantrec}"
 mkdir -p "$home"
 home="$(cd "$home" && pwd)"
+export QUANTREC_HOME="$home"
 export PREFECT_HOME="${PREFECT_HOME:-$home/prefect}"
 prefect_port="${PREFECT_PORT:-4200}"
 mlflow_port="${MLFLOW_PORT:-5000}"
@@ -35,14 +38,24 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# Serve the deployments once the Prefect API answers (a cold start takes a while).
+if [ "${QUANTREC_UI_SERVE:-1}" != "0" ]; then
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$prefect_port/api/health" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  PREFECT_API_URL="http://127.0.0.1:$prefect_port/api" quantrec schedule &
+  pids+=($!)
+fi
+
 sleep 3
 cat <<TXT
 
 quantrec state: $home
-  Prefect UI  http://127.0.0.1:$prefect_port   (flow runs, task stages, summary artifacts)
+  Prefect UI  http://127.0.0.1:$prefect_port   (flow runs, task stages, artifacts, deployments)
   MLflow UI   http://127.0.0.1:$mlflow_port/#/experiments?workflowType=machine_learning
               (runs, datasets, registered models, aliases; "Model training" in its sidebar)
-Ctrl-C stops both.
+Ctrl-C stops all.
 
 TXT
 wait
