@@ -14,6 +14,12 @@
    among ~100 plans scored near the budget some pass by noise. A failing choice yields to a
    passing finalist; if both fail, the chosen one's most sensitive units step up until the
    fresh rows are within budget ("confirmed").
+7. Faithfulness (with ``faithfulness``): on the same fresh rows, the paired bootstrap
+   interval of the plan's NE change must lie within +-``faithfulness.bound``; if it crosses,
+   the most sensitive units step up until it holds ("backed_off"), or a uniform int8 / fp16
+   plan that holds and is no larger is taken ("uniform_int8", "uniform_fp16"). The accepted
+   plan's interval is ``SearchResult.predicted``: what the next day should see
+   (``models.search_accept``).
 
 Rows that cannot be scored stop the search, not the run: when NE is undefined on the
 held-out rows (none, or no click, or no non-click: a small or sparse day) nothing can be
@@ -27,7 +33,6 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -38,10 +43,23 @@ from quantrec.models.metrics import undefined_reason
 from quantrec.models.plan import PrecisionPlan, UnitPlan
 from quantrec.models.quantize import model_bytes
 from quantrec.models.recipes import RECIPES
-from quantrec.models.scorer import score
+from quantrec.models.search_accept import (
+    DeltaInterval,
+    Faithfulness,
+    accept_by_interval,
+    confirm,
+    revert_until_confirmed,
+)
 from quantrec.models.search_evaluate import Budget, Candidate, Evaluator
 
-__all__ = ["Budget", "Candidate", "SearchResult", "search_precision_plan"]
+__all__ = [
+    "Budget",
+    "Candidate",
+    "DeltaInterval",
+    "Faithfulness",
+    "SearchResult",
+    "search_precision_plan",
+]
 
 LINEAR_CANDIDATES = (
     "fp16",
@@ -63,13 +81,17 @@ class SearchResult:
     Attributes:
         chosen: the plan to deploy, with per-unit sensitivities and bytes.
         chosen_by: "ranked", "greedy", "confirmed" (the chosen finalist with units
-            reverted until fresh ``confirmation`` rows are within budget), or "skipped" (the
+            reverted until fresh ``confirmation`` rows are within budget), "backed_off",
+            "uniform_int8" or "uniform_fp16" (its interval held the faithfulness bound
+            where the finalists' did not), or "skipped" (the
             held-out rows cannot be scored: ``chosen`` is the fp32 parent's plan, nothing was
             measured); ``reason`` says why.
         ranked, greedy: the two searches' final plans (the fp32 plan when skipped).
         sensitivity: one row per (unit, precision): unit, precision, ne_delta_rel, bytes.
         evaluated: every scored plan, in order.
         ne_fp32: NE of the fp32 parent on the held-out rows (None when skipped).
+        predicted: the chosen plan's NE change interval on the fresh rows (None when no
+            faithfulness check ran).
     """
 
     chosen: PrecisionPlan
@@ -83,6 +105,7 @@ class SearchResult:
     budget: Budget
     fp32_bytes: int = 0
     extra: dict = field(default_factory=dict)
+    predicted: DeltaInterval | None = None
 
     @property
     def skipped(self) -> bool:
@@ -101,6 +124,7 @@ class SearchResult:
             "ne_fp32": self.ne_fp32,
             "fp32_bytes": self.fp32_bytes,
             "budget": asdict(self.budget),
+            "predicted": None if self.predicted is None else asdict(self.predicted),
         }
 
 
@@ -115,6 +139,7 @@ def search_precision_plan(
     latency_batch: int = 2048,
     batch_size: int = 8192,
     confirmation: Batch | None = None,
+    faithfulness: Faithfulness | None = None,
 ) -> SearchResult:
     """Search the precision plan of the fp32 ``model`` (see the module docstring).
 
@@ -130,6 +155,8 @@ def search_precision_plan(
             finalists on fresh rows catches that (measured on the synthetic feed: -0.05 % on
             the search rows, +0.10 % on the rest of the day). A finalist that fails there
             loses to one that passes; if both fail, the reason says so.
+        faithfulness: accept only a plan whose NE change interval on ``confirmation``
+            (else ``held_out``) lies within +-``faithfulness.bound``; None: no such check.
     """
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
     undefined = undefined_reason(held_out.labels.numpy())
@@ -166,21 +193,26 @@ def search_precision_plan(
     if unconfirmable is not None:
         reason += f"; confirmation skipped: NE is undefined on its rows ({unconfirmable})"
     elif confirmation is not None:
-        chosen, reason = _confirm(
+        chosen, reason = confirm(
             evaluator,
             confirmation,
             plans,
             chosen,
             (ranked, greedy),
             reason,
-            lambda c: _revert_until_confirmed(evaluator, confirmation, sensitivity, ladders, c),
+            lambda c: revert_until_confirmed(evaluator, confirmation, sensitivity, ladders, c),
         )
-        if chosen.label not in plans:
-            latency[chosen.label] = evaluator.latency_ms(chosen.precisions, timing)
-            plans[chosen.label] = _as_plan(
-                evaluator, sensitivity, chosen, latency[chosen.label], len(timing)
-            )
-            plans[chosen.label].extra["confirmation_ne_delta_rel"] = chosen.ne_delta_rel
+        _add_plan(evaluator, sensitivity, plans, chosen, timing)
+    predicted = None
+    if faithfulness is not None and unconfirmable is None:
+        rows = held_out if confirmation is None else confirmation
+        chosen, predicted, note = accept_by_interval(
+            evaluator, rows, sensitivity, ladders, chosen, faithfulness
+        )
+        reason += f"; {note}"
+        _add_plan(evaluator, sensitivity, plans, chosen, timing)
+        if predicted is not None:
+            plans[chosen.label].extra["predicted_delta_rel"] = asdict(predicted)
     plans[chosen.label].notes = reason
     return SearchResult(
         chosen=plans[chosen.label],
@@ -196,7 +228,18 @@ def search_precision_plan(
         ne_fp32=evaluator.ne_fp32,
         budget=budget,
         fp32_bytes=model_bytes(model),
+        predicted=predicted,
     )
+
+
+def _add_plan(
+    evaluator: Evaluator, sensitivity: dict, plans: dict, chosen: Candidate, timing: Batch
+) -> None:
+    """The plan of a candidate found after the two finalists, its NE change on fresh rows."""
+    if chosen.label not in plans:
+        latency = evaluator.latency_ms(chosen.precisions, timing)
+        plans[chosen.label] = _as_plan(evaluator, sensitivity, chosen, latency, len(timing))
+        plans[chosen.label].extra["confirmation_ne_delta_rel"] = chosen.ne_delta_rel
 
 
 def _skipped(model: DLRM, budget: Budget, reason: str) -> SearchResult:
@@ -327,70 +370,11 @@ def _choose(ranked: Candidate, greedy: Candidate, latency: dict[str, float]) -> 
     )
 
 
-def _confirm(
-    evaluator: Evaluator,
-    rows: Batch,
-    plans: dict[str, PrecisionPlan],
-    chosen: Candidate,
-    finalists: tuple[Candidate, Candidate],
-    reason: str,
-    recover: Callable[[Candidate], Candidate],
-) -> tuple[Candidate, str]:
-    """Re-score the finalists on ``rows``; record it in each plan's ``extra``."""
-    ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
-    passed = {}
-    for candidate in finalists:
-        ne = score(
-            evaluator.variant(candidate.precisions), rows, batch_size=evaluator.batch_size
-        ).ne
-        plans[candidate.label].extra["confirmation_ne_delta_rel"] = (ne - ne_fp32) / ne_fp32
-        passed[candidate.label] = evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne)
-    if passed[chosen.label]:
-        return chosen, reason + "; confirmed on fresh rows"
-    other = next(c for c in finalists if c.label != chosen.label)
-    if passed[other.label]:
-        return other, f"{other.label}: {chosen.label} exceeded the budget on fresh rows"
-    confirmed = recover(chosen)
-    return confirmed, (
-        f"confirmed: both finalists exceeded the budget on fresh rows; reverted the most "
-        f"sensitive units of {chosen.label} until within it there "
-        f"(ne_delta_rel {confirmed.ne_delta_rel:.6f} on those rows)"
-    )
-
-
-def _revert_until_confirmed(
-    evaluator: Evaluator, rows: Batch, sensitivity: dict, ladders: dict, start: Candidate
-) -> Candidate:
-    """Step ``start``'s most sensitive units up their ladders until ``rows`` are within budget.
-
-    The returned candidate's NE figures are on ``rows``; the walk ends at fp32 at worst.
-    """
-    ne_fp32 = score(evaluator.parent, rows, batch_size=evaluator.batch_size).ne
-    step = {n: ladders[n].index(p) for n, p in start.precisions.items()}
-    while True:
-        precisions = {n: ladders[n][i] for n, i in step.items()}
-        ne = score(evaluator.variant(precisions), rows, batch_size=evaluator.batch_size).ne
-        candidate = Candidate(
-            label="confirmed",
-            precisions=precisions,
-            ne=ne,
-            ne_delta_rel=(ne - ne_fp32) / ne_fp32,
-            bytes=evaluator.bytes_of(precisions),
-            within_budget=evaluator.budget.allows(ne_fp32=ne_fp32, ne=ne),
-        )
-        evaluator.evaluated.append(candidate)
-        movable = [n for n in step if step[n] < len(ladders[n]) - 1]
-        if candidate.within_budget or not movable:
-            return candidate
-        worst = max(movable, key=lambda n: sensitivity[(n, ladders[n][step[n]])])
-        step[worst] += 1
-
-
 def _as_plan(
     evaluator: Evaluator, sensitivity: dict, candidate: Candidate, latency: float, rows: int
 ) -> PrecisionPlan:
     units = {
-        n: UnitPlan.of(p, ne_delta_rel=sensitivity[(n, p)], bytes=evaluator.unit_bytes[(n, p)])
+        n: UnitPlan.of(p, ne_delta_rel=sensitivity.get((n, p)), bytes=evaluator.unit_bytes[(n, p)])
         for n, p in candidate.precisions.items()
     }
     return PrecisionPlan(
