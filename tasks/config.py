@@ -151,6 +151,23 @@ class SearchConfig(_Section):
         TABLE_CANDIDATES,
         description="Precisions tried for each embedding table (row-wise).",
     )
+    faithfulness: float | None = Field(
+        None,
+        ge=0,
+        description="Two-sided bound on a plan's relative NE change against its fp32 parent "
+        "(0.0005 = 0.05 %): a searched plan is accepted only when the farthest end of the "
+        "paired bootstrap interval of that change on the held-out rows is within it (else "
+        "its most sensitive units step up), and a reused plan is searched again when its "
+        "interval on the day's held-out rows crosses it. Unset: the gate's "
+        "quantization_ne_budget_rel (the gate's own rule stays one-sided).",
+    )
+    reuse_drift_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Search again when the reused plan's realised |NE change| against its "
+        "fp32 parent on the last run date reached this share of the faithfulness bound.",
+    )
 
 
 class EvaluationConfig(_Section):
