@@ -9,11 +9,20 @@ included), and errors name the file, the field and the value.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from quantrec.data_checks.drift import DriftThresholds
 from quantrec.feeds import FEED_CONFIGS, FEED_KINDS, FeedConfig, SyntheticFeedConfig
@@ -24,6 +33,14 @@ from quantrec.models.train import DEFAULT_MAX_EPOCHS, DEFAULT_ROWWISE_ADAGRAD_LR
 
 class ConfigError(ValueError):
     """The configuration file cannot be read or holds a bad value."""
+
+
+# A year of days: a larger window reads (and, for the synthetic feed, generates) that many
+# days on every run; 100,000 days ran for ever instead of being refused.
+MAX_WINDOW_DAYS = 366
+# Registered model names go into MLflow filter strings (name='...'): a quote or a
+# backtick would change the query, so names keep to MLflow's own URL-safe characters.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class _Section(BaseModel):
@@ -60,7 +77,13 @@ class ModelConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    window_days: int = Field(3, gt=0, description="Train on the W days before the run date.")
+    window_days: int = Field(
+        3,
+        gt=0,
+        le=MAX_WINDOW_DAYS,
+        description=f"Train on the W days before the run date (at most {MAX_WINDOW_DAYS}: "
+        "every day of the window is read and trained on each run).",
+    )
     mode: Literal["continual", "window"] = Field(
         "continual",
         description="continual: continue the latest fp32 parent (promoted or not) on the "
@@ -205,6 +228,13 @@ class ValidationConfig(_Section):
     cardinality_factor: float = Field(
         5.0, gt=0, description="Distinct ids of a day at most this times the window's most."
     )
+    unique_share_headroom: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Distinct ids / rows of a day may exceed the window's most by this part "
+        "of what is left up to 1 (an id flood on a day no larger than the window's).",
+    )
     max_duplicate_share: float = Field(
         0.05,
         ge=0,
@@ -224,8 +254,22 @@ class ValidationConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    model_name: str = Field("quantrec-ctr", min_length=1, description="Registered model.")
+    model_name: str = Field(
+        "quantrec-ctr",
+        min_length=1,
+        description="Registered model: letters, digits, '.', '_' and '-', at most 128.",
+    )
     experiment: str = Field("quantrec", min_length=1, description="MLflow experiment.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _safe_model_name(cls, name: str) -> str:
+        if not MODEL_NAME.match(name):
+            raise ValueError(
+                "may hold only letters, digits, '.', '_' and '-' (starting with a letter or "
+                "digit, at most 128 characters), e.g. 'quantrec-ctr'"
+            )
+        return name
 
 
 # The feed, the gate's policy and the drift thresholds are defined (and documented field by
@@ -240,6 +284,20 @@ class QuantrecConfig(_Section):
     drift: DriftThresholds = DriftThresholds()
     gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _finite_and_gated(self) -> QuantrecConfig:
+        # An inf budget passes every check (and is written to JSON as null, which does not
+        # load again); a NaN compares false with everything.
+        for field, value in _numbers(self.model_dump()):
+            if not math.isfinite(value):
+                raise ValueError(f"{field} must be a finite number; got {value}")
+        if not self.gate.rules:
+            raise ValueError(
+                "gate.rules is empty: no candidate would be checked before promotion; "
+                "remove the key for the default rules or list at least one rule"
+            )
+        return self
 
     def with_overrides(self, **sections: dict) -> QuantrecConfig:
         """A copy with some fields of some sections replaced, validated again.
@@ -269,6 +327,15 @@ class QuantrecConfig(_Section):
         else:
             feed = {"kind": kind, **given}
         return _validate({**self.model_dump(), "feed": feed}, source="command-line overrides")
+
+
+def _numbers(data: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every float of a dumped config, with its dotted field name."""
+    if isinstance(data, dict):
+        return [pair for k, v in data.items() for pair in _numbers(v, f"{prefix}{k}.")]
+    if isinstance(data, (list, tuple)):
+        return [pair for k, v in enumerate(data) for pair in _numbers(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), data)] if isinstance(data, float) else []
 
 
 def load_config(path: Path | str | None = None) -> QuantrecConfig:
@@ -321,4 +388,7 @@ def _problem(error: dict) -> str:
         )
     if error_type == "missing":
         return f"{field}: required{f' by the {kind} feed' if kind else ''}, but not set"
+    if error_type == "value_error" and field == "(top level)":
+        # The config-wide checks name their field and value; the input is the whole file.
+        return str(error["ctx"]["error"])
     return f"{field}: {error['msg']} (got {error.get('input')!r})"

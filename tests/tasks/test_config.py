@@ -1,3 +1,5 @@
+import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -7,6 +9,16 @@ from quantrec.feeds import MovieLensFeedConfig, SyntheticFeedConfig
 from quantrec.tasks.config import ConfigError, QuantrecConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def restored_environ(tmp_path, monkeypatch):
+    """The CLI sets defaults in os.environ (Prefect's home, telemetry off): undo them."""
+    saved = dict(os.environ)
+    monkeypatch.setenv("QUANTREC_HOME", str(tmp_path / "home"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_defaults_without_a_file():
@@ -146,3 +158,62 @@ def test_validation_tolerances_are_config_and_checked(tmp_path):
     path.write_text("[validation]\nlabel_rate_factors = [2.0, 5.0]\n")
     with pytest.raises(ConfigError, match=r"validation.*label_rate_factors.*\[2.0, 5.0\]"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "value"),
+    [
+        ("[gate]\nquantization_ne_budget_rel = inf\n", "gate.quantization_ne_budget_rel", "inf"),
+        ("[gate]\nchampion_ne_epsilon_rel = nan\n", "gate.champion_ne_epsilon_rel", "nan"),
+        ("[drift]\npsi_severe = inf\n", "drift.psi_severe", "inf"),
+        ("[validation]\ncardinality_factor = inf\n", "validation.cardinality_factor", "inf"),
+    ],
+)
+def test_a_non_finite_number_is_refused_naming_the_field(tmp_path, toml, field, value):
+    path = tmp_path / "q.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and field in message and value in message, message
+
+
+def test_window_days_is_bounded(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text("[training]\nwindow_days = 100000\n")
+    with pytest.raises(ConfigError, match=r"training\.window_days: .*366.*\(got 100000\)"):
+        load_config(path)
+    path.write_text("[training]\nwindow_days = 366\n")
+    assert load_config(path).training.window_days == 366
+
+
+def test_a_gate_without_rules_is_refused(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text("[gate]\nrules = []\n")
+    with pytest.raises(ConfigError, match=r"gate\.rules is empty.*at least one rule"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["a' or name='b", "x`y", "", "-lead", "a b"])
+def test_a_model_name_that_would_change_a_filter_string_is_refused(tmp_path, name):
+    path = tmp_path / "q.toml"
+    path.write_text(f"[registry]\nmodel_name = {json.dumps(name)}\n")
+    with pytest.raises(ConfigError, match=r"registry\.model_name"):
+        load_config(path)
+
+
+def test_the_effective_config_loads_again(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text("[registry]\nmodel_name = 'ctr.v2_a-1'\n")
+    config = load_config(path)
+    assert QuantrecConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_quantrec_config_exits_2_on_an_infinite_budget(tmp_path, capsys, restored_environ):
+    from quantrec.flows.cli import main
+
+    path = tmp_path / "q.toml"
+    path.write_text("[gate]\nquantization_ne_budget_rel = inf\n")
+    assert main(["config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "gate.quantization_ne_budget_rel must be a finite number; got inf" in err
