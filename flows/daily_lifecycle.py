@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from quantrec.models.lifecycle import DayOutcome, why_stop
+from quantrec.models.plan_record import plan_record
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
@@ -159,6 +160,7 @@ def _lifecycle(
             plan_source=plan.source,
             plan_reason=plan.reason,
             drift=drift.summary,
+            **plan_record(plan.predicted, evaluation.metrics),
         )
         outcome = register_variants(
             outcome, candidate.variants, candidate.plans, candidate.schema, key, force

@@ -44,7 +44,14 @@ from quantrec.models.gate import Decision
 from quantrec.models.names import CHAMPION_KEY, DriftLevel, Variant
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.quantize import model_bytes, uniform_plan
-from quantrec.models.search import Budget, SearchResult, search_precision_plan
+from quantrec.models.search import (
+    Budget,
+    DeltaInterval,
+    Faithfulness,
+    SearchResult,
+    search_precision_plan,
+)
+from quantrec.models.search_accept import DeltaMeter
 from quantrec.models.sizing import auto_model_size
 from quantrec.models.stream import WindowStream, read_holdout
 from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
@@ -377,16 +384,21 @@ class PlanChoice:
     result: SearchResult | None = None
     seconds: float = 0.0
     computed_by: str = ""  # MLflow run that computed it (another one when resumed)
+    # The plan's NE change vs its fp32 parent on the held-out rows, with its paired
+    # interval: the search's accepted interval, or the reuse check's. What D should see.
+    predicted: DeltaInterval | None = None
 
 
 @dataclass(frozen=True)
 class PreviousPlan:
     """The latest earlier run's plan: the date it was searched for and its variant's verdict
-    there (None when that run recorded none)."""
+    there (None when that run recorded none), and the plan's realised relative NE change
+    against its fp32 parent on that run date (None when not recorded)."""
 
     plan: PrecisionPlan
     run_date: str
     verdict: str | None = None
+    realised_delta: float | None = None
 
 
 def why_search(
@@ -395,8 +407,15 @@ def why_search(
     reuse: bool,
     force: bool,
     drift_level: DriftLevel = DriftLevel.OK,
+    faithfulness: float | None = None,
+    drift_share: float = 0.75,
 ) -> str | None:
-    """Why a search must run today, or None when the previous plan may be reused."""
+    """Why a search must run today, or None when the previous plan may be reused.
+
+    With ``faithfulness`` (the bound on |NE change| vs fp32), a plan whose realised
+    |change| on its last run date reached ``drift_share`` of the bound is searched again:
+    it is drifting towards the bound, and tomorrow it may be past it.
+    """
     if force:
         return "search forced"
     if drift_level == DriftLevel.SEVERE:
@@ -408,6 +427,14 @@ def why_search(
         return "no earlier plan"
     if previous.verdict == "rejected":
         return f"the plan's variant failed the gate on {previous.run_date}"
+    realised = previous.realised_delta
+    if faithfulness is not None and realised is not None:
+        if abs(realised) >= drift_share * faithfulness:
+            return (
+                f"the plan's realised NE change on {previous.run_date} "
+                f"({100 * realised:+.3f} %) reached {drift_share:.0%} of the faithfulness "
+                f"bound ({100 * faithfulness:.3f} %)"
+            )
     return None
 
 
@@ -420,10 +447,11 @@ def search_plan(
     table_candidates: tuple[str, ...],
     batch_size: int,
     threads: int,
+    faithfulness: Faithfulness | None = None,
 ) -> PlanChoice:
     """Search a precision plan on the held-out rows: half to search on, half to confirm the
     finalists (a plan that passes the budget on the rows it was picked on can pass by
-    noise)."""
+    noise) and, with ``faithfulness``, to accept the plan by its NE change interval."""
     started = time.perf_counter()
     half = len(trained.holdout) // 2
     with torch_threads(threads):
@@ -436,6 +464,7 @@ def search_plan(
             linear_candidates=linear_candidates,
             table_candidates=table_candidates,
             batch_size=batch_size,
+            faithfulness=faithfulness,
         )
     # A skipped search (held-out rows without both classes) keeps the fp32 plan; it is no
     # plan to reuse tomorrow.
@@ -445,14 +474,48 @@ def search_plan(
         reason=f"{reason}; {result.reason}",
         result=result,
         seconds=time.perf_counter() - started,
+        predicted=result.predicted,
     )
 
 
-def reuse_plan(previous: PreviousPlan) -> PlanChoice:
+def reuse_plan(
+    previous: PreviousPlan,
+    trained: Trained | None = None,
+    *,
+    faithfulness: Faithfulness | None = None,
+    batch_size: int = 8192,
+    threads: int = 1,
+) -> PlanChoice:
+    """Reuse the previous plan; with ``trained`` and ``faithfulness``, check it first: its NE
+    change interval against today's fp32 parent on the held-out rows (re-calibrated on
+    them, as ``build_variants`` does) is the day's prediction (``reuse_refused``)."""
+    started = time.perf_counter()
+    predicted = None
+    if trained is not None and faithfulness is not None:
+        with torch_threads(threads):
+            variant = previous.plan.apply(trained.model, calibration=trained.holdout)
+            meter = DeltaMeter(trained.model, trained.holdout, faithfulness, batch_size=batch_size)
+            predicted = meter.measure(variant)
+    reason = f"reused the plan searched for {previous.run_date}"
     return PlanChoice(
         plan=previous.plan,
         source="reused",
-        reason=f"reused the plan searched for {previous.run_date}",
+        reason=reason if predicted is None else f"{reason}; {predicted.describe()}",
+        seconds=time.perf_counter() - started,
+        predicted=predicted,
+    )
+
+
+def reuse_refused(choice: PlanChoice, faithfulness: Faithfulness | None) -> str | None:
+    """Why a reused plan must be searched again after its check: its interval on today's
+    held-out rows crosses the faithfulness bound. None: keep it."""
+    if faithfulness is None or choice.predicted is None:
+        return None
+    if choice.predicted.holds(faithfulness.bound):
+        return None
+    return (
+        f"the reused plan's interval crosses the faithfulness bound "
+        f"({100 * faithfulness.bound:.3f} %) on the held-out rows: {choice.predicted.describe()}"
     )
 
 
@@ -549,6 +612,12 @@ class DayOutcome:
     report: str | None = None
     reused_from: str | None = None
     rerun_mlflow_run_id: str | None = None
+    # The searched variant's relative NE change vs its fp32 parent: predicted on the
+    # held-out rows (with its paired interval) and realised on D (``models.plan_record``).
+    predicted_delta: float | None = None
+    predicted_delta_low: float | None = None
+    predicted_delta_high: float | None = None
+    realised_delta: float | None = None
 
     @classmethod
     def of_decision(

@@ -22,6 +22,7 @@ from quantrec.models.lifecycle import (
     promotion_preference,
 )
 from quantrec.models.names import CHAMPION_KEY, Tag, Variant
+from quantrec.models.plan_record import REALISED_METRIC, realised_delta
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.tracking import (
     connect,
@@ -92,6 +93,9 @@ def evaluate_variants(
     log_metrics(
         client, run_id, flatten("", {n: m.to_dict() for n, m in evaluation.metrics.items()})
     )
+    realised = realised_delta({n: m.ne for n, m in evaluation.metrics.items()})
+    if realised is not None:  # the searched plan's NE change vs fp32 on D: what it predicted
+        log_metrics(client, run_id, {REALISED_METRIC: realised})
     table = evaluation.slice_table()
     log_metrics(
         client,

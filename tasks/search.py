@@ -2,8 +2,9 @@
 
 A search is the expensive part (every unit at every candidate precision); a plan found on
 one day is reused on the next ones, re-calibrated on fresh rows, until its variant fails
-the gate, the drift is severe, or a search is forced (``quantrec search``): the policy is
-``models.lifecycle.why_search``.
+the gate, its realised NE change drifts towards the faithfulness bound, its interval on the
+day's held-out rows crosses that bound, the drift is severe, or a search is forced
+(``quantrec search``): the policy is ``models.lifecycle.why_search`` and ``reuse_refused``.
 """
 
 from __future__ import annotations
@@ -18,18 +19,31 @@ from quantrec.models.lifecycle import (
     PreviousPlan,
     Trained,
     reuse_plan,
+    reuse_refused,
     search_plan,
     why_search,
 )
 from quantrec.models.names import DriftLevel, Tag
 from quantrec.models.plan import PrecisionPlan
+from quantrec.models.plan_record import PREDICTED_METRICS, REALISED_METRIC, realised_delta
 from quantrec.models.report_render import pareto_figure
-from quantrec.models.search import SearchResult
+from quantrec.models.search import Faithfulness, SearchResult
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import STAGE_RESULT_TTL, stage_cache_key
 from quantrec.tasks.tracking import connect, log_metrics, mlflow_task
 
 PLAN_ARTIFACT = "search/plan.json"
+
+
+def faithfulness(config: QuantrecConfig) -> Faithfulness:
+    """The faithfulness bound (default: the gate's budget) with the gate's bootstrap."""
+    gate, bound = config.gate, config.search.faithfulness
+    return Faithfulness(
+        bound=gate.quantization_ne_budget_rel if bound is None else bound,
+        samples=gate.bootstrap_samples,
+        confidence=gate.confidence,
+        seed=gate.bootstrap_seed,
+    )
 
 
 def previous_plan(client, experiment: str, run_date: date) -> PreviousPlan | None:
@@ -52,10 +66,17 @@ def previous_plan(client, experiment: str, run_date: date) -> PreviousPlan | Non
         return None
     latest = max(earlier, key=lambda r: (r.data.tags[Tag.RUN_DATE], r.info.start_time))
     text = mlflow.artifacts.load_text(f"runs:/{latest.info.run_id}/{PLAN_ARTIFACT}")
+    metrics = latest.data.metrics
+    realised = metrics.get(REALISED_METRIC)
+    if realised is None:  # runs from before the record: the variants' NE on their date
+        realised = realised_delta(
+            {v: metrics[f"{v}.ne"] for v in ("fp32", "searched") if f"{v}.ne" in metrics}
+        )
     return PreviousPlan(
         plan=PrecisionPlan.from_json(text),
         run_date=latest.data.tags[Tag.RUN_DATE],
         verdict=latest.data.tags.get(Tag.SEARCHED_VERDICT),
+        realised_delta=realised,
     )
 
 
@@ -82,20 +103,31 @@ def choose_precision_plan(
     """
     _, client = connect()
     previous = previous_plan(client, config.registry.experiment, run_date)
+    bound = faithfulness(config)
     reason = why_search(
-        previous, reuse=config.search.reuse_plan, force=force, drift_level=drift_level
+        previous,
+        reuse=config.search.reuse_plan,
+        force=force,
+        drift_level=drift_level,
+        faithfulness=bound.bound,
+        drift_share=config.search.reuse_drift_share,
     )
+    threads, batch_size = config.training.threads, config.evaluation.batch_size
     if reason is None:
-        choice = reuse_plan(previous)
-    else:
+        choice = reuse_plan(
+            previous, trained, faithfulness=bound, batch_size=batch_size, threads=threads
+        )
+        reason = reuse_refused(choice, bound)
+    if reason is not None:
         choice = search_plan(
             trained,
             reason=reason,
             budget_rel=config.gate.quantization_ne_budget_rel,
             linear_candidates=config.search.linear_candidates,
             table_candidates=config.search.table_candidates,
-            batch_size=config.evaluation.batch_size,
-            threads=config.training.threads,
+            batch_size=batch_size,
+            threads=threads,
+            faithfulness=bound,
         )
     choice.computed_by = run_id
     get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
@@ -110,6 +142,12 @@ def record_plan(choice: PlanChoice, run_id: str) -> None:
     client.set_tag(run_id, Tag.PLAN_SOURCE, choice.source)
     client.set_tag(run_id, Tag.PLAN_REASON, choice.reason[:5000])
     log_metrics(client, run_id, {"time.search_s": choice.seconds})
+    if choice.predicted is not None:
+        log_metrics(
+            client,
+            run_id,
+            {name: getattr(choice.predicted, key) for key, name in PREDICTED_METRICS.items()},
+        )
     if choice.result is not None and not choice.result.skipped:
         _record_search(client, run_id, choice.result)
     if choice.computed_by != run_id:
