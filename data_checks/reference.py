@@ -45,6 +45,12 @@ class Tolerances:
         label_rate_factors: the click rate must lie in [low * reference, high * reference].
         row_factors: the row count must lie in [low * smallest, high * largest] reference day.
         cardinality_factor: distinct ids of a day at most this times the reference's largest.
+        unique_share_headroom: the share of a day's rows holding distinct ids (distinct ids /
+            rows) may exceed the reference's largest share by at most this part of what is
+            left up to 1 (0.5: a reference share of 0.2 allows 0.6, 0.9 allows 0.95). The
+            count bound alone misses a flood on a day no larger than the window: 5k rows
+            whose ids come from 1M values hold ~5k distinct ids, within 5 x a window day's
+            1.1k, yet share 1.0 against 0.22.
         max_duplicate_share: share of fully duplicated rows allowed (or twice the reference's,
             if larger).
         other_day_share: share of rows whose timestamp lies on another day allowed.
@@ -55,6 +61,7 @@ class Tolerances:
     label_rate_factors: tuple[float, float] = (0.5, 2.0)
     row_factors: tuple[float, float] = (0.2, 5.0)
     cardinality_factor: float = 5.0
+    unique_share_headroom: float = 0.5
     max_duplicate_share: float = 0.05
     other_day_share: float = 0.0
 
@@ -71,6 +78,8 @@ class ReferenceProfile:
         cardinality: largest count of distinct ids of a single-valued column in one day.
         id_kind: "integer", "string" or "bag" per categorical column.
         duplicate_share: largest share of fully duplicated rows in one reference day.
+        unique_share: largest share of distinct ids among one day's non-null ids, per
+            single-valued column (profiles saved before it existed load with none).
     """
 
     days: int
@@ -81,6 +90,7 @@ class ReferenceProfile:
     id_kind: dict[str, str]
     duplicate_share: float
     tolerances: Tolerances = field(default_factory=Tolerances)
+    unique_share: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -138,6 +148,7 @@ def profile_reference(
         id_kind={c.name: id_kind(whole[c.name], c.multi_valued) for c in schema.categorical},
         duplicate_share=max(duplicate_share(f, schema) for f in frames),
         tolerances=tolerances or Tolerances(),
+        unique_share={c: max(unique_share(f[c]) for f in frames) for c in single},
     )
 
 
@@ -186,6 +197,15 @@ def build_reference_suite(profile: ReferenceProfile, schema: FeatureSchema) -> g
                 meta=_m("id_cardinality"),
             )
         )
+    for column, share in profile.unique_share.items():
+        # The same flood relative to the day: a day no larger than the window whose ids are
+        # nearly all distinct stays under the count bound (see Tolerances).
+        limit = share + tol.unique_share_headroom * (1.0 - share)
+        add(
+            E.ExpectColumnProportionOfUniqueValuesToBeBetween(
+                column=column, max_value=round(limit, 6), meta=_m("id_unique_share")
+            )
+        )
     for column, kind in profile.id_kind.items():
         if kind == "integer":
             # A negative or sentinel id where the window had none is a broken join key.
@@ -206,6 +226,13 @@ def id_kind(values: pd.Series, multi_valued: bool) -> str:
     if pd.api.types.is_string_dtype(values.dtype):
         return "string"
     return str(values.dtype)
+
+
+def unique_share(values: pd.Series) -> float:
+    """Distinct ids / non-null ids of one day (GX's proportion of unique values); 0 if
+    none."""
+    present = values.dropna()
+    return float(present.nunique() / len(present)) if len(present) else 0.0
 
 
 def duplicate_share(frame: pd.DataFrame, schema: FeatureSchema) -> float:

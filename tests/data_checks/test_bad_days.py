@@ -88,6 +88,13 @@ def _flood(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(cat_16=np.arange(len(frame)) % 100)
 
 
+def _relative_flood(frame: pd.DataFrame) -> pd.DataFrame:
+    # The issue's flood: ids drawn from 1M values, on a day no larger than the window's, so
+    # the distinct count stays under 5 x the window's; nearly every row holds a new id.
+    ids = np.random.default_rng(3).integers(0, 1_000_000, len(frame))
+    return frame.assign(cat_2=ids)
+
+
 def _shift_time(seconds: int, rows: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def corrupt(frame: pd.DataFrame) -> pd.DataFrame:
         ts = frame["ts"].to_numpy().copy()
@@ -127,6 +134,12 @@ BAD_DAYS: dict[str, tuple[Callable, str, str | None, str]] = {
     ),
     "duplicated rows": (_duplicated, "duplicate_rows", None, "'rows': 400"),
     "id flood": (_flood, "id_cardinality", "cat_16", "observed 100"),
+    "id flood relative to the day": (
+        _relative_flood,
+        "id_unique_share",
+        "cat_2",
+        "observed 1.0;",
+    ),
     "out-of-range values": (
         lambda f: f.assign(dense_5=f["dense_5"] * 1e4 + 1e6),
         "dense_reference_range",
@@ -179,6 +192,25 @@ def test_a_corrupt_parquet_file_becomes_a_failed_report(tmp_path: Path, good_day
     assert "LakeError" in summary and FIXES["readable"] in summary
     lake.quarantine(DAY, report.to_dict())  # the flow quarantines it like any bad day
     assert lake.reason(DAY)["reason"]["checks"][0]["name"] == "readable"
+
+
+def test_the_relative_flood_passes_the_count_bound(good_day, schema, profile, suite) -> None:
+    """Why the share check exists: the same flood is within the absolute count bound."""
+    report = _validate(_relative_flood(good_day), schema, profile, suite)
+    by_check = {(c.name, c.column): c for c in report.checks}
+    assert by_check[("id_cardinality", "cat_2")].passed
+    assert not by_check[("id_unique_share", "cat_2")].passed
+    limit = by_check[("id_unique_share", "cat_2")].expected["max_value"]
+    share = profile.unique_share["cat_2"]
+    assert limit == pytest.approx(share + 0.5 * (1 - share), abs=1e-6) and limit < 0.9
+
+
+def test_a_profile_saved_before_unique_share_loads(tmp_path: Path, profile) -> None:
+    data = json.loads(profile.to_json())
+    del data["unique_share"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = ReferenceProfile.load(tmp_path / "old.json")
+    assert old.unique_share == {} and old.cardinality == profile.cardinality
 
 
 def test_an_id_column_that_changes_kind_fails(good_day, schema, profile, suite) -> None:
