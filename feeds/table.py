@@ -7,14 +7,19 @@ a worked example (``python -m quantrec.feeds.table_example DIR``); its ``EXAMPLE
 reference layout of a spec, every key commented.
 
 Values are passed through, not repaired: a NaN count, a null id or a label of 2 reaches the
-day checks, which name it. ``dense_fill`` (optional) fills missing dense values instead.
+day checks, which name it. ``dense_fill`` (optional) fills missing dense values instead; text
+in a dense column ("12,50", "n/a") is never filled or read as missing: it is an error naming
+the file, the column and examples. Rows dated after the current time are refused the same way.
+
+``files`` are read from the spec's folder: every entry must match a file, and a file outside
+the folder (an absolute path, ``..``) is refused unless the spec sets ``allow_absolute_paths =
+true``. Errors about a file name it but never quote its contents beyond the spec's columns.
 The files are read once, on first use, and held in memory: this feed is for tables that fit
 in memory; partition larger logs upstream and point ``files`` at one day at a time.
 """
 
 from __future__ import annotations
 
-import glob
 import operator
 import re
 import tomllib
@@ -28,11 +33,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 from quantrec.feeds.base import BaseFeedConfig, FeedError, check_day, require_rows
+from quantrec.feeds.table_files import dense_numbers, read_file, refuse_future, spec_files
 
 LABEL = "label"
 _OPERATORS = {
@@ -130,6 +135,11 @@ class TableSpec(_Strict):
     """The mapping file of a table feed (see the module docstring)."""
 
     files: tuple[str, ...] = Field(min_length=1)
+    allow_absolute_paths: bool = Field(
+        False,
+        description="Read files outside the spec's folder (absolute paths, '..'); off, "
+        "so a spec cannot read any file on the machine.",
+    )
     label: LabelSpec
     timestamp: TimestampSpec
     features: FeaturesSpec
@@ -210,18 +220,13 @@ class TableFeed:
 
     @cached_property
     def files(self) -> list[Path]:
-        patterns = (
-            [str(self.path)]
-            if self.path
-            else [str(self.spec_path.parent / f) for f in self.spec.files]
+        """The files to read: ``path`` (relative to the cwd) or the spec's ``files``."""
+        return spec_files(
+            self.spec.files,
+            self.spec_path,
+            path=self.path,
+            allow_absolute=self.spec.allow_absolute_paths,
         )
-        found = sorted({Path(p) for pattern in patterns for p in glob.glob(pattern)})
-        if not found:
-            raise FeedError(
-                f"table feed: {patterns} (from {self.spec_path}) match no file; fix `files` "
-                "in the spec (relative to the spec file) or pass --path"
-            )
-        return found
 
     def available_days(self) -> list[date]:
         return sorted(self._rows["_day"].unique())
@@ -236,10 +241,12 @@ class TableFeed:
 
     @cached_property
     def _rows(self) -> pd.DataFrame:
-        raw = pd.concat(
-            [_read(f, self.spec.source_columns()) for f in self.files], ignore_index=True
-        )
-        return to_contract(raw, self.spec, source=str(self.spec_path))
+        columns, dense = self.spec.source_columns(), self.spec.features.dense
+        frames = [read_file(f, columns, dense=dense) for f in self.files]
+        raw = pd.concat(frames, ignore_index=True)
+        rows = to_contract(raw, self.spec, source=str(self.spec_path))
+        refuse_future(rows, frames, self.files, column=self.spec.timestamp.column)
+        return rows
 
 
 class TableFeedConfig(BaseFeedConfig):
@@ -267,7 +274,7 @@ def to_contract(raw: pd.DataFrame, spec: TableSpec, *, source: str) -> pd.DataFr
     else:
         out[LABEL] = raw[spec.label.column]  # as it is: the day checks judge its values
     for name in f.dense:
-        values = pd.to_numeric(raw[name], errors="coerce")
+        values = dense_numbers(raw[name], source=source, column=name)
         out[name] = (values if f.dense_fill is None else values.fillna(f.dense_fill)).astype(
             np.float32
         )
@@ -279,24 +286,6 @@ def to_contract(raw: pd.DataFrame, spec: TableSpec, *, source: str) -> pd.DataFr
     out[ts.column] = (when - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     out["_day"] = when.dt.date
     return out.iloc[np.argsort(out[ts.column].to_numpy(), kind="stable")]
-
-
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
-    """The spec's columns of one CSV or Parquet file; ``FeedError`` names what is missing."""
-    try:
-        if path.suffix in (".parquet", ".pq"):
-            frame = pq.read_table(path).to_pandas()
-        else:
-            frame = pd.read_csv(path)
-    except (OSError, ValueError, pa.ArrowException) as err:
-        raise FeedError(f"table feed: cannot read {path}: {err}") from err
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise FeedError(
-            f"table feed: {path} lacks column(s) {missing} named in the spec; it has "
-            f"{list(frame.columns)}. Fix the spec or re-export the file"
-        )
-    return frame[columns]
 
 
 def _ids(values: pd.Series) -> pd.Series:
