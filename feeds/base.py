@@ -25,7 +25,7 @@ Usage::
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
@@ -92,6 +92,19 @@ def check_day(run_date: Any, *, feed: str) -> date:
     """``run_date`` if it is a date (not a datetime), else ``FeedError`` naming the feed."""
     if not isinstance(run_date, date) or isinstance(run_date, datetime):
         raise FeedError(f"{feed} feed: a day must be a datetime.date; got {run_date!r}")
+    return run_date
+
+
+def check_run_date(run_date: date, *, today: date | None = None) -> date:
+    """``run_date`` unless it lies after ``today`` (default: today's UTC date), in which
+    case ``FeedError``: a day that has not happened has no clicks to learn from, and a run
+    of it would register models dated ahead of every real day."""
+    today = today or datetime.now(UTC).date()
+    if run_date > today:
+        raise FeedError(
+            f"run date {run_date} is in the future (today is {today}, UTC): a day can be "
+            "run once it has begun; check the --date (year?), or the clock of the machine"
+        )
     return run_date
 
 

@@ -5,9 +5,12 @@ Layout under ``root``::
     day=2024-01-15/part-0.parquet           an admitted day
     _quarantine/day=2024-01-16/part-0.parquet
     _quarantine/day=2024-01-16/reason.json  why it was set aside
+    _feed.json                              the feed and the columns its days hold
 
 Raw data is never overwritten or deleted: ``write`` refuses different content for a day
 that exists, ``quarantine`` moves a day aside with its reason, ``readmit`` moves it back.
+A lake holds the days of one feed: ``bind`` records the feed's kind and columns on first use
+and refuses a run that reads another feed, or the same feed with other columns, into it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import pyarrow.parquet as pq
 PART_FILE = "part-0.parquet"
 REASON_FILE = "reason.json"
 QUARANTINE_DIR = "_quarantine"
+FEED_FILE = "_feed.json"
+UNRECORDED = "unrecorded"  # a lake written before FEED_FILE existed
 _PREFIX = "day="
 
 
@@ -95,6 +100,34 @@ class DayLake:
     def quarantined_days(self) -> list[date]:
         """Quarantined days, oldest first."""
         return _scan(self.root / QUARANTINE_DIR)
+
+    def bind(self, feed: str, columns: Iterable[str]) -> None:
+        """Record that this lake holds days of ``feed`` with ``columns`` (the schema's
+        partition columns, in order), or raise ``LakeError`` if it holds another feed's.
+
+        A lake written before the record existed is judged by its newest day's columns.
+        """
+        wanted = {"feed": feed, "columns": list(columns)}
+        record = self.root / FEED_FILE
+        if record.is_file():
+            try:
+                held = json.loads(record.read_text())
+                held = {"feed": held["feed"], "columns": list(held["columns"])}
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise LakeError(
+                    f"cannot read {record}, the record of which feed lake {self.root} holds: "
+                    f"{err}. Restore it, or delete it to let the next run record its feed"
+                ) from err
+        else:
+            days = self.days()
+            if days and (found := _columns(self.path(days[-1]))) != wanted["columns"]:
+                held = {"feed": UNRECORDED, "columns": found}
+            else:
+                self.root.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps(wanted, indent=2))
+                return
+        if held != wanted:
+            raise LakeError(_other_feed_message(self.root, held, wanted))
 
     def write(self, day: date, frame: pd.DataFrame) -> Path:
         """Store ``frame`` as the partition of ``day`` and return its path.
@@ -222,6 +255,31 @@ class DayLake:
             f"day {day} is quarantined at {self.quarantine_path(day)}: {why}. "
             f"Fix or confirm the data, then call DayLake({str(self.root)!r}).readmit({day!r})."
         )
+
+
+def _columns(partition: Path) -> list[str]:
+    try:
+        return list(pq.read_schema(partition).names)
+    except (OSError, pa.ArrowException) as err:
+        raise LakeError(f"cannot read the columns of partition {partition}: {err}") from err
+
+
+def _other_feed_message(root: Path, held: dict, wanted: dict) -> str:
+    if held["feed"] != wanted["feed"]:
+        what = f"the {held['feed']} feed's days, not the {wanted['feed']} feed's this run reads"
+    else:
+        what = f"days of the {held['feed']} feed with other columns than this run's"
+    added = [c for c in wanted["columns"] if c not in held["columns"]]
+    dropped = [c for c in held["columns"] if c not in wanted["columns"]]
+    columns = (
+        f"; columns new here {added[:5]}, missing here {dropped[:5]}" if added or dropped else ""
+    )
+    known = held["feed"] != UNRECORDED
+    same = f"--feed {held['feed']} and its options" if known else "the feed that wrote them"
+    return (
+        f"lake {root} holds {what}{columns}. A lake keeps one feed: run with {same}, or "
+        "point QUANTREC_HOME at another home for this feed"
+    )
 
 
 def _scan(folder: Path) -> list[date]:

@@ -189,20 +189,41 @@ def resolve_config(args: argparse.Namespace):
 def run_command(args: argparse.Namespace) -> int:
     from quantrec.flows.daily_lifecycle import daily_lifecycle
 
-    outcome = daily_lifecycle(args.date, resolve_config(args), force=args.force, wait=args.wait)
+    config = _checked_run(resolve_config(args), args.date, args.date)
+    outcome = daily_lifecycle(args.date, config, force=args.force, wait=args.wait)
     return _finish([outcome], as_json=args.json)
 
 
 def search_command(args: argparse.Namespace) -> int:
     from quantrec.flows.search import quantization_search
 
-    return _finish([quantization_search(args.date, resolve_config(args))], as_json=args.json)
+    config = _checked_run(resolve_config(args), args.date, args.date)
+    return _finish([quantization_search(args.date, config)], as_json=args.json)
 
 
 def backfill_command(args: argparse.Namespace) -> int:
     from quantrec.flows.backfill import backfill
 
-    return _finish(backfill(args.start, args.end, resolve_config(args)), as_json=args.json)
+    config = _checked_run(resolve_config(args), args.start, args.end)
+    return _finish(backfill(args.start, args.end, config), as_json=args.json)
+
+
+def _checked_run(config, start: date, end: date):
+    """``config`` if the dates can run on this home, before any flow (and Prefect's server)
+    starts: the range in order, no date in the future, and a lake holding this feed's days
+    (``FeedError`` / ``LakeError``, exit 2)."""
+    from quantrec.feeds.base import FeedError, check_run_date
+    from quantrec.tasks.settings import quantrec_home
+
+    if end < start:
+        raise FeedError(
+            f"backfill --end {end} is before --start {start}; give an end on or after the "
+            f"start (e.g. --start {end} --end {start})"
+        )
+    check_run_date(end)
+    schema = config.feed.build(end).schema()
+    quantrec_home().day_lake().bind(config.feed.kind, schema.partition_columns)
+    return config
 
 
 def demo_command(args: argparse.Namespace) -> int:

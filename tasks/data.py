@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from quantrec.data_checks.partition import validate_lake_day
 from quantrec.data_checks.reference import Tolerances
 from quantrec.data_checks.render import report_html
+from quantrec.feeds.base import check_run_date
 from quantrec.models.lifecycle import Partitions, Validation, admit_days
 from quantrec.models.names import Tag
 from quantrec.tasks.config import QuantrecConfig
@@ -39,10 +40,14 @@ def _is_io_error(task, task_run, state) -> bool:
 )
 def ingest_days(run_date: date, window_days: int, feed, run_id: str) -> Partitions:
     """Write the window and the run date into the lake (days already there are kept).
-    ``feed`` is the config's ``[feed]`` section."""
+    ``feed`` is the config's ``[feed]`` section; a run date in the future, or a lake that
+    holds another feed's days, is refused before anything is written."""
     home, client = connect()
+    check_run_date(run_date)
     with stage_timer(client, run_id, "ingest"):
-        partitions = admit_days(home.day_lake(), feed.build(run_date), run_date, window_days)
+        source, day_lake = feed.build(run_date), home.day_lake()
+        day_lake.bind(feed.kind, source.schema().partition_columns)
+        partitions = admit_days(day_lake, source, run_date, window_days)
     for day, why in partitions.skipped.items():
         get_run_logger().warning("day %s: %s", day, why)
     client.log_dict(

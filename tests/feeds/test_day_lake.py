@@ -146,3 +146,44 @@ def test_a_quarantined_day_can_be_written_afresh_but_not_readmitted_over(lake: D
 def test_quarantining_a_missing_day_is_refused(lake: DayLake) -> None:
     with pytest.raises(LakeError, match="does not exist"):
         lake.quarantine(DAY, {"why": "x"})
+
+
+COLUMNS = ["label", "dense_0", "cat_0", "marker"]
+
+
+def test_bind_records_the_feed_and_accepts_it_again(lake: DayLake) -> None:
+    lake.bind("table", COLUMNS)
+    record = json.loads((lake.root / lake_module.FEED_FILE).read_text())
+    assert record == {"feed": "table", "columns": COLUMNS}
+    lake.bind("table", COLUMNS)  # the same feed: no error
+    assert lake.days() == []  # the record is not a day
+
+
+def test_a_lake_refuses_another_feed_and_keeps_its_days(lake: DayLake) -> None:
+    lake.bind("table", COLUMNS)
+    path = lake.write(DAY, _frame(1))
+    before = path.read_bytes()
+    with pytest.raises(LakeError) as err:
+        lake.bind("synthetic", COLUMNS)
+    message = str(err.value)
+    assert str(lake.root) in message and "the table feed's days" in message
+    assert "not the synthetic feed's" in message and "--feed table" in message
+    with pytest.raises(LakeError, match=r"other columns.*new here \['price'\], missing here"):
+        lake.bind("table", [*COLUMNS[:-1], "price"])
+    assert path.read_bytes() == before and lake.days() == [DAY]
+
+
+def test_a_lake_written_before_the_record_is_judged_by_its_columns(lake: DayLake) -> None:
+    lake.write(DAY, _frame(1))
+    with pytest.raises(LakeError, match=r"holds the unrecorded feed's days.*the feed that wrote"):
+        lake.bind("synthetic", ["label", "dense_0", "cat_0"])
+    assert not (lake.root / lake_module.FEED_FILE).exists()
+    lake.bind("table", COLUMNS)  # its columns: adopted and recorded
+    assert json.loads((lake.root / lake_module.FEED_FILE).read_text())["feed"] == "table"
+
+
+def test_an_unreadable_record_is_named(lake: DayLake) -> None:
+    lake.root.mkdir(parents=True)
+    (lake.root / lake_module.FEED_FILE).write_text("{not json")
+    with pytest.raises(LakeError, match=r"cannot read .*_feed\.json"):
+        lake.bind("table", COLUMNS)
