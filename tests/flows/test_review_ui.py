@@ -130,7 +130,7 @@ def test_model_cards_hold_the_plan_as_a_table_in_table_order(backfilled, client)
         gap = GAP  # MLflow's tables have no cell padding
         assert f"\n\n| model{gap} | ne{gap} | auc{gap} | log_loss{gap} | calibration{gap} |" in card
         assert f"\n\n| unit{gap} | feature{gap} | precision{gap} | bytes{gap} |" in card
-        units = re.findall(r"^\| `([^`]+)` \|", card, flags=re.MULTILINE)
+        units = re.findall(r"^\| `([^`]+)`", card, flags=re.MULTILINE)
         tables = [u for u in units if "embedding_bags" in u]
         assert len(tables) > 10 and tables == sorted(tables, key=natural_key)
         assert "### Gate checks of this variant (failures first)" in card
