@@ -6,6 +6,7 @@ from datetime import date
 
 import mlflow
 import pandas as pd
+import pytest
 
 from quantrec.flows.cli import main
 from quantrec.models.batch import batch_from_frame
@@ -105,10 +106,32 @@ def test_plan_is_searched_once_then_reused_while_it_passes(backfilled, client):
     assert "search.candidates" in first.data.metrics
     artifacts = {a.path for a in client.list_artifacts(first.info.run_id, "search")}
     assert {"search/plan.json", "search/search.json", "search/pareto.png"} <= artifacts
+    _, config, _ = backfilled
+    bound = config.gate.quantization_ne_budget_rel  # search.faithfulness left unset
     for earlier, record in zip(records, records[1:]):
-        verdict = client.get_run(earlier["mlflow_run_id"]).data.tags["quantrec.searched_verdict"]
-        expected = "searched" if verdict == "rejected" else "reused"
-        assert record["plan_source"] == expected, (earlier["date"], verdict)
+        run = client.get_run(earlier["mlflow_run_id"]).data
+        verdict = run.tags["quantrec.searched_verdict"]
+        drifted = (
+            abs(run.metrics["search.realised_delta"]) >= config.search.reuse_drift_share * bound
+        )
+        refused = "the reused plan's interval crosses" in record["plan_reason"]
+        expected = "searched" if verdict == "rejected" or drifted or refused else "reused"
+        assert record["plan_source"] == expected, (earlier["date"], verdict, drifted)
+
+
+def test_every_run_records_the_plans_predicted_and_realised_ne_change(backfilled, client):
+    _, config, records = backfilled
+    bound = config.gate.quantization_ne_budget_rel
+    for record in records:
+        metrics = client.get_run(record["mlflow_run_id"]).data.metrics
+        low, high = metrics["search.predicted_delta_low"], metrics["search.predicted_delta_high"]
+        assert low <= metrics["search.predicted_delta"] <= high
+        assert (record["predicted_delta_low"], record["predicted_delta_high"]) == (low, high)
+        if record["plan_source"] == "searched":  # accepted only within the two-sided bound
+            assert max(abs(low), abs(high)) <= bound, record["plan_reason"]
+        realised = (metrics["searched.ne"] - metrics["fp32.ne"]) / metrics["fp32.ne"]
+        assert metrics["search.realised_delta"] == pytest.approx(realised, rel=1e-9)
+        assert record["realised_delta"] == pytest.approx(realised, rel=1e-9)
 
 
 def test_searched_version_reloads_with_its_plan(backfilled, client):
