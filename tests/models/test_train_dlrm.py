@@ -460,3 +460,19 @@ def test_an_optimizer_state_of_another_architecture_is_refused(make_model, make_
         )
     with pytest.raises(ValueError, match="resumes a continued run"):
         train_dlrm(model, make_batch(rows=300, seed=1), seed=0, optimizer_state={})
+
+
+def test_the_kept_epoch_keeps_its_own_optimizer_state(make_model, make_batch):
+    """Early stopping that keeps epoch 1 of 2 saves the optimizers as they were after
+    epoch 1: a continued run resumes from the weights it continues, not from later steps."""
+    from quantrec.models.batch import Batch
+
+    batch = make_batch(rows=640, seed=0)
+    flipped = make_batch(rows=300, seed=1)
+    flipped = Batch(flipped.dense, flipped.sparse, 1.0 - flipped.labels)  # only hurts
+    model = make_model(seed=2)
+    report = train_dlrm(model, batch, seed=0, validation=flipped, batch_size=64, max_epochs=3)
+    assert report.best_epoch == 1 and report.epochs == 2
+    state = model.optimizer_state
+    assert int(state["rowwise_adagrad"]["steps"]) == 640 // 64  # one epoch's steps
+    assert all(int(s["step"]) == 640 // 64 for s in state["adam"]["state"].values())
