@@ -63,8 +63,8 @@ FIXES: dict[str, str] = {
     "the change is real, rebuild the reference window",
     "id_cardinality": "an id flood: look for bots, a hashing bug or a session id written "
     "into an id column",
-    "id_unique_share": "an id flood relative to the day: nearly every row holds a new id "
-    "(bots, a hashing bug, a session or request id written into an id column)",
+    "id_new_share": "an id flood relative to the day: nearly every row holds an id never "
+    "seen in the window (bots, a hashing bug, a session or request id in an id column)",
     "id_valid": "negative ids are broken join keys; map them to an unknown id upstream",
     "id_kind": "cast ids to the kind the reference used (integer vs string hash to different rows)",
     "timestamp_present": "export the event-time column named in the schema",

@@ -1,8 +1,9 @@
 """Validate one day partition against the contract and, if given, its reference window.
 
 ``validate_partition`` = ``validate_day`` (pandas structure checks + the GX suite) plus the
-pandas checks GX cannot say clearly: the kind of each id column against the reference,
-fully duplicated rows, rows dated on other days and rows dated in the future. Every
+pandas checks GX cannot say clearly: the kind of each id column against the reference, an
+id flood relative to the day (distinct ids unseen in the window, per row), fully duplicated
+rows, rows dated on other days and rows dated in the future. Every
 outcome is one ``ValidationReport``; a file that cannot even be read becomes a failed
 report too (``report_from_error``), so a flow quarantines every bad day the same way.
 
@@ -21,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,7 @@ def validate_partition(
     profile: ReferenceProfile | None = None,
     suite: gx.ExpectationSuite | None = None,
     now: datetime | None = None,
+    reference_ids: Mapping[str, pd.Index] | None = None,
 ) -> ValidationReport:
     """Every check of one day; never raises on bad data.
 
@@ -58,12 +61,16 @@ def validate_partition(
         suite: the suite to run, usually ``build_reference_suite(profile, schema)`` built
             once per run; default: the contract suite (``build_suite``).
         now: the clock for ``future_dates`` (default: the current UTC time).
+        reference_ids: the distinct ids of each single-valued column over the reference
+            days (``reference_ids``), for ``id_new_share``; None skips that check.
     """
     report = validate_day(frame, schema, source=source, day=day, suite=suite)
     tolerances = profile.tolerances if profile else Tolerances()
     extra = [_duplicates(frame, schema, profile, tolerances)]
     if profile is not None:
         extra.append(_id_kinds(frame, schema, profile))
+        if reference_ids is not None:
+            extra += _new_id_shares(frame, profile, reference_ids, tolerances)
     if schema.timestamp and schema.timestamp in frame.columns:
         extra += _timestamps(frame[schema.timestamp], day, tolerances, now or datetime.now(UTC))
     report.checks.extend(extra)
@@ -96,6 +103,52 @@ def _duplicates(
         return CheckResult("duplicate_rows", False, {"error": str(err)}, {"max_share": limit})
     observed = {"share": round(share, 6), "rows": int(round(share * len(frame)))}
     return CheckResult("duplicate_rows", share <= limit, observed, {"max_share": limit})
+
+
+def reference_ids(days: list[pd.DataFrame], schema: FeatureSchema) -> dict[str, pd.Index]:
+    """The distinct ids of each single-valued categorical column over ``days``."""
+    single = [c.name for c in schema.categorical if not c.multi_valued]
+    return {
+        c: pd.Index(pd.unique(pd.concat([d[c] for d in days if c in d.columns]).dropna()))
+        for c in single
+    }
+
+
+def _new_id_shares(
+    frame: pd.DataFrame,
+    profile: ReferenceProfile,
+    known: Mapping[str, pd.Index],
+    tolerances: Tolerances,
+) -> list[CheckResult]:
+    """Per id column: distinct ids unseen in the reference / the day's ids, at most the
+    reference's share of distinct ids plus ``unique_share_headroom`` of the rest."""
+    checks = []
+    for column, share in profile.unique_share.items():
+        if column not in frame.columns or column not in known:
+            continue
+        present = frame[column].dropna()
+        try:
+            new = pd.Index(pd.unique(present)).difference(known[column])
+        except TypeError as err:  # ids of mixed kinds: id_kind / dtypes name it
+            checks.append(CheckResult("id_new_share", False, {"error": str(err)}, {}, column))
+            continue
+        observed = len(new) / len(present) if len(present) else 0.0
+        limit = share + tolerances.unique_share_headroom * (1.0 - share)
+        checks.append(
+            CheckResult(
+                "id_new_share",
+                observed <= limit,
+                {
+                    "new_ids_per_row": round(observed, 4),
+                    "new_ids": len(new),
+                    "rows": len(present),
+                    "examples": new[:_EXAMPLES].tolist(),
+                },
+                {"max_new_ids_per_row": round(limit, 4), "window_distinct_per_row": share},
+                column=column,
+            )
+        )
+    return checks
 
 
 def _id_kinds(frame: pd.DataFrame, schema: FeatureSchema, profile: ReferenceProfile) -> CheckResult:
@@ -192,16 +245,17 @@ def validate_lake_day(
     from quantrec.feeds.lake import LakeError
 
     source = str(day_lake.path(day))
-    profile = suite = None
+    profile = suite = known = None
     if window:
-        profile = profile_reference(
-            [day_lake.read(d) for d in window], schema, tolerances=tolerances
-        )
+        days = [day_lake.read(d) for d in window]
+        profile = profile_reference(days, schema, tolerances=tolerances)
         suite = build_reference_suite(profile, schema)
+        known = reference_ids(days, schema)
     try:
         frame = day_lake.read(day)
     except LakeError as err:
         return report_from_error(err, source=source, day=day), profile
-    return validate_partition(
-        frame, schema, source=source, day=day, profile=profile, suite=suite
-    ), profile
+    report = validate_partition(
+        frame, schema, source=source, day=day, profile=profile, suite=suite, reference_ids=known
+    )
+    return report, profile

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from quantrec.data_checks.contract import FIXES
-from quantrec.data_checks.partition import report_from_error, validate_partition
+from quantrec.data_checks.partition import reference_ids, report_from_error, validate_partition
 from quantrec.data_checks.reference import (
     ReferenceProfile,
     Tolerances,
@@ -49,9 +49,19 @@ def feed() -> SyntheticFeed:
 
 
 @pytest.fixture(scope="module")
-def profile(feed: SyntheticFeed, schema: FeatureSchema) -> ReferenceProfile:
-    window = [DAY - timedelta(days=k) for k in (3, 2, 1)]
-    return profile_reference([_with_time(feed.day(d), d, k) for k, d in enumerate(window)], schema)
+def window(feed: SyntheticFeed) -> list[pd.DataFrame]:
+    days = [DAY - timedelta(days=k) for k in (3, 2, 1)]
+    return [_with_time(feed.day(d), d, k) for k, d in enumerate(days)]
+
+
+@pytest.fixture(scope="module")
+def profile(window, schema: FeatureSchema) -> ReferenceProfile:
+    return profile_reference(window, schema)
+
+
+@pytest.fixture(scope="module")
+def known(window, schema: FeatureSchema) -> dict[str, pd.Index]:
+    return reference_ids(window, schema)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +74,16 @@ def good_day(feed: SyntheticFeed) -> pd.DataFrame:
     return _with_time(feed.day(DAY), DAY, 9)
 
 
-def _validate(frame, schema, profile, suite):
+def _validate(frame, schema, profile, suite, known=None):
     return validate_partition(
-        frame, schema, source=SOURCE, day=DAY, profile=profile, suite=suite, now=NOW
+        frame,
+        schema,
+        source=SOURCE,
+        day=DAY,
+        profile=profile,
+        suite=suite,
+        now=NOW,
+        reference_ids=known,
     )
 
 
@@ -136,9 +153,9 @@ BAD_DAYS: dict[str, tuple[Callable, str, str | None, str]] = {
     "id flood": (_flood, "id_cardinality", "cat_16", "observed 100"),
     "id flood relative to the day": (
         _relative_flood,
-        "id_unique_share",
+        "id_new_share",
         "cat_2",
-        "observed 1.0;",
+        "'new_ids_per_row': 0.9985",
     ),
     "out-of-range values": (
         lambda f: f.assign(dense_5=f["dense_5"] * 1e4 + 1e6),
@@ -157,20 +174,21 @@ BAD_DAYS: dict[str, tuple[Callable, str, str | None, str]] = {
 }
 
 
-def test_a_good_day_passes_the_reference_suite(good_day, schema, profile, suite) -> None:
-    report = _validate(good_day, schema, profile, suite)
+def test_a_good_day_passes_the_reference_suite(good_day, schema, profile, suite, known) -> None:
+    report = _validate(good_day, schema, profile, suite, known)
     assert report.passed, report.summary()
     names = {c.name for c in report.checks}
     assert {"label_rate", "dense_reference_range", "id_cardinality", "row_count_reference"} <= names
     assert {"duplicate_rows", "rows_from_other_days", "future_dates", "id_kind"} <= names
+    assert "id_new_share" in names
 
 
 @pytest.mark.parametrize("case", list(BAD_DAYS))
 def test_each_bad_input_fails_with_a_one_paragraph_summary(
-    case: str, good_day, schema, profile, suite
+    case: str, good_day, schema, profile, suite, known
 ) -> None:
     corrupt, check, column, observed = BAD_DAYS[case]
-    report = _validate(corrupt(good_day), schema, profile, suite)
+    report = _validate(corrupt(good_day), schema, profile, suite, known)
     assert not report.passed
     assert (check, column) in {(c.name, c.column) for c in report.failed()}, report.summary()
     summary = report.summary()
@@ -194,15 +212,27 @@ def test_a_corrupt_parquet_file_becomes_a_failed_report(tmp_path: Path, good_day
     assert lake.reason(DAY)["reason"]["checks"][0]["name"] == "readable"
 
 
-def test_the_relative_flood_passes_the_count_bound(good_day, schema, profile, suite) -> None:
+def test_the_relative_flood_passes_the_count_bound(good_day, schema, profile, suite, known):
     """Why the share check exists: the same flood is within the absolute count bound."""
-    report = _validate(_relative_flood(good_day), schema, profile, suite)
+    report = _validate(_relative_flood(good_day), schema, profile, suite, known)
     by_check = {(c.name, c.column): c for c in report.checks}
     assert by_check[("id_cardinality", "cat_2")].passed
-    assert not by_check[("id_unique_share", "cat_2")].passed
-    limit = by_check[("id_unique_share", "cat_2")].expected["max_value"]
+    flood = by_check[("id_new_share", "cat_2")]
+    assert not flood.passed and flood.observed["new_ids"] > 0.99 * ROWS
+    limit = flood.expected["max_new_ids_per_row"]
     share = profile.unique_share["cat_2"]
-    assert limit == pytest.approx(share + 0.5 * (1 - share), abs=1e-6) and limit < 0.9
+    assert limit == pytest.approx(share + 0.5 * (1 - share), abs=1e-4) and limit < 0.9
+
+
+def test_ids_seen_in_the_window_are_no_flood_however_distinct(
+    good_day, schema, profile, suite, known
+) -> None:
+    """A day whose ids are all distinct but all known (a user rating each film once) passes."""
+    ids = known["cat_3"][: len(good_day)]
+    assert len(ids) > 0.9 * profile.unique_share["cat_3"] * ROWS
+    day = good_day.iloc[: len(ids)].assign(cat_3=ids.to_numpy())
+    report = _validate(day, schema, profile, suite, known)
+    assert ("id_new_share", "cat_3") not in {(c.name, c.column) for c in report.failed()}
 
 
 def test_a_profile_saved_before_unique_share_loads(tmp_path: Path, profile) -> None:
