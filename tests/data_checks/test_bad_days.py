@@ -170,6 +170,18 @@ BAD_DAYS: dict[str, tuple[Callable, str, str | None, str]] = {
         "'2024-02-07': 50",
     ),
     "future dates": (_shift_time(3 * 86_400, 5), "future_dates", "ts", "'rows': 5"),
+    "rows dated 2100": (
+        lambda f: f.assign(ts=np.where(np.arange(len(f)) < 4, 4102444800, f["ts"])),
+        "future_dates",
+        "ts",
+        "'latest': '2100-01-01T00:00:00+00:00'",
+    ),
+    "rows dated after the run date": (
+        _shift_time(86_400, 7),
+        "rows_from_other_days",
+        "ts",
+        "'2024-02-09': 7",
+    ),
     "labels other than 0/1": (_first("label", 2), "label_in_set", "label", "[2, 2, 2]"),
 }
 
