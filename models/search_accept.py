@@ -13,9 +13,10 @@ search did not pick it on:
    of |delta| is what the plan may cost (or gain) on the next day, and a plan far from its
    parent in either direction is a different model, not a faithful low-precision copy.
    When it crosses, the unit whose option is the most sensitive (by |sensitivity|) steps
-   up its ladder, until the interval holds; once the walked plan is no smaller than a
-   uniform variant (int8 everywhere, then fp16 everywhere) whose interval holds, that
-   uniform variant is taken instead. fp32 itself holds trivially ([0, 0]).
+   up its ladder, until the interval holds (steps whose units' |sensitivities| alone sum
+   past the bound are taken without scoring, as in the ranked search); once the walked
+   plan is no smaller than a uniform variant (int8 everywhere, then fp16 everywhere) whose
+   interval holds, that uniform variant is taken instead. fp32 itself holds trivially ([0, 0]).
 """
 
 from __future__ import annotations
@@ -156,10 +157,15 @@ def accept_by_interval(
                     f"{name}: the searched plans' intervals crossed the faithfulness bound "
                     f"{100 * bound:.3f} %; {interval.describe()}",
                 )
-        interval = meter.measure(evaluator.variant(precisions))
-        if interval is None:
-            return start, None, "faithfulness not checked: no interval on these rows"
-        if interval.holds(bound):
+        movable = [n for n in step if step[n] < len(ladders[n]) - 1]
+        estimate = sum(abs(sensitivity[(n, p)]) for n, p in precisions.items())
+        if label == start.label or estimate <= bound or not movable:
+            interval = meter.measure(evaluator.variant(precisions))
+            if interval is None:
+                return start, None, "faithfulness not checked: no interval on these rows"
+        else:  # the units' own changes alone add up past the bound: no need to score it
+            interval = None
+        if interval is not None and interval.holds(bound):
             if label == start.label:
                 return start, interval, f"faithful: {interval.describe()}"
             return (
@@ -169,7 +175,6 @@ def accept_by_interval(
                 f"{100 * bound:.3f} %; stepped its most sensitive units up until "
                 f"{interval.describe()}",
             )
-        movable = [n for n in step if step[n] < len(ladders[n]) - 1]
         worst = max(movable, key=lambda n: abs(sensitivity[(n, ladders[n][step[n]])]))
         step[worst] += 1
         label = "backed_off"
