@@ -9,8 +9,10 @@ Prefect tasks; ``tests/benchmarks/bench_overhead.py`` calls the same functions d
    run stops before training (bad or missing data, an empty window);
 3. drift of D against the champion's reference -> ``DriftOutcome``;
 4. ``train_fp32`` on the window, a seeded share of its last day held out -> ``Trained``;
-5. ``why_search`` (reuse yesterday's plan, or search: forced, none, failed, severe drift) and
-   ``search_plan`` -> ``PlanChoice``;
+5. ``why_search`` (reuse yesterday's plan, or search: forced, none, failed, severe drift,
+   realised change drifting towards the faithfulness bound), the reuse check
+   (``reuse_plan``, ``reuse_refused``) and ``search_plan`` -> ``PlanChoice``, with the
+   plan's predicted NE change and its interval;
 6. ``build_variants``: fp32, fp16, int8 and the plan's variant -> ``Candidate``;
 7. scoring on D (``models.evaluation``) and the gate (``models.gate``), candidates in
    ``promotion_preference`` order;
