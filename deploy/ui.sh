@@ -33,7 +33,14 @@ mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
 pids+=($!)
 stop() {
   trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  # Newest first: the served deployments stop while the API they report to is still up.
+  # Each gets Ctrl-C and ten seconds; whatever still runs then is killed.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[$i]}
+    kill -INT -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
   wait
 }
 trap stop INT TERM EXIT

@@ -11,6 +11,7 @@ day's partition from the lake.
 
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from datetime import date
@@ -78,17 +79,23 @@ def day_outcomes(start: date, end: date, experiment: str) -> dict[date, DayOutco
 
 
 def lifecycle_frame(
-    outcomes: dict[date, DayOutcome], model_name: str, batch_size: int
+    outcomes: dict[date, DayOutcome],
+    model_name: str,
+    batch_size: int,
+    *,
+    frozen_known: dict[date, float] | None = None,
 ) -> pd.DataFrame:
     """One row per run date: frozen_ne, fp32_ne, champion_ne, the baselines' and the
-    truth's NE, the training mode, drift_level, promoted, outcome."""
-    frozen = _frozen_model(outcomes, model_name)
+    truth's NE, the training mode, drift_level, promoted, outcome. ``frozen_known``: the
+    frozen model's NE of days already scored (a day's partition never changes)."""
+    known = frozen_known or {}
+    frozen = None if set(outcomes) <= set(known) else _frozen_model(outcomes, model_name)
     approved = _approved_versions(model_name)
     day_lake = quantrec_home().day_lake()
     rows = []
     for day, outcome in outcomes.items():
-        frozen_ne = math.nan
-        if frozen is not None and day_lake.exists(day):
+        frozen_ne = known.get(day, math.nan)
+        if day not in known and frozen is not None and day_lake.exists(day):
             batch = batch_from_frame(day_lake.read(day), frozen.schema)
             frozen_ne = score(frozen.model, batch, batch_size=batch_size).ne
         rows.append(
@@ -149,6 +156,8 @@ def write_report(
 PUBLISHED_DAYS = 60
 REPORT_RUN_NAME = "lifecycle-report"
 REPORT_KEY = "lifecycle-report"
+# The report run's tag: which version its frozen-model NEs were scored with.
+FROZEN_TAG = "quantrec.frozen_version"
 
 
 @mlflow_task("lifecycle-report")
@@ -178,10 +187,17 @@ def publish_lifecycle_report(config: QuantrecConfig) -> str | None:
 
 def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
     home, client = connect()
-    frame = lifecycle_frame(days, config.registry.model_name, config.evaluation.batch_size)
+    run_id = _report_run(client, home, config.registry.experiment)
+    frozen = _frozen_version(days)
+    frame = lifecycle_frame(
+        days,
+        config.registry.model_name,
+        config.evaluation.batch_size,
+        frozen_known=_scored_days(client, run_id, frozen),
+    )
     budget, shift = config.gate.quantization_ne_budget_rel, config.feed.shift_date
     summary = lifecycle_summary(frame, budget_rel=budget, shift_date=shift)
-    run_id = _report_run(client, home, config.registry.experiment)
+    client.set_tag(run_id, FROZEN_TAG, frozen or "")
     with tempfile.TemporaryDirectory(prefix="quantrec-lifecycle-") as tmp:
         write_lifecycle_report(frame, Path(tmp), budget_rel=budget, shift_date=shift)
         frame.to_csv(Path(tmp) / "lifecycle.csv", index=False)
@@ -209,6 +225,34 @@ def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
         description="NE per run date: frozen int8, daily fp32, managed champion",
     )
     return f"runs:/{run_id}/lifecycle/lifecycle.html"
+
+
+def _frozen_version(days: dict[date, DayOutcome]) -> str | None:
+    """The version the report scores as the frozen model (``_frozen_model``'s choice)."""
+    return next(
+        (
+            o.registered_versions[FROZEN_VARIANT]
+            for o in days.values()
+            if FROZEN_VARIANT in o.registered_versions
+        ),
+        None,
+    )
+
+
+def _scored_days(client, run_id: str, frozen: str | None) -> dict[date, float]:
+    """The frozen model's NE per day from the last published report, when it scored the
+    same frozen version: each run then scores its own day only, not the whole range."""
+    run = client.get_run(run_id)
+    if frozen is None or run.data.tags.get(FROZEN_TAG) != frozen:
+        return {}
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/lifecycle/lifecycle.csv")
+    except (MlflowException, OSError):
+        return {}
+    previous = pd.read_csv(io.StringIO(text), usecols=["date", "frozen_ne"]).dropna()
+    return {
+        date.fromisoformat(str(d)): float(ne) for d, ne in zip(previous.date, previous.frozen_ne)
+    }
 
 
 def _report_run(client, home, experiment: str) -> str:

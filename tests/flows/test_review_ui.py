@@ -94,6 +94,13 @@ def test_the_lifecycle_report_is_published_in_both_uis(backfilled, client):
     names = {a.path for a in client.list_artifacts(run.info.run_id, "lifecycle")}
     assert {"lifecycle/lifecycle.html", "lifecycle/lifecycle.png"} <= names
     assert run.data.tags[NOTE_TAG].startswith("# quantrec lifecycle, ")
+    # Each run scores only its own day with the frozen model; the earlier days' NEs are the
+    # ones the first runs measured, and all of them are there.
+    assert run.data.tags["quantrec.frozen_version"] == records[0]["registered_versions"]["int8"]
+    table = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/lifecycle/lifecycle.csv")
+    rows = table.strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [r["date"] for r in records]
+    assert all(row.split(",")[1] not in ("", "nan") for row in rows)
     plan = _artifacts(f"plan-{records[-1]['date']}")
     winner = records[-1]["promoted_variant"] or records[-1]["challenger_variant"]
     assert bool(plan) == bool(winner)
