@@ -44,9 +44,9 @@ def ingest_days(run_date: date, window_days: int, feed, run_id: str) -> Partitio
     holds another feed's days, is refused before anything is written."""
     home, client = connect()
     check_run_date(run_date)
+    source, day_lake = feed.build(run_date), home.day_lake()
+    day_lake.bind(feed.kind, source.schema().partition_columns)
     with stage_timer(client, run_id, "ingest"):
-        source, day_lake = feed.build(run_date), home.day_lake()
-        day_lake.bind(feed.kind, source.schema().partition_columns)
         partitions = admit_days(day_lake, source, run_date, window_days)
     for day, why in partitions.skipped.items():
         get_run_logger().warning("day %s: %s", day, why)
