@@ -57,3 +57,13 @@ def test_a_lake_of_table_days_refuses_a_synthetic_run(tmp_path, capsys) -> None:
         assert "not the synthetic feed's" in err and "--feed table" in err
     assert {p: p.read_bytes() for p in lake.root.rglob("*") if p.is_file()} == before
     assert lake.days() == [date(2024, 1, k) for k in range(1, 5)]
+
+
+def test_a_model_name_with_a_quote_exits_2_before_any_query(tmp_path, capsys) -> None:
+    config = tmp_path / "q.toml"
+    config.write_text("[registry]\nmodel_name = \"ctr' or name != '\"\n")
+    for command in (["review", "list"], ["verify", "1"], ["run", "--date", "2026-01-05"]):
+        assert main([*command, "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert f"{config}: registry.model_name" in err and "Traceback" not in err
+    assert not (quantrec_home().root / "mlflow.db").exists()
