@@ -21,12 +21,12 @@ One run of ``train_dlrm``:
    rows: the days of a model line are then trained as one long pass in time order, as a
    streaming production trainer does. Synthetic feed, 10 run dates from 2024-01-04 with
    3-day windows (``benchmarks/quality.py --continual [--restart-optimizers]``, one
-   process each, same data): mean next-day NE 0.8492 resumed against 0.8497 with restarted
-   optimizers at a tenth of the rates (logistic regression 0.8551), the last day 0.8394
+   process each, same data): mean next-day NE 0.8493 resumed against 0.8497 with restarted
+   optimizers at a tenth of the rates (logistic regression 0.8551), the last day 0.8387
    against 0.8470, one epoch a day instead of 2-3; but the first continued days are worse
    (the logistic regression is beaten on 7 days of 10 against 9). After the sudden
    scenario's shift (``--scenario sudden``), resumed was better on 4 of the 5 shifted days
-   (0.962 / 0.892 / 0.883 / 0.900 / 0.867 against 0.986 / 0.905 / 0.891 / 0.887 / 0.870);
+   (0.963 / 0.892 / 0.882 / 0.898 / 0.864 against 0.986 / 0.905 / 0.891 / 0.887 / 0.870);
    neither recovers quickly without the lifecycle's full retrain on severe drift. The state
    saved is that of the epoch whose weights are kept.
 
