@@ -195,7 +195,7 @@ def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
         config.evaluation.batch_size,
         frozen_known=_scored_days(client, run_id, frozen),
     )
-    budget, shift = config.gate.quantization_ne_budget_rel, config.feed.shift_date
+    budget, shift = config.gate.quantization_ne_budget_rel, getattr(config.feed, "shift_date", None)
     summary = lifecycle_summary(frame, budget_rel=budget, shift_date=shift)
     client.set_tag(run_id, FROZEN_TAG, frozen or "")
     with tempfile.TemporaryDirectory(prefix="quantrec-lifecycle-") as tmp:

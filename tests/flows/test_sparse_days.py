@@ -65,3 +65,18 @@ def test_the_sparse_days_are_measured_against_their_baselines(sparse_backfill):
     for outcome in served:
         checks = outcome.checks[outcome.promoted_variant]
         assert all(c["passed"] for c in checks if c["name"].startswith("ne_"))
+
+
+def test_a_table_home_publishes_its_lifecycle_report(sparse_backfill):
+    """The report run exists on a feed without a shift date, and holds the report files."""
+    home, config, _ = sparse_backfill
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTREC_HOME", str(home))
+        _, client = connect()
+        runs = client.search_runs(
+            [client.get_experiment_by_name(config.registry.experiment).experiment_id],
+            filter_string="tags.`quantrec.flow` = 'lifecycle-report'",
+        )
+        assert len(runs) == 1
+        files = {a.path for a in client.list_artifacts(runs[0].info.run_id, "lifecycle")}
+    assert any(path.endswith(".html") for path in files), files
