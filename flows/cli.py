@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import date, timedelta
 from enum import IntEnum
 
@@ -366,6 +367,7 @@ def run_demo(args: argparse.Namespace) -> tuple[list, object]:
     """Replay the days in order. Severe drift sends a day's winner to review instead of
     promoting it; the demo plays the reviewer and approves a challenger that passed every
     gate check (and says so), as an on-call engineer would after reading its record."""
+    from quantrec.flows.backfill import print_progress
     from quantrec.flows.daily_lifecycle import daily_lifecycle
     from quantrec.flows.review import approve_challenger
     from quantrec.tasks.config import QuantrecConfig
@@ -382,7 +384,9 @@ def run_demo(args: argparse.Namespace) -> tuple[list, object]:
     )
     outcomes = []
     for k in range(args.days):
+        started = time.monotonic()
         outcome = daily_lifecycle(DEMO_START + timedelta(days=k), config)
+        print_progress(outcome, k + 1, args.days, time.monotonic() - started)
         if outcome.challenger_version:
             version = outcome.challenger_version
             print(
