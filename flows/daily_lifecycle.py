@@ -40,6 +40,7 @@ from quantrec.tasks.report import (
 )
 from quantrec.tasks.search import choose_precision_plan, record_plan
 from quantrec.tasks.settings import code_version, run_date_lock, run_key
+from quantrec.tasks.stage_store import discard_stage_results
 from quantrec.tasks.train import (
     fit_run_baselines,
     plan_candidate_training,
@@ -121,19 +122,11 @@ def _lifecycle(
         # forced), so a rerun after a crash does not train or search again.
         parent = latest_parent(model_name, run_date)
         training = plan_candidate_training(partitions, parent, config, drift.level)
-        trained = train_candidate.with_options(refresh_cache=force or None)(
-            partitions, training, config, key, run_id
-        )
+        trained = train_candidate(partitions, training, config, key, run_id, force)
         record_training(trained, partitions, config, run_id)
         save_reference_profile(trained, partitions, config, run_id)
-        plan = choose_precision_plan.with_options(refresh_cache=force or None)(
-            trained,
-            run_date,
-            config,
-            f"{key}-{int(force_search)}-{drift.level}",
-            run_id,
-            force_search,
-            drift.level,
+        plan = choose_precision_plan(
+            trained, run_date, config, key, run_id, force_search, drift.level, force
         )
         record_plan(plan, run_id)
         candidate = quantize_variants(trained, plan.plan, run_id, config.training.threads)
@@ -169,7 +162,9 @@ def _lifecycle(
         if outcome.challenger_variant:
             outcome = set_challenger(outcome)
         outcome = publish_run_report(outcome, decision, drift, evaluation, config)
-        return _finish(outcome, config)
+        outcome = _finish(outcome, config)
+        discard_stage_results(key)
+        return outcome
     except BaseException:
         close_failed_run(run_id)
         raise

@@ -33,6 +33,7 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -40,6 +41,7 @@ from torch import nn
 from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import undefined_reason
+from quantrec.models.plan import FORMAT_VERSION as PLAN_FORMAT
 from quantrec.models.plan import PrecisionPlan, UnitPlan
 from quantrec.models.quantize import model_bytes
 from quantrec.models.recipes import RECIPES
@@ -126,6 +128,26 @@ class SearchResult:
             "budget": asdict(self.budget),
             "predicted": None if self.predicted is None else asdict(self.predicted),
         }
+
+    @classmethod
+    def from_dict(cls, body: dict) -> SearchResult:
+        """The result ``to_dict`` wrote (``extra`` is not kept)."""
+
+        def plan(d: dict) -> PrecisionPlan:
+            return PrecisionPlan.from_json(json.dumps({"format_version": PLAN_FORMAT, **d}))
+
+        predicted = body.get("predicted")
+        return cls(
+            **{k: plan(body[k]) for k in ("chosen", "ranked", "greedy")},
+            chosen_by=body["chosen_by"],
+            reason=body["reason"],
+            sensitivity=list(body["sensitivity"]),
+            evaluated=[Candidate(**c) for c in body["evaluated"]],
+            ne_fp32=body["ne_fp32"],
+            fp32_bytes=int(body["fp32_bytes"]),
+            budget=Budget(**body["budget"]),
+            predicted=None if predicted is None else DeltaInterval(**predicted),
+        )
 
 
 def search_precision_plan(

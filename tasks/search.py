@@ -13,6 +13,7 @@ from datetime import date
 
 import mlflow
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from quantrec.models.lifecycle import (
     PlanChoice,
@@ -29,7 +30,7 @@ from quantrec.models.plan_record import PREDICTED_METRICS, REALISED_METRIC, real
 from quantrec.models.report_render import pareto_figure
 from quantrec.models.search import Faithfulness, SearchResult
 from quantrec.tasks.config import QuantrecConfig
-from quantrec.tasks.settings import STAGE_RESULT_TTL, stage_cache_key
+from quantrec.tasks.stage_store import StageStore, resume_stage, stage_key, training_plan_dict
 from quantrec.tasks.tracking import connect, log_metrics, mlflow_task
 
 PLAN_ARTIFACT = "search/plan.json"
@@ -80,13 +81,7 @@ def previous_plan(client, experiment: str, run_date: date) -> PreviousPlan | Non
     )
 
 
-@task(
-    name="precision-plan",
-    cache_key_fn=stage_cache_key("search"),
-    persist_result=True,
-    cache_expiration=STAGE_RESULT_TTL,
-    result_storage_key="quantrec-search-{parameters[run_key]}",
-)
+@task(name="precision-plan", cache_policy=NO_CACHE)
 def choose_precision_plan(
     trained: Trained,
     run_date: date,
@@ -95,12 +90,35 @@ def choose_precision_plan(
     run_id: str,
     force: bool = False,
     drift_level: DriftLevel = DriftLevel.OK,
+    refresh: bool = False,
 ) -> PlanChoice:
     """Search a plan on the held-out rows, or reuse the last one.
 
-    Its result is persisted under ``run_key`` (the search decision is part of the key);
-    ``record_plan`` logs it.
+    Its result is kept in the home's stage store under the run's identity, the training
+    plan and the search's flags (``tasks.stage_store``), so a rerun after a crash resumes it
+    (``refresh`` chooses again); ``record_plan`` logs it.
     """
+    store = StageStore()
+    key = stage_key(run_key, training_plan_dict(trained.plan), bool(force), str(drift_level))
+    if not refresh:
+        resumed = resume_stage("precision plan", lambda: store.load_choice(key))
+        if resumed is not None:
+            get_run_logger().info("precision plan resumed from run %s", resumed.computed_by)
+            return resumed
+    choice = _choose(trained, run_date, config, force, drift_level)
+    choice.computed_by = run_id
+    store.save_choice(key, choice)
+    get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
+    return choice
+
+
+def _choose(
+    trained: Trained,
+    run_date: date,
+    config: QuantrecConfig,
+    force: bool,
+    drift_level: DriftLevel,
+) -> PlanChoice:
     _, client = connect()
     previous = previous_plan(client, config.registry.experiment, run_date)
     bound = faithfulness(config)
@@ -129,8 +147,6 @@ def choose_precision_plan(
             threads=threads,
             faithfulness=bound,
         )
-    choice.computed_by = run_id
-    get_run_logger().info("precision plan %s: %s", choice.source, choice.reason)
     return choice
 
 

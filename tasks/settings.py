@@ -59,6 +59,11 @@ class Home:
         return self.root / "prefect"
 
     @property
+    def stages(self) -> Path:
+        """Resumable stage results of unfinished runs (``tasks.stage_store``)."""
+        return self.root / "stages"
+
+    @property
     def tracking_uri(self) -> str:
         """``MLFLOW_TRACKING_URI`` when set, else the embedded SQLite store."""
         return os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
@@ -172,20 +177,9 @@ def run_key(*, run_date: date, digests: dict[date, str], config_json: str, code:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-# A persisted stage result serves the resume of a crashed run; a finished run's rerun reuses
-# its record instead, so after this long nothing needs it (Prefect's cache expiration).
+# A persisted stage result (``tasks.stage_store``) serves the resume of a crashed run; a
+# finished run's rerun reuses its record instead, so after this long nothing needs it.
 STAGE_RESULT_TTL = timedelta(days=2)
-
-
-def stage_cache_key(stage: str):
-    """A Prefect ``cache_key_fn`` for a resumable stage: the stage and the run's identity
-    (the task's ``run_key`` parameter), so a rerun after a crash reuses the persisted
-    result instead of computing it again."""
-
-    def key(context, parameters) -> str:
-        return f"quantrec-{stage}-{parameters['run_key']}"
-
-    return key
 
 
 def _lock_path(model_name: str, run_date: date) -> Path:

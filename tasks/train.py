@@ -24,7 +24,8 @@ from quantrec.models.lifecycle import (
 from quantrec.models.names import Tag
 from quantrec.models.plan import PrecisionPlan
 from quantrec.tasks.config import QuantrecConfig
-from quantrec.tasks.settings import STAGE_RESULT_TTL, pause_point, quantrec_home, stage_cache_key
+from quantrec.tasks.settings import pause_point, quantrec_home
+from quantrec.tasks.stage_store import StageStore, resume_stage, stage_key, training_plan_dict
 from quantrec.tasks.tracking import (
     connect,
     dataset_entity,
@@ -56,27 +57,43 @@ def plan_candidate_training(
     return plan
 
 
-@task(
-    name="train-fp32",
-    cache_key_fn=stage_cache_key("train"),
-    persist_result=True,
-    cache_expiration=STAGE_RESULT_TTL,
-    result_storage_key="quantrec-train-{parameters[run_key]}",
-)
+@task(name="train-fp32", cache_policy=NO_CACHE)
 def train_candidate(
-    partitions: Partitions, plan: TrainingPlan, config: QuantrecConfig, run_key: str, run_id: str
+    partitions: Partitions,
+    plan: TrainingPlan,
+    config: QuantrecConfig,
+    run_key: str,
+    run_id: str,
+    force: bool = False,
 ) -> Trained:
     """Train the fp32 DLRM on the plan's days, deterministically, from scratch or from the
     champion's parent.
 
-    Pure compute (nothing is logged here): the result is persisted under ``run_key``, and
-    ``record_training`` logs it, whether it was computed now or by a run that crashed later.
+    Pure compute (nothing is logged here): the result is kept in the home's stage store
+    under the run's identity and the training plan (``tasks.stage_store``), so a rerun after
+    a crash resumes it (``force`` trains again); ``record_training`` logs it, whether it
+    was computed now or by a run that crashed later.
     """
     day_lake = quantrec_home().day_lake()
+    paths = [day_lake.path(day) for day in plan.days]
+    store, key = StageStore(), stage_key(run_key, training_plan_dict(plan))
+    if not force:
+        resumed = resume_stage(
+            "training",
+            lambda: store.load_trained(
+                key,
+                holdout_path=paths[-1],
+                holdout_fraction=config.search.holdout_fraction,
+                seed=config.training.seed,
+            ),
+        )
+        if resumed is not None:
+            get_run_logger().info("training resumed from run %s", resumed.computed_by)
+            return resumed
     warm = load_version(config.registry.model_name, plan.warm_from) if plan.warm_from else None
     pause_point("train")
     trained = train_fp32(
-        [day_lake.path(day) for day in plan.days],
+        paths,
         partitions.schema,
         model=config.model,
         training=config.training,
@@ -84,6 +101,7 @@ def train_candidate(
         warm_from=warm,
     )
     trained.computed_by, trained.plan = run_id, plan
+    store.save_trained(key, trained)
     get_run_logger().info(
         "trained on %d rows at %.0f samples/s", trained.rows, trained.report.samples_per_s
     )

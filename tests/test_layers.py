@@ -24,7 +24,14 @@ CORE = {
     "quantrec.data_checks": (*ORCHESTRATION, "torch"),
     "quantrec.feeds": (*ORCHESTRATION, "torch"),
 }
-TASK_BASE = {"quantrec.tasks.tracking", "quantrec.tasks.settings", "quantrec.tasks.config"}
+# What every task may use: the tracking store, the settings and config, and the stage store
+# of resumable results (the stages' own persistence, as tracking is the runs').
+TASK_BASE = {
+    "quantrec.tasks.tracking",
+    "quantrec.tasks.settings",
+    "quantrec.tasks.config",
+    "quantrec.tasks.stage_store",
+}
 
 # Run in a fresh interpreter: the test process has long imported Prefect and MLflow.
 # Imports each module of the package (found by pkgutil.walk_packages) in turn and prints,
