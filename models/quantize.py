@@ -20,12 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from quantrec.models.batch import Batch
+from quantrec.models.codec import CodecError
 from quantrec.models.dlrm import DLRM
 from quantrec.models.recipes import (
     LINEAR_PRECISIONS,
     QUANTIZED_TYPES,
     RECIPES,
     TABLE_PRECISIONS,
+    ErrorBoundedEmbeddingBag,
     Fp16Linear,
     Int8DynamicLinear,
     Int8StaticLinear,
@@ -45,11 +47,13 @@ __all__ = [
     "build_skeleton",
     "build_variant",
     "calibrate_input_ranges",
+    "convert_unit",
     "float_state_dict",
     "model_bytes",
     "precision_plan",
     "quantizable_units",
     "quantize_int8",
+    "serving_bytes",
     "uniform_plan",
     "unit_precision",
 ]
@@ -164,10 +168,20 @@ def apply_precision_plan(
             )
         )
     converted = {
-        name: recipe.convert(units[name], ranges.get((name, recipe.calibration)))
+        name: convert_unit(name, units[name], recipe, ranges.get((name, recipe.calibration)))
         for name, recipe in todo.items()
     }
     return _copy_with(model, converted, share_unreplaced=False)
+
+
+def convert_unit(
+    name: str, unit: nn.Module, recipe: Recipe, input_range: tuple | None
+) -> nn.Module:
+    """``recipe.convert(unit, input_range)``; a table the codec refuses (NaN, inf) is named."""
+    try:
+        return recipe.convert(unit, input_range)
+    except CodecError as err:
+        raise CodecError(f"unit {name!r} at {recipe.precision}: {err}") from err
 
 
 def build_skeleton(model: DLRM, plan: Mapping[str, str]) -> DLRM:
@@ -222,8 +236,22 @@ def float_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of the tensors in ``model.state_dict()``: what an artifact's weights hold."""
+    """Bytes of the tensors in ``model.state_dict()``: what an artifact's weights hold.
+
+    For every recipe but the error-bounded codec's (``ebc_*``) that is also what serving
+    holds in memory; an ``ebc_*`` table stores its encoded bytes and serves its decoded fp32
+    table (``serving_bytes``). The precision search counts these stored bytes."""
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def serving_bytes(model: nn.Module) -> int:
+    """Bytes the model holds in memory to serve: ``model_bytes``, except that an
+    error-bounded-compressed table counts its decoded float32 table, not its stored bytes."""
+    total = model_bytes(model)
+    for unit in quantizable_units(model).values():
+        if isinstance(unit, ErrorBoundedEmbeddingBag):
+            total += unit.serving_bytes() - unit.stored_bytes()
+    return total
 
 
 def _copy_with(model: DLRM, replacements: dict[str, nn.Module], *, share_unreplaced: bool) -> DLRM:

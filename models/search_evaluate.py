@@ -4,6 +4,10 @@
 from them without copying tables (``models.quantize.assemble_variant``); static units
 calibrate on the fp32 parent's activations, so a unit's module does not depend on the rest
 of the plan. Every scored plan is appended to ``Evaluator.evaluated``.
+
+Bytes are state_dict bytes (``models.quantize.model_bytes``): what a version stores and
+ships. For the error-bounded codec's tables (``ebc_*``) those are the encoded bytes, not the
+decoded fp32 table they serve from (``models.quantize.serving_bytes``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from quantrec.models.dlrm import DLRM
 from quantrec.models.quantize import (
     assemble_variant,
     calibrate_input_ranges,
+    convert_unit,
     model_bytes,
     quantizable_units,
 )
@@ -92,8 +97,8 @@ class Evaluator:
         key = (name, precision)
         if key not in self.modules:
             recipe = RECIPES[(type(self.units[name]), precision)]
-            self.modules[key] = recipe.convert(
-                self.units[name], self.ranges.get((name, recipe.calibration))
+            self.modules[key] = convert_unit(
+                name, self.units[name], recipe, self.ranges.get((name, recipe.calibration))
             )
             self.unit_bytes[key] = model_bytes(self.modules[key])
         return self.modules[key]

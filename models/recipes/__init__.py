@@ -7,7 +7,8 @@ calibrated input range. A new backend (torchao, a fused kernel) slots in as anot
 
 Linear precisions: fp16, int8 (dynamic, per-channel), int8_tensor (dynamic, per-tensor),
 int8_static_{minmax,histogram,percentile,smooth}. Table precisions: fp16, int8, int4, int2,
-int4_greedy, int2_greedy.
+int4_greedy, int2_greedy, and the error-bounded codec's ebc_<relative bound> (``EBC_BOUNDS``:
+ebc_0.002 ... ebc_0.05), stored compressed and served as fp32 (``recipes.compressed``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from functools import partial
 from torch import nn
 
 from quantrec.models.recipes.calibration import ESTIMATORS
+from quantrec.models.recipes.compressed import (
+    EBC_BOUNDS,
+    ErrorBoundedEmbeddingBag,
+    ebc_precision,
+)
 from quantrec.models.recipes.embedding import Fp16EmbeddingBag, RowwiseEmbeddingBag
 from quantrec.models.recipes.linear import Fp16Linear, Int8DynamicLinear, Int8StaticLinear
 
@@ -131,6 +137,15 @@ def _table_recipes() -> list[Recipe]:
                     ),
                 )
             )
+    for bound in EBC_BOUNDS:
+        recipes.append(
+            Recipe(
+                ebc_precision(bound),
+                nn.EmbeddingBag,
+                lambda u, _, r=bound: ErrorBoundedEmbeddingBag.from_float(u, rel_bound=r),
+                lambda u, r=bound: ErrorBoundedEmbeddingBag(**_bag_shape(u), rel_bound=r),
+            )
+        )
     return recipes
 
 
@@ -145,9 +160,15 @@ QUANTIZED_TYPES = (
     Int8StaticLinear,
     Fp16EmbeddingBag,
     RowwiseEmbeddingBag,
+    ErrorBoundedEmbeddingBag,
 )
+# The table precisions of the error-bounded codec, tightest bound first.
+EBC_PRECISIONS = tuple(ebc_precision(bound) for bound in EBC_BOUNDS)
 
 __all__ = [
+    "EBC_BOUNDS",
+    "EBC_PRECISIONS",
+    "ErrorBoundedEmbeddingBag",
     "Fp16EmbeddingBag",
     "Fp16Linear",
     "Int8DynamicLinear",
