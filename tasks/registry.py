@@ -112,7 +112,15 @@ def latest_parent(model_name: str, run_date: date) -> Lineage | None:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    lines = [line for v in found if (line := _lineage(v)) and line.trained_through < run_date]
+    # A version made by a run of this date (a forced rerun) or a later one is not a parent:
+    # the rerun continues from what the first run of the date continued from.
+    lines = [
+        line
+        for v in found
+        if v.tags.get(Tag.RUN_DATE, "") < run_date.isoformat()
+        and (line := _lineage(v))
+        and line.trained_through < run_date
+    ]
     return max(lines, key=lambda line: (line.trained_through, int(line.version)), default=None)
 
 

@@ -56,10 +56,12 @@ def test_forced_rerun_trains_and_registers_new_versions(copied):
     assert len(new) == 4
     assert set(record["registered_versions"].values()) == new
     run = client.get_run(record["mlflow_run_id"])
-    assert (
-        run.data.tags["quantrec.run_key"]
-        == client.get_run(records[-1]["mlflow_run_id"]).data.tags["quantrec.run_key"]
-    )
+    first = client.get_run(records[-1]["mlflow_run_id"])
+    assert run.data.tags["quantrec.run_key"] == first.data.tags["quantrec.run_key"]
+    # Forced, it trains again from the parent the first run continued, not from the
+    # versions the first run of the date registered.
+    assert run.data.tags["quantrec.training_reason"] == first.data.tags["quantrec.training_reason"]
+    assert record["trained_through"] == records[-1]["trained_through"]
 
 
 def test_a_second_run_of_the_same_date_is_refused_while_one_holds_the_lock(copied):
