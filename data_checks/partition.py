@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -259,3 +260,33 @@ def validate_lake_day(
         frame, schema, source=source, day=day, profile=profile, suite=suite, reference_ids=known
     )
     return report, profile
+
+
+def contract_digest(schema: FeatureSchema) -> str:
+    """A day's contract checks depend on the schema only: its digest keys the record of a
+    day that passed them (``DayLake.mark_validated``)."""
+    return hashlib.sha256(schema.to_json().encode()).hexdigest()[:16]
+
+
+def validate_window_days(
+    day_lake, days: tuple[date, ...], schema: FeatureSchema
+) -> tuple[date, ValidationReport] | None:
+    """The contract checks of every day a run trains on, oldest first: the first failing
+    day with its report, or None when all pass. A day that passed before, unchanged since
+    (``DayLake.is_validated``), is not read again; a day that passes now is recorded."""
+    from quantrec.feeds.lake import LakeError
+
+    contract = contract_digest(schema)
+    for day in days:
+        if day_lake.is_validated(day, contract):
+            continue
+        source = str(day_lake.path(day))
+        try:
+            frame = day_lake.read(day)
+        except LakeError as err:
+            return day, report_from_error(err, source=source, day=day)
+        report = validate_partition(frame, schema, source=source, day=day)
+        if not report.passed:
+            return day, report
+        day_lake.mark_validated(day, contract)
+    return None

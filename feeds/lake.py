@@ -6,9 +6,12 @@ Layout under ``root``::
     _quarantine/day=2024-01-16/part-0.parquet
     _quarantine/day=2024-01-16/reason.json  why it was set aside
     _feed.json                              the feed and the columns its days hold
+    _validated/2024-01-15.json              the day's digest and the contract it passed
+    _quarantine/replaced/day=...-<time>/    a quarantined copy a fresh read replaced
 
 Raw data is never overwritten or deleted: ``write`` refuses different content for a day
-that exists, ``quarantine`` moves a day aside with its reason, ``readmit`` moves it back.
+that exists, ``quarantine`` moves a day aside with its reason, ``readmit`` moves it back,
+``replace_quarantined`` writes a fresh read of the day and keeps the quarantined copy.
 A lake holds the days of one feed: ``bind`` records the feed's kind and columns on first use
 and refuses a run that reads another feed, or the same feed with other columns, into it.
 """
@@ -33,6 +36,8 @@ PART_FILE = "part-0.parquet"
 REASON_FILE = "reason.json"
 QUARANTINE_DIR = "_quarantine"
 FEED_FILE = "_feed.json"
+VALIDATED_DIR = "_validated"
+REPLACED_DIR = "replaced"
 UNRECORDED = "unrecorded"  # a lake written before FEED_FILE existed
 _PREFIX = "day="
 
@@ -245,6 +250,45 @@ class DayLake:
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.move(source, self.path(day).parent)
         return self.path(day)
+
+    def replace_quarantined(self, day: date, frame: pd.DataFrame) -> Path:
+        """Write ``frame`` (a fresh read of ``day`` from its source) as the day's partition;
+        the quarantined copy moves to ``_quarantine/replaced/`` with its reason, so nothing
+        is lost. Return the new partition's path."""
+        source = self.quarantine_path(day).parent
+        if not self.is_quarantined(day):
+            raise LakeError(f"cannot readmit day {day}: {source} holds no quarantined partition")
+        if self.exists(day):
+            raise LakeError(
+                f"cannot readmit day {day}: {self.path(day)} was written again since it was "
+                "quarantined; compare the two copies and quarantine one of them by hand"
+            )
+        stamp = _now().replace(":", "")
+        kept = self.root / QUARANTINE_DIR / REPLACED_DIR / f"{source.name}-{stamp}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, kept)
+        return self.write(day, frame)
+
+    def mark_validated(self, day: date, contract: str) -> None:
+        """Record that the day's current partition passed the checks of ``contract`` (a
+        digest of the schema), so a later run need not read it again to know."""
+        record = {"digest": self.digest(day), "contract": contract, "at": _now()}
+        folder = self.root / VALIDATED_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{day.isoformat()}.json").write_text(json.dumps(record))
+
+    def is_validated(self, day: date, contract: str) -> bool:
+        """Whether the day's partition, as it is now, passed ``contract``'s checks."""
+        path = self.root / VALIDATED_DIR / f"{day.isoformat()}.json"
+        try:
+            record = json.loads(path.read_text())
+            return (
+                self.exists(day)
+                and record.get("contract") == contract
+                and record.get("digest") == self.digest(day)
+            )
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def _quarantined_message(self, day: date) -> str:
         try:

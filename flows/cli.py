@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--date", type=_date, help="day of the rows (default: its run date)")
     debug.add_argument("--threshold-db", type=float, help="SQNR that diverges (default 15)")
     debug.add_argument("--csv", action="store_true", help="print the table as CSV")
-    readmit = command("readmit", readmit_command, "move a quarantined day back into the lake", ())
+    readmit = command(
+        "readmit",
+        readmit_command,
+        "re-read a quarantined day from its source and admit it if it passes the contract",
+        (runs,),
+    )
     readmit.add_argument("--date", type=_date, required=True)
     from quantrec.benchmarks.cli import HELP as BENCH_HELP
     from quantrec.benchmarks.cli import configure as configure_bench
@@ -298,10 +303,11 @@ def debug_command(args: argparse.Namespace) -> int:
 
 
 def readmit_command(args: argparse.Namespace) -> int:
-    from quantrec.tasks.settings import quantrec_home
+    from quantrec.tasks.data import readmit_day
 
-    print(f"re-admitted {args.date}: {quantrec_home().day_lake().readmit(args.date)}")
-    return ExitCode.OK
+    path, said = readmit_day(args.date, resolve_config(args).feed)
+    print(said, file=sys.stdout if path else sys.stderr)
+    return ExitCode.OK if path else ExitCode.STOPPED
 
 
 def report_command(args: argparse.Namespace) -> int:

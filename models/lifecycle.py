@@ -94,7 +94,8 @@ def _admit(day_lake: DayLake, source, day: date) -> str | None:
     if day_lake.is_quarantined(day):
         return (
             f"day {day} is quarantined ({day_lake.quarantine_path(day).parent}); "
-            f"after fixing the source, re-admit it with `quantrec readmit --date {day}`"
+            f"after fixing the source, re-admit it with `quantrec readmit --date {day}` "
+            "(with the run's feed options): the day is read again from the source"
         )
     try:
         day_lake.write(day, source.day(day))
@@ -124,13 +125,15 @@ def admit_days(day_lake: DayLake, source, run_date: date, window_days: int) -> P
 
 @dataclass(frozen=True)
 class Validation:
-    """The run date's validation: whether it passed, in one sentence, in full, and where the
-    day was quarantined when it failed."""
+    """The validation of the days a run reads: whether they passed, in one sentence, the
+    failing (or the run date's) report in full, and where the failing day was quarantined.
+    ``failed_day``: the day that failed (the run date, or a day of the training window)."""
 
     passed: bool
     summary: str
     report: dict
     quarantined: str | None = None
+    failed_day: date | None = None
 
 
 def why_stop(partitions: Partitions, validation: Validation | None, window_days: int) -> str | None:

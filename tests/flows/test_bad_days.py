@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from quantrec.flows.daily_lifecycle import daily_lifecycle
+from quantrec.tasks.data import readmit_day
 from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import champion_version
 
@@ -86,3 +87,57 @@ def test_rerunning_a_quarantined_day_says_why_and_how_to_readmit(backfilled, cli
         and "quantrec readmit --date 2026-03-10" in record["reason"]
     )
     assert record["checks"]["run_date"][0]["name"] == "data_available"
+
+
+@pytest.mark.parametrize("bad", ["label other than 0/1", "no clicks"])
+def test_a_bad_training_window_day_stops_the_run_and_is_quarantined(backfilled, client, bad):
+    """The run date is good; a day it would train on is not. The run names that day, its
+    file and the check; that day is quarantined, the run date is not, the champion stays."""
+    home, config, _ = backfilled
+    name = config.registry.model_name
+    run_date = date(2026, 5, 10) + timedelta(days=5 * (bad == "no clicks"))
+    window_day = run_date - timedelta(days=1)
+    day_lake = quantrec_home().day_lake()
+    good = config.feed.build(window_day).day(window_day)
+    frame = _set("label", 2)(good) if bad != "no clicks" else good.assign(label=0)
+    day_lake.write(window_day, frame)
+    written = hashlib.sha256(day_lake.path(window_day).read_bytes()).hexdigest()
+    before = champion_version(client, name)
+
+    record = daily_lifecycle(run_date, config).to_record()
+
+    assert record["decision"] == "rejected" and record["registered_versions"] == {}
+    assert champion_version(client, name) == before
+    reason = record["reason"]
+    assert (
+        f"training window day {window_day}" in reason and str(day_lake.path(window_day)) in reason
+    )
+    assert ("label_in_set" if bad != "no clicks" else "label_both_classes") in reason, reason
+    assert day_lake.is_quarantined(window_day) and day_lake.exists(run_date)
+    kept = day_lake.quarantine_path(window_day)
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == written  # nothing lost
+
+
+def test_a_readmitted_window_day_is_read_again_and_the_rerun_trains(backfilled, client):
+    """After the bad window day above, `quantrec readmit` re-reads it from the feed; the
+    rerun of the run date has another identity (the day's digest) and goes past validation."""
+    _, config, _ = backfilled
+    run_date, window_day = date(2026, 5, 10), date(2026, 5, 9)
+    day_lake = quantrec_home().day_lake()
+    if not day_lake.is_quarantined(window_day):
+        pytest.skip("runs after the bad window day case")
+    first = client.get_run(
+        client.search_runs(
+            [client.get_experiment_by_name(config.registry.experiment).experiment_id],
+            filter_string=f"tags.`quantrec.run_date` = '{run_date}'",
+        )[0].info.run_id
+    )
+    path, said = readmit_day(window_day, config.feed)
+    assert path is not None, said
+
+    record = daily_lifecycle(run_date, config).to_record()
+
+    assert record["training_mode"] in {"full", "continual"}  # trained: validation passed
+    assert "training window day" not in record["reason"]
+    rerun = client.get_run(record["mlflow_run_id"])
+    assert rerun.data.tags["quantrec.run_key"] != first.data.tags.get("quantrec.run_key")
