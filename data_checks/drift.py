@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,16 @@ class DriftThresholds(BaseModel):
         0.25, "|click rate / reference click rate - 1| giving warn (0.25: 3 % -> 3.75 %)."
     )
     label_shift_severe: float = _at_least_0(0.5, "|relative click-rate shift| giving severe.")
+    # Calibration on the reference's own days. On the synthetic feed a day differs from the
+    # rest of its window by noise only, so the fixed values above decide. A ratings log is
+    # not like that: MovieLens-100K's days each hold other users (user_id OOV 0.96 day
+    # after day, their history features PSI 4), so every day was "severe" (198 of 198).
+    day_to_day_margin: float = _at_least_0(
+        1.5,
+        "Each deciding threshold is at least this multiple of the value the reference's own "
+        "days show against the rest of its window (the largest, leaving one day out): "
+        "what a feed's days differ by every day is not drift. 0 turns it off.",
+    )
 
     @model_validator(mode="after")
     def _warn_below_severe(self) -> DriftThresholds:
@@ -329,6 +340,11 @@ def measure(
         prediction_psi = psi_from_shares(profile.scores.shares, actual)
         rows.append(("prediction", "prediction", "psi", prediction_psi, t.prediction_psi_warn))
     table = pd.DataFrame(rows, columns=["feature", "kind", "statistic", "value", "threshold"])
+    table["day_to_day"] = [
+        profile.day_to_day.get(f"{f}|{st}", math.nan)
+        for f, st in zip(table.feature, table.statistic, strict=True)
+    ]
+    table["threshold"] = _lifted(table.threshold, table.day_to_day, t.day_to_day_margin)
     magnitude = np.where(table.statistic == "rate_shift", table.value.abs(), table.value)
     table["over_threshold"] = magnitude >= table.threshold  # NaN threshold: never over
     features = table[table.kind.isin(["dense", "categorical"])]
@@ -398,6 +414,51 @@ def _id_shares(
     return counts / total, float(oov / total)
 
 
+def _lifted(threshold, day_to_day, margin: float):
+    """``threshold`` raised to ``margin`` x the reference's day-to-day value where there is
+    one (NaN: none measured; an informational NaN threshold stays NaN)."""
+    threshold = np.asarray(threshold, dtype=np.float64)
+    lifted = np.fmax(threshold, margin * np.asarray(day_to_day, dtype=np.float64))
+    return np.where(np.isnan(threshold), np.nan, lifted)
+
+
+def day_to_day(
+    days: Sequence[pd.DataFrame], schema: FeatureSchema, *, bins: int = 10, top_k: int = 50
+) -> dict[str, float]:
+    """How much the reference's days differ among themselves: for each deciding statistic
+    (``"feature|statistic"``; the label's ``"label|rate_shift"`` as a magnitude), the
+    largest value of one day measured against the other days of the window. Empty with
+    fewer than two days; a day whose rest cannot be profiled (no clicks) is left out.
+    (``label|rate_shift`` stands for the label column's name.)"""
+    if len(days) < 2:
+        return {}
+    off = DriftThresholds(day_to_day_margin=0.0)
+    found: dict[str, float] = {}
+    for i, day in enumerate(days):
+        rest = pd.concat([d for j, d in enumerate(days) if j != i], ignore_index=True)
+        try:
+            report = measure(
+                DriftProfile.build(rest, schema, bins=bins, top_k=top_k),
+                day,
+                schema,
+                thresholds=off,
+            )
+        except DriftError:
+            continue
+        deciding = report.table[report.table.threshold.notna()]
+        for row in deciding.itertuples(index=False):
+            key = f"{row.feature}|{row.statistic}"
+            found[key] = max(found.get(key, 0.0), abs(float(row.value)))
+    return found
+
+
+def calibrated(profile: DriftProfile, days: Sequence[pd.DataFrame], schema) -> DriftProfile:
+    """``profile`` (built on ``days`` concatenated) with their day-to-day values."""
+    return replace(
+        profile, day_to_day=day_to_day(days, schema, bins=profile.bins, top_k=profile.top_k)
+    )
+
+
 def _reasons(
     table: pd.DataFrame,
     share: float,
@@ -416,7 +477,13 @@ def _reasons(
         summary.append(
             ("prediction_psi", prediction_psi, t.prediction_psi_warn, t.prediction_psi_severe)
         )
+    margin, base = t.day_to_day_margin, profile.day_to_day
     for name, value, warn, severe in summary:
+        if name == "abs_label_rate_shift":  # the label's thresholds rise with its days'
+            warn, severe = (
+                float(_lifted(x, base.get(f"{profile.label}|rate_shift", math.nan), margin))
+                for x in (warn, severe)
+            )
         for level, threshold in (("severe", severe), ("warn", warn)):
             if value >= threshold:
                 found.append(DriftReason(level, name, float(value), float(threshold)))
@@ -430,6 +497,8 @@ def _reasons(
         threshold = alone.get((row.kind, row.statistic))
         if row.statistic == "oov":
             threshold = profile.categorical[row.feature].singleton_share + t.oov_severe
+        if threshold is not None:
+            threshold = float(_lifted(threshold, row.day_to_day, margin))
         if threshold is not None and row.value >= threshold:
             found.append(
                 DriftReason(

@@ -117,6 +117,9 @@ class DriftProfile:
     scores: BinnedProfile | None = None
     source: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    # "feature|statistic" -> the largest value one reference day shows against the rest of
+    # the window (``data_checks.drift.calibrated``); empty: not measured (one day, older).
+    day_to_day: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -187,6 +190,7 @@ class DriftProfile:
                 for i, (c, p) in enumerate(self.categorical.items())
             },
             "scores": None if self.scores is None else _binned_to_dict(self.scores),
+            "day_to_day": {k: float(v) for k, v in self.day_to_day.items()},
         }
 
     def to_json(self) -> str:
@@ -238,6 +242,7 @@ class DriftProfile:
                 scores=None if data["scores"] is None else _binned_from_dict(data["scores"]),
                 source=data["source"],
                 created_at=data["created_at"],
+                day_to_day={k: float(v) for k, v in data.get("day_to_day", {}).items()},
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise DriftError(

@@ -276,13 +276,15 @@ def decide(
         for variant in names
     }
     first = next((v for v in preference if all(c.passed for c in checks[v])), None)
-    severe = drift_level == "severe"
+    # Severe drift sends the winner to review instead of serving; with no champion yet
+    # there is nothing to keep serving, so the first passing candidate is promoted.
+    severe = drift_level == "severe" and champion is not None
     budget = policy.quantization_budget(drift_level)
     return Decision(
         promoted=None if severe else first,
         challenger=first if severe else None,
         checks=checks,
-        reason=_reason(first, checks, preference, drift_level, budget),
+        reason=_reason(first, checks, preference, drift_level, budget, champion is None),
         preference=tuple(preference),
         drift_level=drift_level,
         quantization_ne_budget_rel=budget,
@@ -489,7 +491,7 @@ def _key(slice_name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in slice_name)
 
 
-def _reason(first, checks, preference, drift_level, budget) -> str:
+def _reason(first, checks, preference, drift_level, budget, first_day=False) -> str:
     failures = [_failure(v, c) for v in preference if v != first for c in checks[v] if not c.passed]
     skipped = f" (preferred over: {'; '.join(failures)})" if failures and first else ""
     warn = (
@@ -513,6 +515,11 @@ def _reason(first, checks, preference, drift_level, budget) -> str:
                 + also
             )
         return f"{warn}no candidate passed the gate: " + "; ".join(failures or ["none eligible"])
+    if drift_level == "severe" and first_day:
+        return (
+            f"drift is 'severe' against the training window, but no champion serves yet: "
+            f"{first} passed every check and is promoted{skipped}"
+        )
     if drift_level == "severe":
         return (
             f"drift is 'severe', so nothing is promoted automatically: {first} passed "

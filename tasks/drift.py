@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from quantrec.data_checks.drift import DriftProfile, measure
+from quantrec.data_checks.drift import DriftProfile, calibrated, measure
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import Champion, DriftOutcome, Partitions, Trained, drift_outcome
 from quantrec.models.names import Tag
@@ -31,9 +31,12 @@ from quantrec.tasks.tracking import connect, load_version, log_metrics, mlflow_t
 PROFILE_ARTIFACT = "drift/reference_profile"
 
 
-def _window_frame(partitions: Partitions) -> pd.DataFrame:
+def _window_profile(partitions: Partitions, **options) -> DriftProfile:
+    """The window's drift profile, with how much its days differ among themselves."""
     day_lake = quantrec_home().day_lake()
-    return pd.concat([day_lake.read(day) for day in partitions.window], ignore_index=True)
+    days = [day_lake.read(day) for day in partitions.window]
+    profile = DriftProfile.build(pd.concat(days, ignore_index=True), partitions.schema, **options)
+    return calibrated(profile, days, partitions.schema)
 
 
 @mlflow_task("save-reference-profile")
@@ -47,9 +50,8 @@ def save_reference_profile(
     """
     _, client = connect()
     scores = predict_proba(trained.model, trained.holdout, batch_size=config.evaluation.batch_size)
-    profile = DriftProfile.build(
-        _window_frame(partitions),
-        partitions.schema,
+    profile = _window_profile(
+        partitions,
         scores=scores,
         source={
             "run_id": run_id,
@@ -102,7 +104,7 @@ def measure_run_date_drift(
             reference = f"champion version {champion.version} (run {champion.run_id})"
         else:
             schema = partitions.schema
-            profile = DriftProfile.build(_window_frame(partitions), schema)
+            profile = _window_profile(partitions)
             reference = "the training window (no champion profile yet)"
         report = measure(profile, day, schema, scores=scores, thresholds=config.drift)
     log_metrics(client, run_id, whole_day({**report.to_metrics(), **staleness}))

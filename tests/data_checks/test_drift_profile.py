@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantrec.data_checks.drift import DriftProfile, measure
+from quantrec.data_checks.drift import DriftProfile, calibrated, measure
 from quantrec.data_checks.drift_profile import PROFILE_FILE, VOCAB_FILE, DriftError, id_keys
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
 from quantrec.feeds.synthetic import SyntheticFeed
@@ -174,3 +174,71 @@ def test_every_statistic_of_a_day_is_an_mlflow_metric() -> None:
         "drift.label_rate_shift",
         "drift.level",
     } <= set(metrics)
+
+
+def _ratings_log_day(k: int, rows: int = 2_000) -> pd.DataFrame:
+    """A ratings log's day: other users every day (ids of day k unseen on any other day), a
+    user history feature whose level is the day's users', the same items and click model."""
+    rng = np.random.default_rng(k)
+    users = rng.integers(0, 40, rows) + 1_000 * k
+    history = rng.gamma(2.0, 5.0 + 20.0 * (k % 3), rows)
+    items = rng.zipf(1.5, rows) % 200
+    return pd.DataFrame(
+        {
+            "label": (rng.random(rows) < 0.3).astype(np.int64),
+            "history": history,
+            "user": users,
+            "item": items,
+        }
+    )
+
+
+RATINGS = FeatureSchema(
+    dense=("history",),
+    categorical=(
+        CategoricalFeature(name="user", hash_size=1000),
+        CategoricalFeature(name="item", hash_size=200),
+    ),
+)
+
+
+def test_a_ratings_log_is_not_drift_once_its_own_days_set_the_thresholds() -> None:
+    """Each day holds other users: against fixed thresholds every day is severe; against
+    what the window's days show among themselves, an ordinary day is not."""
+    window = [_ratings_log_day(k) for k in range(3)]
+    today = _ratings_log_day(3)
+    plain = DriftProfile.build(pd.concat(window, ignore_index=True), RATINGS)
+    assert measure(plain, today, RATINGS).level == "severe"
+
+    profile = calibrated(plain, window, RATINGS)
+
+    report = measure(profile, today, RATINGS)
+    assert report.level != "severe", report.summary()
+    assert profile.day_to_day["user|oov"] == pytest.approx(1.0)  # every user is new, daily
+    row = report.table[(report.table.feature == "user") & (report.table.statistic == "oov")]
+    assert row.threshold.iloc[0] == pytest.approx(1.5 * profile.day_to_day["user|oov"])
+
+
+def test_a_sudden_shift_stays_severe_with_calibrated_thresholds() -> None:
+    feed = SyntheticFeed(seed=4, rows_per_day=10_000, scenario="sudden", shift_date=SHIFT)
+    days = [feed.day(START + timedelta(days=k)) for k in range(3)]
+    schema = feed.schema()
+    profile = calibrated(
+        DriftProfile.build(pd.concat(days, ignore_index=True), schema), days, schema
+    )
+    assert measure(profile, feed.day(START + timedelta(days=3)), schema).level == "ok"
+    assert measure(profile, feed.day(SHIFT), schema).level == "severe"
+
+
+def test_day_to_day_values_survive_a_save_and_load(tmp_path: Path) -> None:
+    window = [_ratings_log_day(k) for k in range(3)]
+    profile = calibrated(
+        DriftProfile.build(pd.concat(window, ignore_index=True), RATINGS), window, RATINGS
+    )
+    loaded = DriftProfile.load(profile.save(tmp_path / "profile"))
+    assert loaded.day_to_day == profile.day_to_day and loaded.day_to_day
+    today = _ratings_log_day(3)
+    pd.testing.assert_frame_equal(
+        measure(loaded, today, RATINGS).table, measure(profile, today, RATINGS).table
+    )
+    assert calibrated(profile, window[:1], RATINGS).day_to_day == {}  # one day: nothing to learn

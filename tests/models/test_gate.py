@@ -326,6 +326,16 @@ def test_severe_drift_promotes_nothing_and_names_a_challenger():
     assert "human review" in decision.reason
 
 
+def test_severe_drift_on_the_first_day_promotes_the_first_passing_candidate():
+    """No champion serves yet: holding the winner back for review would leave nothing
+    serving, so it is promoted and the reason says why."""
+    labels, probs = day(5_000)
+    decision = gate(labels, {"fp32": probs, "int8": probs}, champion=None, drift="severe")
+    assert decision.promoted == "int8" and decision.challenger is None
+    assert decision.drift_level == "severe"
+    assert "no champion serves yet" in decision.reason and "promoted" in decision.reason
+
+
 def test_no_fallback_and_invalid_data():
     labels, probs = day(5_000)
     strict = gate(labels, {"fp32": probs, "int8": worse(probs, 0.6)}, allow_fp32_fallback=False)
