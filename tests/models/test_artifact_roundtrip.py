@@ -1,4 +1,4 @@
-"""Artifacts: tensors and JSON only, reloaded bit-identical for fp32 and int8."""
+"""Artifacts: tensors and JSON only, reloaded bit-identical for fp32, int8 and compressed tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import torch
 
 from quantrec.data_checks.schema import SchemaError
 from quantrec.models.artifact import ArtifactError, load_model, save_model
-from quantrec.models.quantize import build_variant, precision_plan
+from quantrec.models.codec import decode_table
+from quantrec.models.quantize import (
+    apply_precision_plan,
+    build_variant,
+    precision_plan,
+    quantizable_units,
+)
 from quantrec.models.scorer import score
 from quantrec.models.train import train_dlrm
 
@@ -86,3 +92,38 @@ def test_incomplete_or_foreign_artifacts_are_rejected(trained, tiny_schema, tmp_
     (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "format_version": 99}))
     with pytest.raises(ArtifactError, match="format_version 99"):
         load_model(tmp_path)
+
+
+def test_compressed_tables_are_stored_encoded_and_reload_to_the_same_outputs(
+    trained, make_batch, tiny_schema, tmp_path
+) -> None:
+    plan = {
+        name: "ebc_0.01" if name.startswith("sparse_arch.") else "fp32"
+        for name in quantizable_units(trained)
+    }
+    variant = apply_precision_plan(trained, plan)
+    path = save_model(variant, tmp_path / "model", schema=tiny_schema, precision="searched")
+    weights = torch.load(path / "weights.pt", weights_only=True)
+    tables = {k: t for k, t in weights.items() if k.startswith("sparse_arch.")}
+    assert sorted(tables) == [f"sparse_arch.embedding_bags.{i}.encoded" for i in range(3)]
+    assert all(t.dtype == torch.uint8 and t.dim() == 1 for t in tables.values())
+    for i, bag in enumerate(trained.sparse_arch.embedding_bags):
+        # The bytes on disk are the codec's plain bytes: they decode without the model.
+        decoded = decode_table(tables[f"sparse_arch.embedding_bags.{i}.encoded"].numpy().tobytes())
+        bound = 0.01 * float(bag.weight.detach().max() - bag.weight.detach().min())
+        assert (decoded - bag.weight.detach()).abs().max() <= bound
+
+    loaded = load_model(path)
+    assert precision_plan(loaded.model) == plan
+    batch = make_batch(rows=300, seed=3)
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(batch), variant(batch))
+    assert score(loaded.model, batch, batch_size=128) == score(variant, batch, batch_size=128)
+
+    cut = {
+        **weights,
+        "sparse_arch.embedding_bags.1.encoded": tables["sparse_arch.embedding_bags.1.encoded"][:-5],
+    }
+    torch.save(cut, path / "weights.pt")
+    with pytest.raises(ArtifactError, match=r"table sparse_arch.embedding_bags.1: frame has"):
+        load_model(path)

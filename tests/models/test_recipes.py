@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from quantrec.models.recipes import (
+    EBC_PRECISIONS,
+    RECIPES,
     Fp16EmbeddingBag,
     Fp16Linear,
     Int8DynamicLinear,
@@ -174,3 +176,14 @@ def test_smoothing_evens_out_outlier_columns_and_reloads() -> None:
         Int8StaticLinear.from_float(
             linear, calibration="histogram", input_range=(low, high), smoothing=smoothing
         )
+
+
+@pytest.mark.parametrize("precision", EBC_PRECISIONS)
+def test_error_bounded_lookup_is_within_its_bound_of_the_range(precision: str) -> None:
+    bag = _table(seed=20)
+    module = RECIPES[(nn.EmbeddingBag, precision)].convert(bag, None)
+    assert module.precision == precision and list(module.state_dict()) == ["encoded"]
+    weight = bag.weight.detach()
+    bound = module.rel_bound * float(weight.max() - weight.min())
+    got = module(ALL_IDS, ALL_IDS)  # one id per bag
+    assert (got - weight).abs().max() <= bound

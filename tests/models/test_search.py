@@ -8,7 +8,13 @@ import torch
 
 from quantrec.models.batch import Batch
 from quantrec.models.plan import PrecisionPlan
-from quantrec.models.quantize import apply_precision_plan, model_bytes, quantizable_units
+from quantrec.models.quantize import (
+    apply_precision_plan,
+    model_bytes,
+    quantizable_units,
+    serving_bytes,
+)
+from quantrec.models.recipes import EBC_PRECISIONS
 from quantrec.models.scorer import score
 from quantrec.models.search import Budget, SearchResult, search_precision_plan
 from quantrec.models.train import train_dlrm
@@ -153,3 +159,29 @@ def test_confirmation_rows_without_a_click_skip_only_the_confirmation(trained, m
     assert not result.skipped and result.chosen_by in ("ranked", "greedy")
     assert "confirmation skipped" in result.reason and "every label is 0" in result.reason
     assert "confirmation_ne_delta_rel" not in result.chosen.extra
+
+
+def test_search_can_choose_error_bounded_tables_counting_their_stored_bytes(
+    trained, make_batch
+) -> None:
+    held_out, calibration = make_batch(rows=4096, seed=1), make_batch(rows=512, seed=2)
+    result = search_precision_plan(
+        trained,
+        held_out,
+        calibration=calibration,
+        linear_candidates=("int8",),
+        table_candidates=PLAIN_TABLES + EBC_PRECISIONS,
+    )
+    chosen = result.chosen.precisions()
+    compressed = [name for name, p in chosen.items() if p in EBC_PRECISIONS]
+    assert compressed, chosen
+    _check_within(result, trained, held_out, calibration, 0.0005)
+    variant = apply_precision_plan(trained, chosen)
+    for name in compressed:
+        unit = variant.get_submodule(name)
+        # The search counts what is stored and shipped, not the decoded fp32 table served.
+        assert result.chosen.units[name].bytes == unit.stored_bytes() < unit.serving_bytes()
+    assert serving_bytes(variant) > model_bytes(variant) == result.chosen.bytes
+    assert PrecisionPlan.from_json(result.chosen.to_json()).apply(trained).state_dict().keys() == (
+        variant.state_dict().keys()
+    )
