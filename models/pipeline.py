@@ -19,8 +19,11 @@ its candidates in one forward pass (a query is one request-sized batch), so int8
 activations are scaled per query.
 
 Single-stage ranking (the baseline) is the pipeline of one stage, the fp32 model keeping k.
-All stages must read the same contract (equal feature names and table sizes), so one
-candidate batch serves every stage; a narrow filter DLRM trained on the same schema does.
+One candidate batch serves every stage: a stage whose model reads fewer categorical
+features (``feature_names``, e.g. a RecPipe-style small filter on the user and item columns
+only) scores the batch's columns of those features, so every feature a stage reads must
+have one table size across the stages, and every stage the same dense width (checked when
+the pipeline is built; a filter trained on a subset of the ranker's sized schema passes).
 
 Serving: ``rank`` takes one request (a user's candidate rows and their item ids) and
 returns a ``Ranked`` response, whose ``to_frame`` is the table a model server answers with
@@ -38,7 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from quantrec.models.batch import Batch
+from quantrec.models.batch import Batch, KeyedJaggedIds
 from quantrec.models.ranking_metrics import top_k
 
 
@@ -150,18 +153,28 @@ class RankingPipeline:
 
     def step(self, stage: int, candidates: Candidates) -> Candidates:
         """Stage ``stage`` (0-based): score the candidates in play, keep its best."""
-        spec = self.stages[stage]
+        return self.keep(stage, candidates, self.score(stage, candidates))
+
+    def score(self, stage: int, candidates: Candidates) -> np.ndarray:
+        """float32 (M,) logits of stage ``stage``'s model for the candidates in play."""
         batch, index = candidates.batch, candidates.index
         rows = batch if len(index) == len(batch) else batch.take(torch.from_numpy(index))
-        model = spec.model
+        model = self.stages[stage].model
+        rows = _features_of(rows, model)
         if model.training:
             model.eval()
         with torch.inference_mode():
-            logits = model(rows).float().numpy()
-        best = top_k(logits, spec.keep)
-        kept = np.sort(best)  # candidate order for the next stage (module docstring)
+            return model(rows).float().numpy()
+
+    def keep(self, stage: int, candidates: Candidates, logits: np.ndarray) -> Candidates:
+        """The ``keep`` best of the candidates in play by ``logits`` (as from ``score``),
+        passed on in candidate order (module docstring)."""
+        kept = np.sort(top_k(logits, self.stages[stage].keep))
         return Candidates(
-            batch=batch, items=candidates.items, index=index[kept], logits=logits[kept]
+            batch=candidates.batch,
+            items=candidates.items,
+            index=candidates.index[kept],
+            logits=logits[kept],
         )
 
     def finish(self, candidates: Candidates) -> Ranked:
@@ -214,20 +227,47 @@ def two_stage(
     return RankingPipeline([Stage(filter_name, filter_model, keep), Stage(ranker_name, ranker, k)])
 
 
+def _features_of(batch: Batch, model: nn.Module) -> Batch:
+    """``batch`` with only the categorical features ``model`` reads, in its order."""
+    names = tuple(getattr(model, "feature_names", batch.sparse.keys))
+    keys = batch.sparse.keys
+    if names == keys:
+        return batch
+    missing = [n for n in names if n not in keys]
+    if missing:
+        raise PipelineError(
+            f"the model reads features {missing} that the candidate rows lack; they hold "
+            f"{list(keys)}"
+        )
+    at = [keys.index(n) for n in names]
+    sparse = KeyedJaggedIds(
+        keys=names,
+        values=tuple(batch.sparse.values[i] for i in at),
+        offsets=tuple(batch.sparse.offsets[i] for i in at),
+    )
+    return Batch(dense=batch.dense, sparse=sparse, labels=batch.labels)
+
+
 def _check_same_contract(stages: Sequence[Stage]) -> None:
-    """Every stage reads the same features with the same table sizes (when it says)."""
-    seen = None
+    """Every feature any stage reads has one table size; every stage one dense width."""
+    sizes: dict[str, tuple[str, int]] = {}
+    dense: tuple[str, int] | None = None
     for stage in stages:
         architecture = getattr(stage.model, "architecture", None)
         if architecture is None:
             continue
         arch = architecture()
-        contract = (tuple(arch["feature_names"]), tuple(arch["table_sizes"]), arch["num_dense"])
-        if seen is None:
-            seen = (stage.name, contract)
-        elif contract != seen[1]:
+        if dense is not None and arch["num_dense"] != dense[1]:
             raise PipelineError(
-                f"stages {seen[0]!r} and {stage.name!r} read different contracts (features, "
-                f"table sizes, dense width): {seen[1]} vs {contract}; train the filter on the "
-                "ranker's schema so one candidate batch serves both"
+                f"stages {dense[0]!r} and {stage.name!r} read different contracts: "
+                f"{dense[1]} vs {arch['num_dense']} dense features"
             )
+        dense = dense or (stage.name, arch["num_dense"])
+        for feature, rows in zip(arch["feature_names"], arch["table_sizes"]):
+            seen = sizes.setdefault(feature, (stage.name, rows))
+            if seen[1] != rows:
+                raise PipelineError(
+                    f"stages {seen[0]!r} and {stage.name!r} read different contracts: "
+                    f"feature {feature!r} hashes into {seen[1]} vs {rows} rows; train the "
+                    "filter on the ranker's sized schema so one candidate batch serves both"
+                )
