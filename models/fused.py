@@ -30,6 +30,7 @@ from torch.nn import functional
 
 from quantrec.models.batch import Batch, KeyedJaggedIds
 from quantrec.models.dlrm import DLRM, SparseArch
+from quantrec.models.pooled_compression import PooledCompression, PooledCompressor
 from quantrec.models.recipes.embedding import _KERNELS, RowwiseEmbeddingBag
 from quantrec.models.sizing import TrainingSize
 from quantrec.models.stream import batches_of, prefetched
@@ -423,6 +424,8 @@ class FusedTrainer:
         sparse_optimizer: "rowwise_adagrad" or "sparse_adam".
         sparse_learning_rate: the tables' step.
         weight_decay: row-wise Adagrad's lazy L2 (``RowwiseAdagrad``).
+        pooled_compression: each training step's pooled embeddings go through the
+            error-bounded codec (``models.pooled_compression``); validation stays exact.
     """
 
     def __init__(
@@ -433,8 +436,14 @@ class FusedTrainer:
         sparse_optimizer: str,
         sparse_learning_rate: float,
         weight_decay: float,
+        pooled_compression: PooledCompression | None = None,
     ) -> None:
         self.model = model
+        self.compressor = (
+            None
+            if pooled_compression is None
+            else PooledCompressor(pooled_compression, list(model.feature_names))
+        )
         self.tables = FusedTables(model.sparse_arch)
         dense_params = [
             p for name, p in model.named_parameters() if not name.startswith("sparse_arch.")
@@ -474,10 +483,15 @@ class FusedTrainer:
         self.model.train()
         loss_sum, seen, steps = torch.zeros((), dtype=torch.float64), 0, 0
         for part, ids in prefetched(parts, depth=2, transform=lambda p: (p, self._ids(p))):
-            pooled = self.tables.pooled(ids).requires_grad_()
+            pooled = self.tables.pooled(ids)
+            if self.compressor is not None:  # where a sharded trainer's all-to-all would be
+                pooled = self.compressor.exchange(pooled)
+            pooled.requires_grad_()
             loss = self.loss_fn(self._logits(part, pooled), part.labels)
             self.adam.zero_grad(set_to_none=True)
             loss.backward()
+            if self.compressor is not None:
+                self.compressor.observe(pooled.grad)
             self.adam.step()
             self.sparse.step(
                 self.tables.weight, ids.rows, self.tables.row_gradients(ids, pooled.grad)

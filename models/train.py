@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
 from quantrec.models.fused import FusedTrainer, RowwiseAdagrad
+from quantrec.models.pooled_compression import CompressionLog, PooledCompression
 from quantrec.models.quantize import float_state_dict
 from quantrec.models.sizing import TrainingSize, auto_training_size
 from quantrec.models.stream import BatchSource, InMemorySource, batches_of
@@ -120,6 +121,8 @@ class TrainReport:
         batch_size: samples per step used.
         learning_rate: Adam's rate used for the MLPs.
         sparse_learning_rate: the tables' rate used.
+        compression: with ``pooled_compression``, what it did (bounds per table per step,
+            compression ratios per table); else None.
     """
 
     steps: int
@@ -135,6 +138,7 @@ class TrainReport:
     learning_rate: float = 0.0
     sparse_learning_rate: float = 0.0
     resumed: bool = False  # the optimizers continued the parent run's state
+    compression: CompressionLog | None = None
 
     @property
     def epochs(self) -> int:
@@ -176,6 +180,7 @@ def train_dlrm(
     optimizer_state: dict | None = None,
     dense_transform: DenseTransformMode | None = None,
     fused: bool = True,
+    pooled_compression: PooledCompression | None = None,
 ) -> TrainReport:
     """Train ``model`` in place with BCE-with-logits; leaves it in eval mode.
 
@@ -208,6 +213,9 @@ def train_dlrm(
         dense_transform: "fit" the model's dense transform on the training rows, or "keep"
             it (its MLPs learned on those inputs); None: "keep" when ``continued``.
         fused: look all tables up in one fused storage (the fast path).
+        pooled_compression: compress the pooled embeddings of every training step with the
+            error-bounded codec, as a table-wise sharded trainer would before its
+            all-to-all (``models.pooled_compression``); needs ``fused``. None: exact.
     """
     source = InMemorySource(batch) if isinstance(batch, Batch) else batch
     if not isinstance(source, BatchSource):
@@ -241,6 +249,11 @@ def train_dlrm(
             "optimizer_state resumes a continued run (continued=True) on the fused path with "
             f"rowwise_adagrad; got continued={continued}, fused={fused}, {sparse_optimizer}"
         )
+    if pooled_compression is not None and not fused:
+        raise ValueError(
+            "pooled_compression runs on the fused path (fused=True), where the pooled "
+            "embeddings are one tensor per step"
+        )
     if optimizer_state is not None and epochs is None:
         epochs = 1
     if continued and optimizer_state is None:
@@ -268,6 +281,7 @@ def train_dlrm(
         sparse_optimizer=sparse_optimizer,
         sparse_learning_rate=sparse_learning_rate,
         weight_decay=embedding_weight_decay,
+        **({"pooled_compression": pooled_compression} if fused else {}),
     )
     if optimizer_state is not None:
         trainer.resume(optimizer_state)
@@ -307,6 +321,7 @@ def train_dlrm(
         learning_rate=size.learning_rate,
         sparse_learning_rate=sparse_learning_rate,
         resumed=optimizer_state is not None,
+        compression=trainer.compressor.log if fused and trainer.compressor else None,
     )
 
 
