@@ -100,6 +100,19 @@ class CodecRow:
     search_s: float  # wall time of the plan's search (0: not searched)
 
 
+def write_days(folder: Path, feed, days: int) -> list[Path]:
+    """The ``days`` days before ``TEST_DAY`` in a lake in ``folder``, oldest first (days the
+    feed has too few rows for are skipped)."""
+    lake, paths = DayLake(folder), []
+    for k in range(days, 0, -1):
+        day = TEST_DAY - timedelta(days=k)
+        try:
+            paths.append(lake.write(day, feed.day(day)))
+        except SmallDayError:
+            continue
+    return paths
+
+
 def train_model(*, rows_per_day: int, days: int, folder: Path):
     """(trained fp32 parent, the following day's batch) of the default synthetic config."""
     from quantrec.tasks.config import QuantrecConfig
@@ -107,13 +120,7 @@ def train_model(*, rows_per_day: int, days: int, folder: Path):
     config = QuantrecConfig().with_feed("synthetic", rows_per_day=rows_per_day)
     config = config.with_overrides(training={"threads": 1})
     feed = config.feed.build(TEST_DAY)
-    lake, paths = DayLake(folder), []
-    for k in range(days, 0, -1):
-        try:
-            day = TEST_DAY - timedelta(days=k)
-            paths.append(lake.write(day, feed.day(day)))
-        except SmallDayError:
-            continue
+    paths = write_days(folder, feed, days)
     trained = train_fp32(
         paths,
         feed.schema(),
