@@ -73,7 +73,7 @@ from quantrec.models.train import train_dlrm
 
 K = 10
 HOLDOUT_FRACTION = 0.2
-RATE_MULTIPLIERS = (0.5, 1.0, 2.0, 4.0)
+RATE_MULTIPLIERS = (0.5, 1.5, 4.0)
 REFERENCE = "fp32"
 
 
@@ -101,7 +101,7 @@ SETTINGS = {
         ("genres", "release_bucket"),
     ),
     "synthetic": FeedSetting(
-        date(2024, 1, 4), 2, None, None, (100, 300, 1000, 3000), "cat_3", "cat_2", ()
+        date(2024, 1, 4), 2, None, None, (300, 1000, 3000), "cat_3", "cat_2", ()
     ),
 }
 
@@ -296,19 +296,23 @@ def sweep_records(feed_name: str, load) -> list[dict]:
     ]
 
 
+def _progress(started: float, what: str) -> None:
+    print(f"[{time.perf_counter() - started:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feed", choices=sorted(SETTINGS), default="movielens")
     parser.add_argument("--queries", type=int, default=200, help="queries scored for quality")
-    parser.add_argument("--timing-queries", type=int, default=100, help="queries cycled under load")
+    parser.add_argument("--timing-queries", type=int, default=60, help="queries cycled under load")
     parser.add_argument(
         "--queries-per-run",
         type=int,
         default=None,
-        help="per pipeline, rate, round (100; synthetic 50)",
+        help="per pipeline, rate, round (60; synthetic 20)",
     )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--max-seconds", type=float, default=15.0, help="bound of each load run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-seconds", type=float, default=8.0, help="bound of each load run")
     parser.add_argument(
         "--rates",
         type=float,
@@ -331,18 +335,22 @@ def main(argv: list[str] | None = None) -> int:
         else SyntheticFeed(seed=0, rows_per_day=args.rows_per_day)
     )
     models, schema, described = train_models(feed, setting, args)
+    _progress(started, "trained the fp32 and narrow models")
     if args.feed == "movielens":
         cases = movielens_cases(schema, setting, args.queries)
     else:
         cases = synthetic_cases(feed, schema, setting, args.queries, args.seed)
     n = len(cases[0][1])
     pipelines = build_pipelines(models, args.keeps or setting.keeps, n, args.narrow_dim)
+    _progress(started, f"{len(cases)} queries, {len(pipelines)} pipelines")
     quality = measure_quality(pipelines, cases, reference=REFERENCE, k=K)
+    _progress(started, "quality measured")
     requests = [(b.batch(q), b.items) for q, b in cases[: args.timing_queries]]
     load_before = os.getloadavg()[0]  # 2 shared cores: other processes show here
-    services = {name: service_ms(p, requests) for name, p in pipelines.items()}
+    services = service_ms(pipelines, requests)
+    _progress(started, f"single-stage service {services[REFERENCE]:.2f} ms; load runs next")
     rates = [m * 1e3 / services[REFERENCE] for m in sorted(args.rates)]
-    per_run = args.queries_per_run or (100 if args.feed == "movielens" else 50)
+    per_run = args.queries_per_run or (60 if args.feed == "movielens" else 20)
     load = measure_load(
         pipelines,
         requests,
@@ -351,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         queries_per_run=per_run,
         max_seconds=args.max_seconds,
     )
+    _progress(started, "load runs done")
     rows = pipeline_points(pipelines, quality, load, services, reference=REFERENCE)
     if args.json:
         for row in rows:

@@ -4,7 +4,8 @@ and the iso-quality rule that picks a (filter, K).
 1. ``measure_quality``: every pipeline serves every query (``models.queries``); per query,
    recall@k against the reference pipeline's list (single-stage fp32), NDCG@k and HR@k on
    the query's relevant items (``models.ranking_metrics``).
-2. ``service_ms``: the median time of one query served sequentially, without load.
+2. ``service_ms``: the median time of one query served sequentially, without load,
+   interleaved query by query.
 3. ``measure_load``: for each offered rate, ``rounds`` rounds in which every pipeline runs
    one bounded ``models.loadgen.run_load`` in turn, the order rotated by one each round, so
    no pipeline always runs first, last or next to the same neighbour (interleaved in one
@@ -88,16 +89,25 @@ def measure_quality(
     }
 
 
-def service_ms(pipeline: RankingPipeline, requests: Sequence[tuple], *, warmup: int = 3) -> float:
-    """Median milliseconds of one (batch, items) request served in this thread."""
+def service_ms(
+    pipelines: Mapping[str, RankingPipeline], requests: Sequence[tuple], *, warmup: int = 3
+) -> dict[str, float]:
+    """Pipeline -> median milliseconds of one (batch, items) request served in this thread,
+    without load. Interleaved per request (every pipeline serves request i before any
+    serves i + 1, the order rotated), so a burst of another process's work on a shared
+    machine slows every pipeline alike."""
+    names = list(pipelines)
     for batch, items in requests[:warmup]:
-        pipeline.rank(batch, items)
-    times = []
-    for batch, items in requests:
-        started = time.perf_counter()
-        pipeline.rank(batch, items)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1e3)
+        for name in names:
+            pipelines[name].rank(batch, items)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i, (batch, items) in enumerate(requests):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            pipelines[name].rank(batch, items)
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
 
 @dataclass

@@ -59,7 +59,8 @@ def test_quality_per_query_and_the_iso_quality_rule(pipelines, cases) -> None:
     for per_rate in load.values():
         for cell in per_rate.values():
             assert cell.issued == 12 and cell.completed + cell.abandoned == 12
-    services = {name: service_ms(p, requests) for name, p in pipelines.items()}
+    services = service_ms(pipelines, requests)
+    assert set(services) == set(pipelines) and min(services.values()) > 0
     points = pipeline_points(pipelines, quality, load, services, reference="fp32")
     by_name = {p.pipeline: p for p in points}
     assert by_name["fp32"].p95_ratio == 1.0 and by_name["fp32"].k is None
