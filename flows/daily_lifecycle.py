@@ -38,6 +38,7 @@ from quantrec.tasks.report import (
     publish_run_report,
     publish_summary,
 )
+from quantrec.tasks.retention import apply_retention
 from quantrec.tasks.search import choose_precision_plan, record_plan
 from quantrec.tasks.settings import code_version, run_date_lock, run_key
 from quantrec.tasks.stage_store import discard_stage_results
@@ -173,4 +174,6 @@ def _lifecycle(
 def _finish(outcome: DayOutcome, config: QuantrecConfig):
     outcome = publish_summary(outcome)
     publish_lifecycle_report(config)
+    if config.registry.retention:
+        apply_retention(config.registry.model_name, config.registry.keep_days)
     return outcome_state(outcome)

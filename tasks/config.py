@@ -260,6 +260,18 @@ class RegistryConfig(_Section):
         description="Registered model: letters, digits, '.', '_' and '-', at most 128.",
     )
     experiment: str = Field("quantrec", min_length=1, description="MLflow experiment.")
+    retention: bool = Field(
+        True,
+        description="After every run date, delete the versions the retention policy does "
+        "not keep, with their files (`quantrec gc` does it by hand).",
+    )
+    keep_days: int = Field(
+        30,
+        ge=1,
+        le=3660,
+        description="Run dates whose versions are all kept, counting back from the newest; "
+        "the aliased versions, their fp32 parents and versions under review are always kept.",
+    )
 
     @field_validator("model_name")
     @classmethod

@@ -174,7 +174,15 @@ def register_variants(
                 record_manifest(client, model_name, version, run_id)
         else:
             pause_point("register")
-            version = _log_version(run_id, name, model, schema, plans.get(name), model_name)
+            identity = {
+                Tag.RUN_KEY: run_key,
+                Tag.VARIANT: name,
+                Tag.MLFLOW_RUN_ID: run_id,
+                Tag.RUN_DATE: outcome.date.isoformat(),
+            }
+            version = _log_version(
+                client, run_id, name, model, schema, plans.get(name), model_name, identity
+            )
             # Taken of what the store holds now, before anything can read it back.
             record_manifest(client, model_name, version, run_id)
         tags = {
@@ -303,13 +311,18 @@ def _check_same_shapes(model_name: str, *versions: tuple[str, LoadedModel]) -> N
 
 
 def _log_version(
+    client,
     run_id: str,
     name: str,
     model,
     schema: FeatureSchema,
     plan: PrecisionPlan | None,
     model_name: str,
+    identity: dict[str, str],
 ) -> str:
+    """Log the variant's files to the run, then create its version with ``identity`` (run
+    key, variant, run, date) as tags in the same call: a crash can leave files, never a
+    version that a resumed run cannot recognise as its own."""
     with tempfile.TemporaryDirectory() as tmp:
         artifact = save_model(
             model, Path(tmp) / "artifact", schema=schema, precision=name, plan=plan
@@ -321,13 +334,21 @@ def _log_version(
                 loader_module="quantrec.models.pyfunc",
                 data_path=str(artifact),
                 pip_requirements=SERVING_REQUIREMENTS,
-                registered_model_name=model_name,
             )
         finally:
             # Leaving a fluent run would mark it FINISHED; promote and summarize are still to
             # come, and a crash there must leave the run RUNNING for the next run to close.
             mlflow.end_run(status="RUNNING")
-    return str(info.registered_model_version)
+    pause_point("register-files")  # the files are logged, no version exists yet
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        model_name, info.model_uri, run_id=run_id, tags=identity, model_id=info.model_id
+    )
+    return str(version.version)
 
 
 @mlflow_task("promote")

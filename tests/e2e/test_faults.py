@@ -10,6 +10,7 @@ moving the champion to anything unevaluated.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def _assert_day_finished(quantrec: Quantrec, record: dict, crashed_id: str) -> l
     versions = versions_of(client, DAY)
     assert {v.tags["quantrec.variant"] for v in versions} == VARIANTS
     assert len(versions) == 4, [(v.version, v.tags["quantrec.variant"]) for v in versions]
+    # No version of the model is left without the identity that lets a rerun claim it.
+    assert all("quantrec.run_key" in v.tags for v in versions_of(client)), versions_of(client)
     assert "reused_from" not in record
     champion = alias(client)
     assert champion == record["champion_version"]
@@ -84,11 +87,13 @@ def test_run_killed_while_training_is_rerun_to_completion(quantrec):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["register", "promote"])
+@pytest.mark.parametrize("stage", ["register", "register-files", "promote"])
 def test_run_killed_while_registering_resumes_without_training_or_registering_twice(
     quantrec, stage
 ):
-    # "register" stops before the first version is logged; "promote" after all four are
+    # "register" stops before the first version is logged; "register-files" after the
+    # first variant's files are logged, before its version is created (with its identity
+    # tags, in one call: no untagged version can be left); "promote" after all four are
     # registered and tagged, before the alias switch.
     first = quantrec.start(*_run_json(), QUANTREC_PAUSE_AT=stage)
     quantrec.paused(first, stage)
@@ -96,7 +101,7 @@ def test_run_killed_while_registering_resumes_without_training_or_registering_tw
     kill_group(first)
     client = quantrec.client()
     before = versions_of(client, DAY)
-    assert len(before) == (0 if stage == "register" else 4)
+    assert len(before) == (4 if stage == "promote" else 0)
     assert alias(client) is None  # nothing was promoted by the killed run
 
     rerun = quantrec.run(*_run_json())
@@ -199,3 +204,63 @@ def _server_lost_mid_run(quantrec: Quantrec, server, mlflow_servers) -> None:
     # Training finished before the tracking calls failed; its result was persisted.
     tags = client.get_run(record["mlflow_run_id"]).data.tags
     assert tags["quantrec.resumed.train"] == crashed.info.run_id
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_temporary_prefect_server_behind(quantrec):
+    """Without PREFECT_API_URL the CLI starts a temporary Prefect server, a child process;
+    SIGKILL of the CLI alone (not its group) takes the server with it."""
+    first = quantrec.start(*_run_json(), QUANTREC_PAUSE_AT="train", PREFECT_API_URL="")
+    quantrec.paused(first, "train")
+    servers = [
+        pid
+        for pid in _children(first.pid)
+        if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
+    assert servers, "the paused run should have a temporary Prefect server as its child"
+
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+
+    wait_until(
+        lambda: not any(_alive(pid) for pid in servers),
+        timeout_s=30,
+        what=f"the temporary Prefect server(s) {servers} to exit with their parent",
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_with_one_paragraph_and_the_rerun_finishes(quantrec):
+    first = quantrec.start(*_run_json(), QUANTREC_PAUSE_AT="train")
+    quantrec.paused(first, "train")
+    crashed = _crashed_run(quantrec)
+
+    os.kill(first.pid, signal.SIGTERM)
+    finished = quantrec.finish(first, timeout_s=120)
+
+    assert finished.returncode == 143, finished.stderr[-3000:]
+    assert "stopped by signal SIGTERM" in finished.stderr and "Traceback" not in finished.stderr
+    assert quantrec.client().get_run(crashed.info.run_id).info.status == "KILLED"
+    rerun = quantrec.run(*_run_json())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]

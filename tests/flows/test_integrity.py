@@ -6,7 +6,6 @@ Tampering happens on a version registered into a copy of the backfilled home (it
 experiment, so its files live in the copy), never on the shared session state.
 """
 
-import shutil
 from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,24 +19,11 @@ from quantrec.models.manifest import IntegrityError, file_sha256
 from quantrec.tasks.registry import _log_version
 from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import (
-    connect,
     experiment_id,
     load_version,
     record_manifest,
     start_run,
 )
-
-
-@pytest.fixture
-def home_copy(backfilled, tmp_path, monkeypatch):
-    home, config, records = backfilled
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
-    monkeypatch.setenv("QUANTREC_HOME", str(copy))
-    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
-    # another test's home would resolve aliases there.
-    _, client = connect()
-    return copy, config, records, client
 
 
 @pytest.fixture
@@ -49,7 +35,10 @@ def registered(home_copy):
     loaded = load_version(name, records[-1]["registered_versions"]["fp32"])
     experiment = experiment_id(client, quantrec_home(), "integrity")
     run_id = start_run(client, experiment, date(2026, 3, 3), {})
-    version = _log_version(run_id, "fp32", loaded.model, loaded.schema, None, name)
+    identity = {"quantrec.run_key": "integrity", "quantrec.variant": "fp32"}
+    version = _log_version(
+        client, run_id, "fp32", loaded.model, loaded.schema, None, name, identity
+    )
     record_manifest(client, name, version, run_id)
     source = client.get_model_version(name, version).source
     location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
