@@ -19,8 +19,10 @@ export PREFECT_UI_API_URL="http://127.0.0.1:$prefect_port/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true
-# Runs started from now on link their Prefect artifacts to this MLflow UI.
+# Runs started from now on link their Prefect artifacts to this MLflow UI, and the CLI runs
+# its flows on this Prefect server instead of starting a temporary one (while it answers).
 echo "http://127.0.0.1:$mlflow_port" >"$home/mlflow-ui.url"
+echo "http://127.0.0.1:$prefect_port/api" >"$home/prefect-api.url"
 
 # Job control puts each server in its own process group, so stopping one stops all it spawned.
 set -m

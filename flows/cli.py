@@ -13,28 +13,12 @@ import os
 import sys
 import time
 from datetime import date, timedelta
-from enum import IntEnum
 
+from quantrec.flows.errors import EPILOG, ExitCode, Terminated, classify
 from quantrec.tasks.settings import prepare_process_environment
 
 DEMO_START = date(2026, 1, 1)
 DEMO_DAYS = 10
-
-
-class ExitCode(IntEnum):
-    """What ``quantrec`` exits with."""
-
-    OK = 0
-    FAILED = 1  # a flow run failed (the traceback says why)
-    BAD_INPUT = 2  # config, data, spec or review input that cannot apply; tampered files
-    STOPPED = 3  # a day stopped before training: bad or missing data, quarantined
-    RUN_IN_PROGRESS = 4  # another process runs the same model and date
-    TRACKING_UNREACHABLE = 5  # the MLflow tracking server did not answer
-
-
-EPILOG = "exit status: " + ", ".join(
-    f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode
-)
 
 
 def _date(text: str) -> date:
@@ -62,6 +46,9 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantrec", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="on an error, show the full traceback too"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     config, runs = _parents()
@@ -171,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     configure_bench(command("bench", bench_command, BENCH_HELP, ()))
     command("config", config_command, "print the effective configuration", (runs,))
+    gc = command("gc", gc_command, "delete the versions the retention policy does not keep")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
+    gc.add_argument("--keep-days", type=int, help="run dates kept whole (default: the config's)")
     return parser
 
 
@@ -310,6 +300,24 @@ def readmit_command(args: argparse.Namespace) -> int:
     return ExitCode.OK if path else ExitCode.STOPPED
 
 
+def gc_command(args: argparse.Namespace) -> int:
+    from quantrec.tasks.config import load_config
+    from quantrec.tasks.retention import collect
+
+    registry = load_config(args.config).registry
+    keep_days = registry.keep_days if args.keep_days is None else args.keep_days
+    if keep_days < 1:
+        print(f"quantrec: --keep-days must be at least 1; got {keep_days}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    done = collect(registry.model_name, keep_days=keep_days, dry_run=args.dry_run)
+    for number in done.plan.keep:
+        print(f"keep  version {number:>5}: {done.plan.why[number]}")
+    for number in done.plan.drop:
+        print(f"{'would delete' if args.dry_run else 'deleted'} version {number:>5}")
+    print(done.summary())
+    return ExitCode.OK
+
+
 def report_command(args: argparse.Namespace) -> int:
     from quantrec.tasks.config import load_config
 
@@ -415,8 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     home = prepare_process_environment()
-    # MLflow announces every registered version on its INFO logger; the records say it.
+    from quantrec.flows.errors import quiet_engine_tracebacks, stop_on_sigterm
+
+    stop_on_sigterm()
+    from quantrec.tasks.settings import tie_temporary_servers_to_this_process
+
+    tie_temporary_servers_to_this_process()
+    # MLflow announces every new store and registered version on its INFO logger.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if not args.verbose:
+        quiet_engine_tracebacks()
     from quantrec.data_checks.schema import SchemaError
     from quantrec.feeds.base import FeedError
     from quantrec.feeds.lake import LakeError
@@ -448,42 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunInProgressError as err:
         print(f"quantrec: {err}", file=sys.stderr)
         return ExitCode.RUN_IN_PROGRESS
-    except Exception as err:
-        if _is_unreachable(err):
-            print(
-                f"quantrec: the MLflow tracking server at {home.tracking_uri} is unreachable "
-                f"({type(err).__name__}: {str(err)[:300]}). Nothing was promoted; the "
-                "champion is unchanged. Start the server (or unset MLFLOW_TRACKING_URI for "
-                "the embedded store) and rerun: finished stages are resumed.",
-                file=sys.stderr,
-            )
-            return ExitCode.TRACKING_UNREACHABLE
-        raise
-
-
-def _is_unreachable(err: BaseException) -> bool:
-    """Whether ``err``, or an exception it was raised from or while handling, is a failed
-    connection (MLflow's client raises ``MlflowException`` while handling the requests
-    error, so the type is found in the chain)."""
-    import requests
-    import urllib3
-
-    lost = (
-        requests.exceptions.ConnectionError,
-        requests.exceptions.Timeout,
-        urllib3.exceptions.MaxRetryError,
-        urllib3.exceptions.NewConnectionError,
-        ConnectionRefusedError,
-        ConnectionResetError,
-        ConnectionAbortedError,
-    )
-    seen, visited = err, set()
-    while seen is not None and id(seen) not in visited:
-        visited.add(id(seen))
-        if isinstance(seen, lost):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    except (Exception, Terminated, KeyboardInterrupt) as err:
+        if args.verbose:
+            raise
+        code, paragraph = classify(err, tracking_uri=home.tracking_uri, home=str(home.root))
+        print(paragraph, file=sys.stderr)
+        return code
 
 
 def review_list_command(args: argparse.Namespace) -> int:

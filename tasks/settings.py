@@ -103,6 +103,8 @@ def prepare_process_environment() -> Home:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # "Creating initial MLflow database tables..." on every fresh store: not the user's news.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # No network beyond package registries: telemetry only fails, and its startup write
     # races the ephemeral server's own (a "database is locked" traceback in the output).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -115,7 +117,66 @@ def prepare_process_environment() -> Home:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    _use_running_prefect_server(home)
     return home
+
+
+PREFECT_URL_FILE = "prefect-api.url"  # written by `make ui` (deploy/ui.sh) while it serves
+
+
+def _use_running_prefect_server(home: Home) -> None:
+    """With no ``PREFECT_API_URL`` set, use the Prefect server `make ui` runs on this home
+    when it answers, instead of starting a temporary one (about 15 s per command)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        url = (home.root / PREFECT_URL_FILE).read_text().strip()
+    except OSError:
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:  # noqa: S310
+            if answer.status == 200:
+                os.environ["PREFECT_API_URL"] = url
+    except (OSError, ValueError):
+        return  # `make ui` is not running (any more): the temporary server it is
+
+
+def tie_temporary_servers_to_this_process() -> None:
+    """A temporary Prefect server (ephemeral mode) is a child process; if this process is
+    killed (SIGKILL gives it no chance to stop it), Linux kills the server too
+    (``PR_SET_PDEATHSIG``) instead of leaving it running with no parent."""
+    import ctypes
+    import signal
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import prefect.server.api.server as server
+
+    if getattr(server.subprocess, "quantrec_tied", False):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def die_with_parent() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    class Tied:
+        """``subprocess`` as Prefect's server module uses it, each child tied to us."""
+
+        quantrec_tied = True
+
+        def __getattr__(self, name):
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(*args, **kwargs):  # noqa: N802 - subprocess's name
+            kwargs.setdefault("preexec_fn", die_with_parent)
+            return subprocess.Popen(*args, **kwargs)
+
+    server.subprocess = Tied()
 
 
 # --- Run identity and the run-date lock ----------------------------------------------------
