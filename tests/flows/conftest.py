@@ -1,3 +1,4 @@
+import shutil
 from datetime import date
 
 import pytest
@@ -54,3 +55,17 @@ def client(backfilled, monkeypatch):
     # another test's home would resolve aliases there.
     _, client = connect()
     return client
+
+
+@pytest.fixture
+def home_copy(backfilled, tmp_path, monkeypatch):
+    """The backfilled home copied, for a test that moves aliases or runs more days: what
+    it does stays out of the shared home. (copy, config, records, client)."""
+    home, config, records = backfilled
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
+    monkeypatch.setenv("QUANTREC_HOME", str(copy))
+    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
+    # another test's home would resolve aliases there.
+    _, client = connect()
+    return copy, config, records, client

@@ -118,26 +118,24 @@ def test_a_bad_training_window_day_stops_the_run_and_is_quarantined(backfilled, 
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == written  # nothing lost
 
 
-def test_a_readmitted_window_day_is_read_again_and_the_rerun_trains(backfilled, client):
-    """After the bad window day above, `quantrec readmit` re-reads it from the feed; the
-    rerun of the run date has another identity (the day's digest) and goes past validation."""
-    _, config, _ = backfilled
-    run_date, window_day = date(2026, 5, 10), date(2026, 5, 9)
+def test_a_readmitted_window_day_is_read_again_and_the_rerun_trains(home_copy):
+    """After a bad window day, `quantrec readmit` re-reads it from the feed; the rerun of
+    the run date has another identity (the day's digest) and goes past validation."""
+    _, config, _, client = home_copy
+    run_date, window_day = date(2026, 6, 10), date(2026, 6, 9)
     day_lake = quantrec_home().day_lake()
-    if not day_lake.is_quarantined(window_day):
-        pytest.skip("runs after the bad window day case")
-    first = client.get_run(
-        client.search_runs(
-            [client.get_experiment_by_name(config.registry.experiment).experiment_id],
-            filter_string=f"tags.`quantrec.run_date` = '{run_date}'",
-        )[0].info.run_id
-    )
+    good = config.feed.build(window_day).day(window_day)
+    day_lake.write(window_day, _set("label", 2)(good))
+    first = daily_lifecycle(run_date, config).to_record()
+    assert first["decision"] == "rejected" and day_lake.is_quarantined(window_day)
+
     path, said = readmit_day(window_day, config.feed)
     assert path is not None, said
-
     record = daily_lifecycle(run_date, config).to_record()
 
     assert record["training_mode"] in {"full", "continual"}  # trained: validation passed
     assert "training window day" not in record["reason"]
-    rerun = client.get_run(record["mlflow_run_id"])
-    assert rerun.data.tags["quantrec.run_key"] != first.data.tags.get("quantrec.run_key")
+    keys = [
+        client.get_run(r["mlflow_run_id"]).data.tags["quantrec.run_key"] for r in (first, record)
+    ]
+    assert keys[0] != keys[1]

@@ -1,28 +1,19 @@
 """Reruns, locks, model cards and registry review, on a copy of the backfilled state."""
 
 import json
-import shutil
 
 import pytest
 
 from quantrec.flows.cli import main
 from quantrec.flows.daily_lifecycle import daily_lifecycle
 from quantrec.tasks.settings import RunInProgressError, os_user, run_date_lock
-from quantrec.tasks.tracking import connect
 
 from .conftest import END
 
 
 @pytest.fixture
-def copied(backfilled, tmp_path, monkeypatch):
-    """The backfilled home copied, so alias moves here do not leak into other tests."""
-    home, config, records = backfilled
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
-    monkeypatch.setenv("QUANTREC_HOME", str(copy))
-    # Both URIs: MLflow exports them to child processes, and a registry URI left over from
-    # another test's home would resolve aliases there.
-    _, client = connect()
+def copied(home_copy):
+    _, config, records, client = home_copy
     return config, records, client
 
 

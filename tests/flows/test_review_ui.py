@@ -5,7 +5,6 @@ whole-day drift metrics, model cards with a plan table; reviews that update the 
 decision tag, the run's description and a Prefect artifact."""
 
 import re
-import shutil
 
 import mlflow
 import pytest
@@ -26,7 +25,6 @@ from quantrec.tasks.tracking import (
     EXPERIMENT_KIND,
     NOTE_TAG,
     UI_URL_FILE,
-    connect,
     mlflow_ui_base,
 )
 
@@ -160,12 +158,8 @@ def test_links_point_at_the_mlflow_ui_once_its_address_is_known(backfilled, clie
 
 
 @pytest.fixture
-def copied(backfilled, tmp_path, monkeypatch):
-    home, config, records = backfilled
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("locks"))
-    monkeypatch.setenv("QUANTREC_HOME", str(copy))
-    _, client = connect()
+def copied(home_copy):
+    _, config, records, client = home_copy
     return config, records, client
 
 
