@@ -294,6 +294,8 @@ def _version_tags(client, model_name: str, version: str) -> dict[str, str]:
     try:
         return client.get_model_version(model_name, str(version)).tags
     except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # a lost server is not a missing version
         raise NumericsError(
             f"model {model_name!r} has no version {version!r} in the registry at "
             f"{client.tracking_uri}"

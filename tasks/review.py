@@ -55,10 +55,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# What the registry answers for a model or version it does not hold (a malformed version
+# number included); any other MlflowException (a lost server) is raised as it is.
+ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def _version(client, model_name: str, version: str):
     try:
         return client.get_model_version(model_name, str(version))
     except MlflowException as err:
+        if err.error_code not in ABSENT:  # a lost server is not a missing version
+            raise
         raise ReviewError(
             f"model {model_name!r} has no version {version!r} in the registry at "
             f"{client.tracking_uri}; `quantrec review list` shows the pending ones"
@@ -69,6 +76,8 @@ def _aliases(client, model_name: str) -> dict[str, str]:
     try:
         return {a: str(v) for a, v in client.get_registered_model(model_name).aliases.items()}
     except MlflowException as err:
+        if err.error_code not in ABSENT:
+            raise
         raise ReviewError(f"no registered model {model_name!r} at {client.tracking_uri}") from err
 
 

@@ -115,3 +115,27 @@ def test_sigterm_becomes_terminated_in_the_main_thread():
                 pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["review", "list"], ["promote", "1", "--reason", "hotfix"], ["review", "approve", "1"]],
+)
+def test_a_lost_tracking_server_during_review_is_named_not_called_a_missing_version(
+    argv, monkeypatch, capfd
+):
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert main(argv) == ExitCode.TRACKING_UNREACHABLE
+    err = capfd.readouterr().err
+    assert f"MLflow tracking server at {uri} is unreachable" in err, err
+    assert "has no version" not in err and "no registered model" not in err
