@@ -17,6 +17,7 @@ from matplotlib.dates import ConciseDateFormatter, DayLocator
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from quantrec.models.plan_record import plan_figure, plan_sentences, plan_table
 from quantrec.models.report_render import (
     ReportError,
     escape,
@@ -241,10 +242,15 @@ def write_lifecycle_report(
     budget_rel: float,
     shift_date: date | None = None,
     title: str = "quantrec lifecycle: frozen int8, daily fp32 and managed champion",
+    plan: pd.DataFrame | None = None,
+    faithfulness_bound: float | None = None,
 ) -> tuple[Path, Path]:
     """Write ``lifecycle.png`` and ``lifecycle.html`` into ``out_dir`` (made if missing) and
     return both paths. The page embeds the PNG and holds the summary sentences, the summary
-    numbers and one row per run date (over-budget champion days in red)."""
+    numbers and one row per run date (over-budget champion days in red). With ``plan``
+    (``models.plan_record.plan_frame``) and its ``faithfulness_bound``, a section on the
+    precision plan: predicted against realised change, and the bytes of what served
+    (``plan.png`` beside the page)."""
     summary = lifecycle_summary(days, budget_rel=budget_rel, shift_date=shift_date)
     frame = _check_days(days)
     png = png_bytes(
@@ -291,7 +297,24 @@ def write_lifecycle_report(
         + html_table(header, rows, over)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if plan is not None and len(plan) and faithfulness_bound is not None:
+        plan_png = png_bytes(plan_figure(plan, bound=faithfulness_bound))
+        (out_dir / "plan.png").write_bytes(plan_png)
+        body += plan_section(plan, bound=faithfulness_bound, image=plan_png)
     png_path, html_path = out_dir / "lifecycle.png", out_dir / "lifecycle.html"
     png_path.write_bytes(png)
     html_path.write_text(html_page(title, body), encoding="utf-8")
     return png_path, html_path
+
+
+def plan_section(plan: pd.DataFrame, *, bound: float, image: bytes) -> str:
+    """The page's section on the precision plan (``write_lifecycle_report``)."""
+    header, rows = plan_table(plan, bound=bound)
+    missed = [r[5] == "no" for r in rows]
+    return (
+        "\n<h2>Precision plan: predicted against realised</h2>\n"
+        + "".join(f"<p>{escape(s)}</p>\n" for s in plan_sentences(plan, bound=bound))
+        + img_tag(image, "predicted and realised NE change, served bytes")
+        + "\n"
+        + html_table(header, rows, missed)
+    )

@@ -27,6 +27,7 @@ from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import DayOutcome, served_ne
 from quantrec.models.lifecycle_report import lifecycle_summary, write_lifecycle_report
 from quantrec.models.names import GROUND_TRUTH_KEY, Baseline, Tag, Variant
+from quantrec.models.plan_record import plan_frame, plan_sentences
 from quantrec.models.report_render import ReportError
 from quantrec.models.scorer import score
 from quantrec.tasks.config import QuantrecConfig
@@ -146,7 +147,14 @@ def write_report(
     outcomes = day_outcomes(start, end, config.registry.experiment)
     days = lifecycle_frame(outcomes, config.registry.model_name, config.evaluation.batch_size)
     budget = config.gate.quantization_ne_budget_rel
-    png, html = write_lifecycle_report(days, Path(out), budget_rel=budget, shift_date=shift_date)
+    png, html = write_lifecycle_report(
+        days,
+        Path(out),
+        budget_rel=budget,
+        shift_date=shift_date,
+        plan=plan_frame(outcomes.values()),
+        faithfulness_bound=_bound(config),
+    )
     days.to_csv(Path(out) / "lifecycle.csv", index=False)
     return png, html, lifecycle_summary(days, budget_rel=budget, shift_date=shift_date)
 
@@ -197,9 +205,17 @@ def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
     )
     budget, shift = config.gate.quantization_ne_budget_rel, getattr(config.feed, "shift_date", None)
     summary = lifecycle_summary(frame, budget_rel=budget, shift_date=shift)
+    plan = plan_frame(days.values())
     client.set_tag(run_id, FROZEN_TAG, frozen or "")
     with tempfile.TemporaryDirectory(prefix="quantrec-lifecycle-") as tmp:
-        write_lifecycle_report(frame, Path(tmp), budget_rel=budget, shift_date=shift)
+        write_lifecycle_report(
+            frame,
+            Path(tmp),
+            budget_rel=budget,
+            shift_date=shift,
+            plan=plan,
+            faithfulness_bound=_bound(config),
+        )
         frame.to_csv(Path(tmp) / "lifecycle.csv", index=False)
         client.log_artifacts(run_id, tmp, "lifecycle")
     base = mlflow_ui_base(client)
@@ -207,6 +223,8 @@ def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
         f"# quantrec lifecycle, {min(days)} .. {max(days)}",
         "",
         *summary["sentences"],
+        "",
+        *(plan_sentences(plan, bound=_bound(config)) if len(plan) else []),
         "",
     ]
     if base:
@@ -225,6 +243,12 @@ def _publish(days: dict[date, DayOutcome], config: QuantrecConfig) -> str:
         description="NE per run date: frozen int8, daily fp32, managed champion",
     )
     return f"runs:/{run_id}/lifecycle/lifecycle.html"
+
+
+def _bound(config: QuantrecConfig) -> float:
+    """The faithfulness bound the plan is held to (default: the gate's budget)."""
+    bound = config.search.faithfulness
+    return config.gate.quantization_ne_budget_rel if bound is None else bound
 
 
 def _frozen_version(days: dict[date, DayOutcome]) -> str | None:

@@ -121,3 +121,59 @@ def test_the_record_fields_round_trip_and_old_records_still_load() -> None:
     assert newest["searched bytes / fp32"] == "0.125" and newest["served"] == "searched"
     # An old record: realised from its metrics, nothing predicted.
     assert table.iloc[0]["predicted %"] == "" and table.iloc[0]["realised %"] == "+0.025"
+
+
+def _day(day: int, *, promoted: str | None, searched_ne: float, predicted=None) -> DayOutcome:
+    return DayOutcome(
+        date=date(2026, 1, day),
+        model_name="m",
+        mlflow_run_id=f"r{day}",
+        decision="promoted" if promoted else "rejected",
+        reason="",
+        promoted_variant=promoted,
+        metrics={"fp32": {"ne": 0.80}, "searched": {"ne": searched_ne}},
+        bytes={"fp32": 1000, "int8": 375, "searched": 125},
+        plan_source="searched",
+        **plan_record(predicted, {"fp32": {"ne": 0.80}, "searched": {"ne": searched_ne}}),
+    )
+
+
+def test_the_plan_frame_follows_what_served_and_the_report_shows_it(tmp_path) -> None:
+    import pandas as pd
+
+    from quantrec.models.lifecycle_report import write_lifecycle_report
+    from quantrec.models.plan_record import plan_frame, plan_sentences
+
+    interval = DeltaInterval(delta=0.0001, low=-0.0002, high=0.0004, rows=4000)
+    days = [
+        _day(3, promoted=None, searched_ne=0.8001, predicted=interval),  # no champion yet
+        _day(4, promoted="searched", searched_ne=0.8002, predicted=interval),
+        _day(5, promoted=None, searched_ne=0.8040),  # kept: the searched of day 4 serves
+        _day(6, promoted="int8", searched_ne=0.8001),
+    ]
+    frame = plan_frame(reversed(days))  # any order in, oldest first out
+
+    assert list(frame.served_variant) == ["", "searched", "searched", "int8"]
+    assert frame.served_ratio.tolist()[1:] == [0.125, 0.125, 0.375]
+    assert frame.realised.tolist() == pytest.approx([0.000125, 0.00025, 0.005, 0.000125])
+    said = plan_sentences(frame, bound=0.0005)
+    assert "within the faithfulness bound (±0.05 %) on 3 of 4 run dates" in said[0]
+    assert "at most 0.15x fp32 bytes on 2 of 3 run dates; mean 0.208x" in said[1]
+
+    lifecycle = pd.DataFrame(
+        {
+            "date": [d.date for d in days],
+            "frozen_ne": [0.81] * 4,
+            "fp32_ne": [0.80] * 4,
+            "champion_ne": [0.80] * 4,
+            "drift_level": ["ok"] * 4,
+            "promoted": [False, True, False, True],
+            "outcome": [d.decision for d in days],
+        }
+    )
+    _, html = write_lifecycle_report(
+        lifecycle, tmp_path, budget_rel=0.0005, plan=frame, faithfulness_bound=0.0005
+    )
+    page = html.read_text()
+    assert "Precision plan: predicted against realised" in page and "+0.500" in page
+    assert (tmp_path / "plan.png").stat().st_size > 1000
