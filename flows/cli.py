@@ -21,6 +21,10 @@ DEMO_START = date(2026, 1, 1)
 DEMO_DAYS = 10
 
 
+# Commands that run Prefect flows: without PREFECT_API_URL they start a temporary server.
+FLOW_COMMANDS = {"run", "search", "backfill", "demo", "review", "rollback", "promote"}
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -426,12 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     from quantrec.flows.errors import quiet_engine_tracebacks, stop_on_sigterm
 
     stop_on_sigterm()
-    from quantrec.tasks.settings import tie_temporary_servers_to_this_process
+    if args.command in FLOW_COMMANDS and not os.environ.get("PREFECT_API_URL"):
+        from quantrec.tasks.settings import tie_temporary_servers_to_this_process
 
-    tie_temporary_servers_to_this_process()
+        tie_temporary_servers_to_this_process()
     # MLflow announces every new store and registered version on its INFO logger.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if not args.verbose:
+    if not args.verbose and args.command in FLOW_COMMANDS:
         quiet_engine_tracebacks()
     from quantrec.data_checks.schema import SchemaError
     from quantrec.feeds.base import FeedError

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from prefect import flow
 from prefect.runtime import flow_run
 
+from quantrec.flows.errors import Terminated
 from quantrec.models.lifecycle import DayOutcome, why_stop
 from quantrec.models.plan_record import plan_record
 from quantrec.tasks.config import QuantrecConfig
@@ -166,8 +167,8 @@ def _lifecycle(
         outcome = _finish(outcome, config)
         discard_stage_results(key)
         return outcome
-    except BaseException:
-        close_failed_run(run_id)
+    except BaseException as err:
+        close_failed_run(run_id, stopped=isinstance(err, (Terminated, KeyboardInterrupt)))
         raise
 
 

@@ -226,6 +226,8 @@ def lifecycle_figure(
             linewidth=1,
             label="shift",
         )
+    # Whole days around the points: a single date would autoscale to years of day ticks.
+    axes.set_xlim(x.min() - np.timedelta64(1, "D"), x.max() + np.timedelta64(1, "D"))
     locator = DayLocator(interval=max(1, len(frame) // 10))  # whole days, never hours
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -39,6 +39,9 @@ from quantrec.models.quantize import quantizable_units, unit_precision
 # the feeds' default models (benchmarks/precision.py) tables measured 47-54, 23-29 and 9-17
 # dB, int8 MLP layers 30-40. So int8 and int4 stay above it; an int2 table, or a wrong scale
 # (x10: about -19 dB), falls below.
+# Where a run logs its searched variant's numerics against the fp32 parent (the run report
+# shows the table).
+NUMERICS_ARTIFACT = "search/numerics.csv"
 DEFAULT_THRESHOLD_DB = 15.0
 DEFAULT_ROWS = 4096
 OUTPUT = "output"  # the row of the final logits

@@ -139,6 +139,8 @@ def plan_figure(frame: pd.DataFrame, *, bound: float) -> Figure:
     bottom.set_ylabel("bytes / fp32")
     bottom.set_ylim(0, max(1.05, float(np.nanmax([frame.served_ratio.max(), 1.0]))))
     bottom.legend(fontsize=8)
+    # Whole days around the points: a single date would autoscale to years of day ticks.
+    bottom.set_xlim(x.min() - np.timedelta64(1, "D"), x.max() + np.timedelta64(1, "D"))
     locator = DayLocator(interval=max(1, len(frame) // 10))
     bottom.xaxis.set_major_locator(locator)
     bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))

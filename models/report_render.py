@@ -337,6 +337,7 @@ def run_report_html(
     staleness: dict[str, float] | None,
     links: dict[str, str] | None,
     drift_thresholds: dict | None = None,
+    numerics: pd.DataFrame | None = None,
 ) -> str:
     """One run date's report as a self-contained HTML page.
 
@@ -351,6 +352,8 @@ def run_report_html(
     optional auc. ``staleness``: {measure: value}. ``links``: {name: URL}, or None when the
     MLflow UI's address is not known. ``drift_thresholds``: the ``[drift]`` settings
     (``DriftThresholds``), for each feature's severe value beside its warn value.
+    ``numerics``: the searched variant against its fp32 parent, unit by unit
+    (``models.numerics.NumericsReport``'s CSV, read back), or None.
     """
     extra = sorted({k for m in metrics.values() for k in m} - set(METRIC_COLUMNS))
     columns = list(METRIC_COLUMNS) + extra
@@ -369,6 +372,12 @@ def run_report_html(
             "Quantization staleness",
             html_table(["measure", "value"], list(map(list, staleness.items())))
             if staleness
+            else None,
+        ),
+        _section(
+            "Numerics: searched vs fp32, unit by unit",
+            html_table(list(numerics.columns), numerics.values.tolist())
+            if numerics is not None and len(numerics)
             else None,
         ),
         _section("Links", _links_body(links)),

@@ -33,6 +33,7 @@ from quantrec.models.names import Alias, Tag, Variant
 from quantrec.models.numerics import (
     DEFAULT_ROWS,
     DEFAULT_THRESHOLD_DB,
+    NUMERICS_ARTIFACT,
     OUTPUT,
     NumericsError,
     NumericsReport,
@@ -53,7 +54,6 @@ from quantrec.tasks.tracking import (
 )
 
 SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", "pyarrow"]
-NUMERICS_ARTIFACT = "search/numerics.csv"
 
 
 # Tampered files stay tampered: no retry.

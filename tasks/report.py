@@ -3,10 +3,12 @@ run, publish the run report and the Prefect summary artifacts."""
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import date
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -23,6 +25,7 @@ from quantrec.models.gate import Decision
 from quantrec.models.lifecycle import DayOutcome, DriftOutcome
 from quantrec.models.model_card import METRIC_COLUMNS, summary_markdown
 from quantrec.models.names import Outcome, Tag
+from quantrec.models.numerics import NUMERICS_ARTIFACT
 from quantrec.models.report_render import calibration_bins, run_report_html
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.settings import code_version, config_hash
@@ -160,10 +163,20 @@ def publish_run_report(
         staleness=drift.staleness,
         links=links,
         drift_thresholds=config.drift.model_dump(),
+        numerics=_logged_numerics(run_id),
     )
     client.log_text(run_id, html, "report.html")
     where = artifact_url(client, base, run_id, "report.html") if base else None
     return outcome.replace(report=where or f"runs:/{run_id}/report.html")
+
+
+def _logged_numerics(run_id: str) -> pd.DataFrame | None:
+    """The run's ``search/numerics.csv`` (the register stage logs it), or None."""
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{NUMERICS_ARTIFACT}")
+    except (MlflowException, OSError):
+        return None
+    return pd.read_csv(io.StringIO(text))
 
 
 @mlflow_task("summarize")
@@ -279,13 +292,13 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:40]
 
 
-def close_failed_run(run_id: str) -> None:
-    """Mark the MLflow run failed; the champion alias was not touched. Best effort: when
-    MLflow itself is what failed, the run stays RUNNING and the next run of the date
-    closes it as KILLED."""
+def close_failed_run(run_id: str, *, stopped: bool = False) -> None:
+    """Mark the MLflow run failed, or ``KILLED`` when the process was ``stopped`` (SIGTERM,
+    Ctrl-C); the champion alias was not touched. Best effort: when MLflow itself is what
+    failed, the run stays RUNNING and the next run of the date closes it as KILLED."""
     try:
         _, client = connect()
-        client.set_tag(run_id, Tag.DECISION, Outcome.FAILED)
-        client.set_terminated(run_id, status="FAILED")
+        client.set_tag(run_id, Tag.DECISION, Outcome.CRASHED if stopped else Outcome.FAILED)
+        client.set_terminated(run_id, status="KILLED" if stopped else "FAILED")
     except Exception as err:  # noqa: BLE001 - the original error is the one to raise
         logging.getLogger(__name__).warning("could not mark run %s failed: %s", run_id, err)

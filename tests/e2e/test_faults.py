@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _assert_day_finished(quantrec: Quantrec, record: dict, crashed_id: str) -> l
     assert len(versions) == 4, [(v.version, v.tags["quantrec.variant"]) for v in versions]
     # No version of the model is left without the identity that lets a rerun claim it.
     assert all("quantrec.run_key" in v.tags for v in versions_of(client)), versions_of(client)
-    assert "reused_from" not in record
+    assert record.get("reused_from") is None
     champion = alias(client)
     assert champion == record["champion_version"]
     if record["promoted_variant"]:
@@ -264,3 +265,45 @@ def test_sigterm_stops_a_run_with_one_paragraph_and_the_rerun_finishes(quantrec)
     assert quantrec.client().get_run(crashed.info.run_id).info.status == "KILLED"
     rerun = quantrec.run(*_run_json())
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs for the home (needs the right to mount: skipped without it)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_reported_as_such_and_the_rerun_after_freeing_space_works(
+    small_disk, prefect_api
+):
+    runner = Quantrec(small_disk / "home", prefect_api=prefect_api)
+    try:
+        filler = small_disk / "filler"
+        with open(filler, "wb") as out:  # leave about 1.5 MiB: less than one run writes
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            out.write(b"\0" * max(0, free - 3 * 2**19))
+
+        full = runner.run(*_run_json(), timeout_s=600)
+
+        assert full.returncode == 6, (full.returncode, full.stderr[-3000:])
+        assert "no space left on the disk" in full.stderr and "Traceback" not in full.stderr
+        assert alias(runner.client()) is None  # nothing was promoted
+        filler.unlink()
+        rerun = runner.run(*_run_json(), timeout_s=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert len(versions_of(runner.client(), DAY)) == 4
+    finally:
+        runner.close()

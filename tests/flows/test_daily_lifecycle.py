@@ -193,6 +193,10 @@ def test_every_searched_variant_logs_its_numerics_against_fp32(backfilled, clien
         assert set(units["reference_precision"]) == {"fp32"}
         assert list(frame["unit"])[-1] == "output"
         assert frame["first"].sum() <= 1
+        # The run's report shows the same table, unit by unit.
+        page = mlflow.artifacts.load_text(f"runs:/{record['mlflow_run_id']}/report.html")
+        assert "Numerics: searched vs fp32, unit by unit" in page
+        assert all(unit in page for unit in units["unit"])
 
 
 def test_debug_prints_a_versions_numerics_as_logged_and_refuses_bad_versions(

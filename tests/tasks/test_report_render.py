@@ -84,6 +84,9 @@ def _report(**overrides):
         slices=slices,
         staleness={"days_since_plan": 3.0},
         links={"MLflow run": "http://localhost:5000/x"},
+        numerics=pd.DataFrame(
+            {"unit": ["sparse_arch.tables.cat_1", "output"], "sqnr_db": [31.2, 28.4]}
+        ),
     )
     arguments.update(overrides)
     return run_report_html(**arguments)
@@ -95,6 +98,7 @@ def test_run_report_names_every_check_and_the_outcome():
         assert name in page
     assert '<a href="http://localhost:5000/x">MLflow run</a>' in page
     assert "not measured" not in page
+    assert "Numerics: searched vs fp32" in page and "sparse_arch.tables.cat_1" in page
 
 
 def test_run_report_escapes_text_and_defuses_script_links():
@@ -120,8 +124,9 @@ def test_run_report_embeds_valid_pngs_and_marks_missing_sections():
         slices=None,
         staleness=None,
         links=None,
+        numerics=None,
     )
-    assert empty.count("not measured") == 5
+    assert empty.count("not measured") == 6
     assert "the MLflow UI address is not known" in empty
     assert "data:image/png" not in empty
 
