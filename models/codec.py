@@ -7,7 +7,7 @@ the whole table (its value range), and nothing else needs to be known to decode 
 1. ``b = r x (max - min)``; codes ``c = round(x / s)`` with the step ``s = 2 b`` less a
    margin of one float32 ulp of the table's largest magnitude, so that the decoded value
    ``float32(c x s)`` stays within ``b`` of ``x`` *after* its rounding to float32 (with the
-   plain ``s = 2 b`` a few values per million would land a rounding past the bound);
+   plain ``s = 2 b``, 4 of 1.6M Gaussian values landed past the bound at r = 0.001);
 2. the codes, shifted by their minimum to start at 0, in the narrowest unsigned width that
    holds them (1, 2, 4 or 8 bytes), split into byte planes (all low bytes, then the next):
    the high planes of narrow-range codes are mostly zeros and compress to almost nothing;
@@ -15,7 +15,7 @@ the whole table (its value range), and nothing else needs to be known to decode 
 
 A constant table (range 0, e.g. a single row or an untrained zero table) has ``b = 0`` and is
 stored exactly as its one value. NaN or inf makes the value range undefined and is refused
-with a ``CodecError`` naming the table. The container is a fixed 64-byte little-endian
+with a ``CodecError`` naming the table. The container is a fixed 72-byte little-endian
 header then the frame; decoding checks the header and the frame's length.
 
 Decoding is deterministic (the same float64 product, then float32), so a table decoded at
