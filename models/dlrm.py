@@ -24,8 +24,9 @@ into the bottom MLP), 0.8601 / 0.8603 with.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +34,11 @@ from torch import Tensor, nn
 
 from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.batch import Batch, KeyedJaggedIds, dense_width
+from quantrec.models.representations import (
+    RepresentationSpec,
+    build_representation,
+    representation_specs,
+)
 
 
 def _mlp(in_features: int, layer_sizes: Sequence[int], *, final_relu: bool) -> nn.Sequential:
@@ -180,6 +186,9 @@ class SparseArch(nn.Module):
     Args:
         table_sizes: rows of each feature's table (its hash size), F entries.
         embedding_dim: D.
+        representations: per feature, None (the full table) or a ``RepresentationSpec`` of
+            ``models.representations`` (hashed, quotient-remainder, DHE, hybrid), built in
+            the table's place after the full tables are initialised.
 
     Example::
 
@@ -187,7 +196,13 @@ class SparseArch(nn.Module):
         pooled = sparse_arch(ids)  # ids: KeyedJaggedIds with 2 keys -> B X 2 X 8
     """
 
-    def __init__(self, *, table_sizes: Sequence[int], embedding_dim: int) -> None:
+    def __init__(
+        self,
+        *,
+        table_sizes: Sequence[int],
+        embedding_dim: int,
+        representations: Sequence[RepresentationSpec | None] | None = None,
+    ) -> None:
         super().__init__()
         # A ModuleList, not a ModuleDict keyed by feature name: a feature called "type" or
         # "train" would collide with nn.Module attributes.
@@ -199,6 +214,11 @@ class SparseArch(nn.Module):
             # initial dot products large enough to saturate the first logits.
             bound = 1.0 / math.sqrt(rows)
             nn.init.uniform_(bag.weight, -bound, bound)
+        for i, spec in enumerate(representations or ()):
+            if spec is not None and spec.kind != "table":
+                self.embedding_bags[i] = build_representation(
+                    spec, num_embeddings=table_sizes[i], embedding_dim=embedding_dim
+                )
 
     def forward(self, features: KeyedJaggedIds) -> Tensor:
         """
@@ -335,6 +355,9 @@ class DLRM(nn.Module):
             ``from_schema`` (new models) turns it on.
         log1p_dense: the dense transform log-scales the non-negative columns when fitted
             (``DenseTransform``); what it fitted is in the buffers.
+        representations: feature name -> representation spec (``models.representations``:
+            a dict such as ``{"kind": "qr", "collisions": 8, "combine": "mult"}``); features
+            not named keep the full table. Recorded in the architecture only when given.
 
     Example::
 
@@ -354,9 +377,11 @@ class DLRM(nn.Module):
         feature_names: Sequence[str],
         first_order: bool = False,
         log1p_dense: bool = False,
+        representations: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         _check_arguments(num_dense, table_sizes, embedding_dim, bottom_mlp, top_mlp, feature_names)
+        specs = representation_specs(representations, feature_names)
         top = [int(s) for s in top_mlp]
         if not top or top[-1] != 1:
             top.append(1)
@@ -373,6 +398,10 @@ class DLRM(nn.Module):
             self._architecture["first_order"] = True
         if log1p_dense:
             self._architecture["log1p_dense"] = True
+        if any(spec is not None for spec in specs):
+            self._architecture["representations"] = {
+                name: spec.to_dict() for name, spec in zip(feature_names, specs) if spec is not None
+            }
         self.feature_names: tuple[str, ...] = tuple(self._architecture["feature_names"])
         # The optimizers' state of the run that last trained these weights (``train_dlrm``
         # sets it; the fp32 artifact keeps it), so continual training resumes it: not a
@@ -381,7 +410,9 @@ class DLRM(nn.Module):
         self.dense_arch = DenseArch(
             in_features=num_dense, layer_sizes=bottom_mlp, log1p_nonnegative=log1p_dense
         )
-        self.sparse_arch = SparseArch(table_sizes=table_sizes, embedding_dim=embedding_dim)
+        self.sparse_arch = SparseArch(
+            table_sizes=table_sizes, embedding_dim=embedding_dim, representations=specs
+        )
         self.inter_arch = InteractionArch(
             num_sparse_features=len(table_sizes),
             constant_dim=embedding_dim if first_order else None,
@@ -424,7 +455,10 @@ class DLRM(nn.Module):
 
     def architecture(self) -> dict[str, Any]:
         """JSON-serialisable keyword arguments that rebuild this module (untrained)."""
-        return {k: list(v) if isinstance(v, list) else v for k, v in self._architecture.items()}
+        return {
+            k: list(v) if isinstance(v, list) else copy.deepcopy(v)
+            for k, v in self._architecture.items()
+        }
 
     def forward(self, batch: Batch) -> Tensor:
         """

@@ -46,6 +46,9 @@ back into the per-table ``nn.EmbeddingBag`` weights: the state_dict layout never
 The MLPs get ``torch.optim.Adam`` (``fused=True`` kernel: one loop over all parameters).
 ``fused=False`` keeps one ``embedding_bag`` call per table with sparse gradients from
 autograd (``torch.optim.SparseAdam``, or row-wise Adagrad on the coalesced gradients).
+A model with a representation other than full tables (``models.representations``: hashed,
+quotient-remainder, DHE, hybrid) always trains on this per-table path: the fused storage
+holds plain tables only. Such a run keeps no ``optimizer_state`` to resume.
 
 Runs are reproducible: with the same seed, data, initial weights and thread count, the
 trained weights are bit-identical (the sizes are pure functions of the row count, the
@@ -74,6 +77,7 @@ from quantrec.models.dlrm import DLRM
 from quantrec.models.fused import FusedTrainer, RowwiseAdagrad
 from quantrec.models.pooled_compression import CompressionLog, PooledCompression
 from quantrec.models.quantize import float_state_dict
+from quantrec.models.representations import uses_representations
 from quantrec.models.sizing import TrainingSize, auto_training_size
 from quantrec.models.stream import BatchSource, InMemorySource, batches_of
 
@@ -239,6 +243,8 @@ def train_dlrm(
         validation,
     )
     size = auto_training_size(rows, batch_size=batch_size, learning_rate=learning_rate)
+    if fused and pooled_compression is None and uses_representations(model):
+        fused = False  # the fused storage holds full tables only (module docstring)
     if sparse_learning_rate is None:
         rowwise = sparse_optimizer == "rowwise_adagrad"
         sparse_learning_rate = DEFAULT_ROWWISE_ADAGRAD_LR if rowwise else size.learning_rate
