@@ -210,14 +210,29 @@ class PooledCompressor:
             self.log.ratios[self.step] = self._ratios(values)
         return decoded
 
+    @property
+    def measuring(self) -> bool:
+        """Whether this step's gradient still counts towards the tables' sensitivity."""
+        return self.settings.groups == "table" and self._measured < self.settings.measure_steps
+
     def observe(self, pooled_grad: Tensor) -> None:
         """Record this step's gradient (B X F X D) for sensitivity; then advance a step."""
-        settings = self.settings
-        if settings.groups == "table" and self._measured < settings.measure_steps:
-            grad = pooled_grad.detach().double().abs().mean(dim=(0, 2))
-            self._sensitivity += grad * self._ranges
+        sensitivity = None
+        if self.measuring:
+            sensitivity = pooled_grad.detach().double().abs().mean(dim=(0, 2)) * self._ranges
+        self.observe_sensitivity(sensitivity)
+
+    def observe_sensitivity(self, sensitivity: Tensor | None) -> None:
+        """Record this step's per-table sensitivity, float64 (F,): mean |dL/dx_f| x the
+        range of x_f (a sharded trainer measures its own tables and sums across ranks);
+        None when not ``measuring``. Then advance a step.
+        """
+        if self.measuring:
+            if sensitivity is None:
+                raise ValueError(f"step {self.step} measures sensitivity; got None")
+            self._sensitivity += sensitivity
             self._measured += 1
-            if self._measured == settings.measure_steps:
+            if self._measured == self.settings.measure_steps:
                 self._assign_groups()
         self.step += 1
 
