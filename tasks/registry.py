@@ -19,7 +19,6 @@ from datetime import date
 from pathlib import Path
 
 import mlflow
-import torch
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger
 
@@ -43,6 +42,7 @@ from quantrec.models.plan import PrecisionPlan
 from quantrec.models.plan_table import plan_rows
 from quantrec.tasks.settings import pause_point
 from quantrec.tasks.tracking import (
+    SERVING_REQUIREMENTS,
     champion_version,
     connect,
     load_version,
@@ -52,8 +52,6 @@ from quantrec.tasks.tracking import (
     record_manifest,
     retry_unless,
 )
-
-SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", "pyarrow"]
 
 
 # Tampered files stay tampered: no retry.

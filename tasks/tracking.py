@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import mlflow.data
 import pandas as pd
+import torch
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -49,6 +50,8 @@ NOTE_TAG = "mlflow.note.content"
 # opens on the runs table, no tag (or "genai_development") on the GenAI overview.
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_ML = "custom_model_development"
+# What ``mlflow models serve`` installs for a logged quantrec model (a variant, a pipeline).
+SERVING_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", "pyarrow"]
 
 
 def mlflow_task(name: str, **options):
