@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from quantrec.benchmarks.cli import configure as configure_bench
 
     configure_bench(command("bench", bench_command, BENCH_HELP, ()))
+    from quantrec.flows.stack_cli import HELP as STACK_HELP
+    from quantrec.flows.stack_cli import configure as configure_stack
+
+    configure_stack(commands.add_parser("stack", help=STACK_HELP, epilog=EPILOG))
     command("config", config_command, "print the effective configuration", (runs,))
     gc = command("gc", gc_command, "delete the versions the retention policy does not keep")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")

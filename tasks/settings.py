@@ -122,15 +122,23 @@ def prepare_process_environment() -> Home:
 
 
 PREFECT_URL_FILE = "prefect-api.url"  # written by `make ui` (deploy/ui.sh) while it serves
+# Written by `quantrec stack up --postgres` (tasks/stack.py): the home's MLflow server.
+TRACKING_URL_FILE = "mlflow-tracking.url"
 
 
 def _use_running_prefect_server(home: Home) -> None:
     """With no ``PREFECT_API_URL`` set, use the Prefect server `make ui` runs on this home
-    when it answers, instead of starting a temporary one (about 15 s per command)."""
-    if os.environ.get("PREFECT_API_URL"):
+    when it answers, instead of starting a temporary one (about 15 s per command); with no
+    ``MLFLOW_TRACKING_URI``, the MLflow server of the home's PostgreSQL stack likewise."""
+    _use_running_server(home, PREFECT_URL_FILE, "PREFECT_API_URL")
+    _use_running_server(home, TRACKING_URL_FILE, "MLFLOW_TRACKING_URI")
+
+
+def _use_running_server(home: Home, url_file: str, variable: str) -> None:
+    if os.environ.get(variable):
         return
     try:
-        url = (home.root / PREFECT_URL_FILE).read_text().strip()
+        url = (home.root / url_file).read_text().strip()
     except OSError:
         return
     import urllib.request
@@ -138,9 +146,9 @@ def _use_running_prefect_server(home: Home) -> None:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:  # noqa: S310
             if answer.status == 200:
-                os.environ["PREFECT_API_URL"] = url
+                os.environ[variable] = url
     except (OSError, ValueError):
-        return  # `make ui` is not running (any more): the temporary server it is
+        return  # the server is not running (any more): the embedded default it is
 
 
 def tie_temporary_servers_to_this_process() -> None:
