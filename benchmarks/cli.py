@@ -4,6 +4,7 @@
     quantrec bench [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
     quantrec bench --train [--rows 400000] [--tables 26] [--impls naive,quantrec] [--json]
     quantrec bench --precision [--feeds synthetic,movielens] [--rows-per-day 100000] [--json]
+    quantrec bench --serving [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
 
 ``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and
 ``run`` runs the benchmark they choose; ``main`` does both for ``python -m
@@ -24,6 +25,7 @@ from quantrec.benchmarks.options import (
     BenchmarkOptionsError,
     InferenceOptions,
     PrecisionOptions,
+    ServingOptions,
     TrainOptions,
     option_names,
 )
@@ -31,13 +33,15 @@ from quantrec.benchmarks.options import (
 HELP = (
     "inference benchmark: fp32, fp16, int8, searched side by side; "
     "--train: training benchmark, naive vs quantrec's trainer; "
-    "--precision: NE change and bytes per bit width on the feeds' default models"
+    "--precision: NE change and bytes per bit width on the feeds' default models; "
+    "--serving: a plain PyTorch DLRM beside quantrec's serving paths"
 )
 # Benchmark -> its options class, and the switch that chooses it (None: the default).
 _BENCHMARKS = {
     "inference": (InferenceOptions, None),
     "training": (TrainOptions, "train"),
     "precision": (PrecisionOptions, "precision"),
+    "serving": (ServingOptions, "serving"),
 }
 
 # (setting, argument type, help) per group of ``quantrec bench -h``; defaults come from
@@ -89,9 +93,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "int4 / int2 tables, the int8 MLP, fp16 and their combinations on the shipped "
         "feeds' default models",
     )
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="print the serving table: a plain PyTorch DLRM with the same fp32 weights "
+        "beside quantrec's fp32, int8 and searched models (per-table and fused lookups), "
+        "p50 / p95 ms and rows/s at batch 1, 64 and 2048",
+    )
     for title, options, settings in (
         ("every benchmark", InferenceOptions, _BOTH),
-        ("inference benchmark only (without --train or --precision)", InferenceOptions, _INFERENCE),
+        (
+            "inference and serving benchmarks (without --train or --precision)",
+            InferenceOptions,
+            _INFERENCE,
+        ),
         ("training benchmark only (with --train)", TrainOptions, _TRAINING),
         ("precision table only (with --precision)", PrecisionOptions, _PRECISION),
     ):
@@ -131,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         from quantrec.benchmarks.precision import run_precision
 
         return run_precision(options)
+    if benchmark == "serving":
+        from quantrec.benchmarks.serving import run_serving
+
+        return run_serving(options)
     from quantrec.benchmarks.inference import run_inference
 
     return run_inference(options)
@@ -142,7 +161,8 @@ def _chosen(args: argparse.Namespace) -> str:
         name for name, (_, switch) in _BENCHMARKS.items() if getattr(args, switch or "", False)
     ]
     if len(given) > 1:
-        raise BenchmarkOptionsError("--train and --precision choose different benchmarks; pick one")
+        flags = " and ".join(f"--{_BENCHMARKS[name][1]}" for name in given)
+        raise BenchmarkOptionsError(f"{flags} choose different benchmarks; pick one")
     return given[0] if given else "inference"
 
 

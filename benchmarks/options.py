@@ -46,6 +46,22 @@ class InferenceOptions:
 
 
 @dataclass(frozen=True)
+class ServingOptions:
+    """``quantrec bench --serving``: a plain PyTorch DLRM (the same fp32 weights) beside
+    quantrec's fp32, int8 and searched serving paths, per-table and fused; the settings
+    mean what they mean for ``InferenceOptions``, with the same defaults."""
+
+    max_rows: int = InferenceOptions.max_rows
+    train_rows: int = InferenceOptions.train_rows
+    budget: float = InferenceOptions.budget
+    threads: int = InferenceOptions.threads
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        InferenceOptions.__post_init__(self)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class TrainOptions:
     """``quantrec bench --train``: a naive per-table trainer and quantrec's, side by side.
 
