@@ -307,3 +307,26 @@ def test_a_full_disk_is_reported_as_such_and_the_rerun_after_freeing_space_works
         assert len(versions_of(runner.client(), DAY)) == 4
     finally:
         runner.close()
+
+
+def _closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_an_unreachable_prefect_api_is_named_as_such_and_nothing_is_registered(quantrec):
+    lost = f"http://127.0.0.1:{_closed_port()}/api"
+    down = quantrec.run(*_run_json(), PREFECT_API_URL=lost, timeout_s=300)
+
+    assert down.returncode == 7, (down.returncode, down.stderr[-3000:])
+    assert f"Prefect API at {lost}" in down.stderr and "Traceback" not in down.stderr
+    assert "MLflow" not in down.stderr.split("Prefect API", 1)[0]  # not called a lost MLflow
+    assert versions_of(quantrec.client()) == [] and alias(quantrec.client()) is None
+    rerun = quantrec.run(*_run_json())
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(versions_of(quantrec.client(), DAY)) == 4
