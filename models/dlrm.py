@@ -214,10 +214,13 @@ class SparseArch(nn.Module):
             # initial dot products large enough to saturate the first logits.
             bound = 1.0 / math.sqrt(rows)
             nn.init.uniform_(bag.weight, -bound, bound)
-        for i, spec in enumerate(representations or ()):
-            if spec is not None and spec.kind != "table":
+        # On a forked RNG: the rest of the model starts as the full-table model does, so
+        # two models that differ in one table's representation differ only there.
+        built = [i for i, spec in enumerate(representations or ()) if spec and spec.kind != "table"]
+        with torch.random.fork_rng(devices=[], enabled=bool(built)):
+            for i in built:
                 self.embedding_bags[i] = build_representation(
-                    spec, num_embeddings=table_sizes[i], embedding_dim=embedding_dim
+                    representations[i], num_embeddings=table_sizes[i], embedding_dim=embedding_dim
                 )
 
     def forward(self, features: KeyedJaggedIds) -> Tensor:
