@@ -34,6 +34,7 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -53,6 +54,7 @@ from quantrec.models.search_accept import (
     revert_until_confirmed,
 )
 from quantrec.models.search_evaluate import Budget, Candidate, Evaluator
+from quantrec.models.sensitivity import SensitivityJob
 
 __all__ = [
     "Budget",
@@ -162,6 +164,7 @@ def search_precision_plan(
     batch_size: int = 8192,
     confirmation: Batch | None = None,
     faithfulness: Faithfulness | None = None,
+    measure: Callable[[SensitivityJob], dict[str, list[Candidate]]] | None = None,
 ) -> SearchResult:
     """Search the precision plan of the fp32 ``model`` (see the module docstring).
 
@@ -179,6 +182,8 @@ def search_precision_plan(
             loses to one that passes; if both fail, the reason says so.
         faithfulness: accept only a plan whose NE change interval on ``confirmation``
             (else ``held_out``) lies within +-``faithfulness.bound``; None: no such check.
+        measure: step 1 elsewhere: given the job, each unit's ``unit_sensitivity``
+            (``models.sensitivity``; a task runner fans the units out); None: in-process.
     """
     budget = budget if isinstance(budget, Budget) else Budget(limit=float(budget))
     undefined = undefined_reason(held_out.labels.numpy())
@@ -200,6 +205,12 @@ def search_precision_plan(
         for name, unit in evaluator.units.items()
     }
     evaluator.calibrate(options)
+    if measure is not None:
+        job = SensitivityJob(model, held_out, calibration or held_out, budget, batch_size, options)
+        measured = measure(job)
+        for name in options:  # adopted in the order the in-process loop scores them
+            for candidate in measured[name]:
+                evaluator.adopt(candidate)
     sensitivity = _sensitivity(evaluator, options)
     ladders = {name: _ladder(evaluator, sensitivity, name, ps) for name, ps in options.items()}
     ranked = _ranked_search(evaluator, sensitivity, ladders)

@@ -125,6 +125,14 @@ class Evaluator:
             self.evaluated.append(self._scores[key])
         return self._scores[key]
 
+    def adopt(self, candidate: Candidate) -> None:
+        """Take a plan scored by another evaluator on the same parent, rows and budget
+        (``models.sensitivity``) as if scored here, in the order adopted."""
+        key = frozenset(candidate.precisions.items())
+        if key not in self._scores:
+            self._scores[key] = candidate
+            self.evaluated.append(candidate)
+
     def latency_ms(self, precisions: dict[str, str], batch: Batch, repeats: int = 5) -> float:
         """Median wall-clock ms of one forward pass over ``batch``."""
         model = self.variant(precisions)
