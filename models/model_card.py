@@ -79,16 +79,41 @@ def review_lines(tags: Mapping[str, str]) -> list[str]:
 # --- the model card ------------------------------------------------------------------------
 
 
+# A version's description holds 5000 characters in MLflow's PostgreSQL and MySQL stores
+# (SQLite keeps any length); a plan of many units gives way, rows from its end, to fit.
+DESCRIPTION_MAX = 5000
+
+
 def model_card(
     outcome: DayOutcome,
     variant: str,
     *,
     plan: Sequence[PlanRow] = (),
     review: Mapping[str, str] | None = None,
+    max_chars: int = DESCRIPTION_MAX,
 ) -> str:
     """Markdown (MLflow renders it) for the version of ``variant`` registered by the run
     date of ``outcome``; ``plan`` its rows (``models.plan_table``), ``review`` the
-    version's tags when a human has decided on it since."""
+    version's tags when a human has decided on it since. At most ``max_chars``: the plan
+    table loses its last rows first (the card says how many; the run's
+    ``plans/<variant>.json`` holds them all)."""
+    rows = list(plan)
+    keep = len(rows)
+    card = _card(outcome, variant, rows, review, hidden=0)
+    while len(card) > max_chars and keep > 0:
+        keep -= max(1, keep // 8)
+        card = _card(outcome, variant, rows[:keep], review, hidden=len(rows) - keep)
+    return card if len(card) <= max_chars else card[: max_chars - 1] + "\u2026"
+
+
+def _card(
+    outcome: DayOutcome,
+    variant: str,
+    plan: list[PlanRow],
+    review: Mapping[str, str] | None,
+    *,
+    hidden: int,
+) -> str:
     run_date, window = outcome.date, outcome.window
     verdict = outcome.verdict(variant)
     after = reviewed_decision(review or {})
@@ -118,7 +143,12 @@ def model_card(
         "",
         _plan_headline(outcome, variant),
         "",
-        *plan_markdown(list(plan)),
+        *plan_markdown(plan),
+        *(
+            ["", f"({hidden} more units: the run's `plans/{variant}.json` holds the whole plan)"]
+            if hidden
+            else []
+        ),
         "",
         "### Drift of the run date",
         "",
