@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from quantrec.benchmarks.cli import configure as configure_bench
 
     configure_bench(command("bench", bench_command, BENCH_HELP, ()))
+    from quantrec.flows.train_command import HELP as TRAIN_HELP
+    from quantrec.flows.train_command import configure as configure_train
+
+    configure_train(command("train", train_command, TRAIN_HELP, (runs,)))
     from quantrec.flows.stack_cli import HELP as STACK_HELP
     from quantrec.flows.stack_cli import configure as configure_stack
 
@@ -344,6 +348,12 @@ def bench_command(args: argparse.Namespace) -> int:
     from quantrec.benchmarks.cli import run
 
     return run(args)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from quantrec.flows.train_command import run
+
+    return run(args, resolve_config(args))
 
 
 def _finish(outcomes: list, *, as_json: bool) -> int:
