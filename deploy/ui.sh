@@ -3,6 +3,8 @@
 # the deployments served against that server (`quantrec schedule`), so the Deployments page
 # lists them and their Run button works; QUANTREC_UI_SERVE=0 leaves them out. While they are
 # served, daily-lifecycle also runs on its cron (06:00 UTC) on this home. Ctrl-C stops all.
+# make ui POSTGRES=1 (QUANTREC_POSTGRES=1): both servers on a PostgreSQL cluster in the home
+# (`quantrec stack up --postgres`, tasks/stack.py); Ctrl-C runs `quantrec stack down`.
 set -euo pipefail
 home="${QUANTREC_HOME:-.quantrec}"
 mkdir -p "$home"
@@ -27,12 +29,19 @@ echo "http://127.0.0.1:$prefect_port/api" >"$home/prefect-api.url"
 # Job control puts each server in its own process group, so stopping one stops all it spawned.
 set -m
 pids=()
-prefect server start --host 127.0.0.1 --port "$prefect_port" &
-pids+=($!)
-mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
-  --backend-store-uri "sqlite:///$home/mlflow.db" \
-  --default-artifact-root "$home/mlartifacts" &
-pids+=($!)
+if [ -n "${QUANTREC_POSTGRES:-}" ] && [ "${QUANTREC_POSTGRES}" != "0" ]; then
+  # Detached servers: `stack down` (on exit) stops them and the cluster.
+  trap 'quantrec stack down' EXIT
+  quantrec stack up --postgres --mlflow-port "$mlflow_port" --prefect-port "$prefect_port"
+  export MLFLOW_TRACKING_URI="http://127.0.0.1:$mlflow_port"
+else
+  prefect server start --host 127.0.0.1 --port "$prefect_port" &
+  pids+=($!)
+  mlflow server --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
+    --backend-store-uri "sqlite:///$home/mlflow.db" \
+    --default-artifact-root "$home/mlartifacts" &
+  pids+=($!)
+fi
 stop() {
   trap - INT TERM EXIT
   # Newest first: the served deployments stop while the API they report to is still up.
@@ -44,6 +53,9 @@ stop() {
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
   wait
+  if [ -n "${QUANTREC_POSTGRES:-}" ] && [ "${QUANTREC_POSTGRES}" != "0" ]; then
+    quantrec stack down
+  fi
 }
 trap stop INT TERM EXIT
 
