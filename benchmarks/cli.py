@@ -5,6 +5,7 @@
     quantrec bench --train [--rows 400000] [--tables 26] [--impls naive,quantrec] [--json]
     quantrec bench --precision [--feeds synthetic,movielens] [--rows-per-day 100000] [--json]
     quantrec bench --serving [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
+    quantrec bench --representations [--feeds synthetic,movielens] [--p95-ms 10] [--json]
 
 ``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and
 ``run`` runs the benchmark they choose; ``main`` does both for ``python -m
@@ -25,6 +26,7 @@ from quantrec.benchmarks.options import (
     BenchmarkOptionsError,
     InferenceOptions,
     PrecisionOptions,
+    RepresentationOptions,
     ServingOptions,
     TrainOptions,
     option_names,
@@ -34,7 +36,8 @@ HELP = (
     "inference benchmark: fp32, fp16, int8, searched side by side; "
     "--train: training benchmark, naive vs quantrec's trainer; "
     "--precision: NE change and bytes per bit width on the feeds' default models; "
-    "--serving: a plain PyTorch DLRM beside quantrec's serving paths"
+    "--serving: a plain PyTorch DLRM beside quantrec's serving paths; "
+    "--representations: embedding representations, NE, bytes and correct-prediction throughput"
 )
 # Benchmark -> its options class, and the switch that chooses it (None: the default).
 _BENCHMARKS = {
@@ -42,6 +45,7 @@ _BENCHMARKS = {
     "training": (TrainOptions, "train"),
     "precision": (PrecisionOptions, "precision"),
     "serving": (ServingOptions, "serving"),
+    "representations": (RepresentationOptions, "representations"),
 }
 
 # (setting, argument type, help) per group of ``quantrec bench -h``; defaults come from
@@ -69,7 +73,11 @@ _TRAINING = (
 )
 _PRECISION = (
     ("feeds", "names", "comma-separated shipped feeds, measured in this order"),
-    ("rows_per_day", int, "rows of each synthetic day"),
+    ("rows_per_day", int, "rows of each synthetic day (--representations: 20000)"),
+)
+_REPRESENTATIONS = (
+    ("ne_budget", float, "relative NE budget of the representation search and of cpt"),
+    ("p95_ms", float, "p95 latency target of the path chosen per batch size"),
 )
 
 
@@ -100,6 +108,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "beside quantrec's fp32, int8 and searched models (per-table and fused lookups), "
         "p50 / p95 ms and rows/s at batch 1, 64 and 2048",
     )
+    parser.add_argument(
+        "--representations",
+        action="store_true",
+        help="print the representations table: full, hashed, quotient-remainder, DHE, hybrid "
+        "and searched embeddings on the shipped feeds: NE, bytes, p50 / p95 ms, rows/s and "
+        "correct-prediction throughput at batch 1, 64 and 2048, the path per query size",
+    )
     for title, options, settings in (
         ("every benchmark", InferenceOptions, _BOTH),
         (
@@ -108,7 +123,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
             _INFERENCE,
         ),
         ("training benchmark only (with --train)", TrainOptions, _TRAINING),
-        ("precision table only (with --precision)", PrecisionOptions, _PRECISION),
+        ("precision and representations tables", PrecisionOptions, _PRECISION),
+        (
+            "representations table only (with --representations)",
+            RepresentationOptions,
+            _REPRESENTATIONS,
+        ),
     ):
         group = parser.add_argument_group(title)
         defaults = {f.name: f.default for f in fields(options)}
@@ -146,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         from quantrec.benchmarks.precision import run_precision
 
         return run_precision(options)
+    if benchmark == "representations":
+        from quantrec.benchmarks.representations import run_representations
+
+        return run_representations(options)
     if benchmark == "serving":
         from quantrec.benchmarks.serving import run_serving
 

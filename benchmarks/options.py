@@ -147,6 +147,36 @@ class PrecisionOptions:
             )
 
 
+@dataclass(frozen=True)
+class RepresentationOptions:
+    """``quantrec bench --representations``: table, hashed, quotient-remainder, DHE, hybrid
+    and the searched representation side by side (``benchmarks.representations``).
+
+    Attributes:
+        feeds: feeds to measure, in this order (see ``PRECISION_FEEDS``).
+        rows_per_day: rows of each synthetic day: 20,000, as the lifecycle's flow tests (the
+            search trains 18 models, so the precision table's 100,000 would take ~30 min).
+        ne_budget: relative NE budget: the search's (within it of the full tables, the
+            issue's 0.1 %) and correct-prediction throughput's (within it of the best NE).
+        p95_ms: the latency target of the path choice per batch size.
+        threads: torch intra-op threads; json: one JSON object per row.
+    """
+
+    feeds: tuple[str, ...] = PRECISION_FEEDS
+    rows_per_day: int = 20_000
+    ne_budget: float = 0.001
+    p95_ms: float = 10.0
+    threads: int = 1
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        PrecisionOptions.__post_init__(self)  # type: ignore[arg-type]
+        if not self.ne_budget >= 0 or not self.p95_ms > 0:
+            raise BenchmarkOptionsError(
+                f"--ne-budget must be >= 0 and --p95-ms > 0; got {self.ne_budget}, {self.p95_ms}"
+            )
+
+
 def option_names(options: type) -> tuple[str, ...]:
     """The settings of one benchmark's options class, in declaration order."""
     return tuple(field.name for field in fields(options))

@@ -1,0 +1,410 @@
+"""Representation search: per large table, the representation that keeps NE for its bytes.
+
+Given a window's training rows and held-out rows (split in two halves: the first stops
+training early, the second measures NE):
+
+1. Train the full-table model (``build(None)``, every table a full table) with
+   ``models.train.train_dlrm``; its NE on the measuring half is the reference.
+2. Search the ``tables`` largest tables (by rows); the rest stay full tables.
+3. For each searched table and each candidate of ``candidate_specs`` (hashed, QR, DHE,
+   hybrid, sized to the table and the byte budget), train the model that differs only in
+   that table: same rows, same seed, same initial weights elsewhere (``DLRM`` builds a
+   representation on a forked RNG). Record its NE, its change against the reference and
+   the table's bytes (``representations.representation_bytes``) against the full table's
+   fp32 bytes.
+4. Pick per table. Objective ``bytes``: the fewest bytes among the candidates with NE change
+   <= ``budget.ne_rel`` and bytes <= ``budget.bytes_ratio`` x the full table's (ties: the
+   lower NE); when none qualifies the table stays full, and the reason says which candidate
+   came closest. Objective ``quality``: the lowest NE among the candidates and the full
+   table within ``bytes_ratio`` x the full table's bytes.
+5. Confirm: train the model with every pick together (the picks interact through the
+   shared MLPs) and record its NE change against the reference with the paired bootstrap
+   interval of ``models.noise`` (Poisson weights over the measuring rows).
+
+The result (``RepresentationSearch``) is one frozen record: ``representations()`` is what
+``DLRM(representations=...)`` takes, ``to_json`` what the lifecycle records as
+``search/representation.json``. Pure: torch and numpy, no Prefect, no MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from quantrec.models.batch import Batch
+from quantrec.models.dlrm import DLRM
+from quantrec.models.metrics import normalized_entropy
+from quantrec.models.noise import bootstrap_changes, paired_bootstrap_sums, percentile_interval
+from quantrec.models.representations import (
+    RepresentationSpec,
+    build_representation,
+    representation_bytes,
+)
+from quantrec.models.scorer import predict_proba
+from quantrec.models.stream import BatchSource
+from quantrec.models.train import train_dlrm
+
+SEARCH_FORMAT = 1
+DEFAULT_TABLES = 4  # the issue's "four largest tables"
+SEARCHED_KINDS = ("hashed", "qr-mult", "qr-concat", "dhe")
+# DHE sizes tried largest first: (hashes k, hidden layers); the first within the budget.
+DHE_LADDER = ((64, (128, 128)), (64, (128,)), (32, (64,)), (16, (32,)))
+
+Objective = Literal["bytes", "quality"]
+BuildModel = Callable[[Mapping[str, Mapping[str, Any]] | None], DLRM]
+
+
+@dataclass(frozen=True)
+class RepresentationBudget:
+    """What a representation may cost.
+
+    Attributes:
+        ne_rel: largest relative NE change against the full tables (0.001: the issue's
+            "NE within 0.1 %").
+        bytes_ratio: largest bytes of a table's representation over its fp32 table's
+            (0.25: the issue's target; ``quality`` searches use 1.25).
+        objective: "bytes" (fewest bytes within both budgets) or "quality" (lowest NE
+            within the byte budget).
+    """
+
+    ne_rel: float = 0.001
+    bytes_ratio: float = 0.25
+    objective: Objective = "bytes"
+
+    def __post_init__(self) -> None:
+        if not self.ne_rel >= 0 or not self.bytes_ratio > 0:
+            raise ValueError(
+                f"need ne_rel >= 0 and bytes_ratio > 0; got {self.ne_rel}, {self.bytes_ratio}"
+            )
+        if self.objective not in ("bytes", "quality"):
+            raise ValueError(f"objective must be 'bytes' or 'quality', got {self.objective!r}")
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One table at one representation, the other tables full.
+
+    Attributes:
+        feature: the table's feature; label: the spec's short name; spec: its dict.
+        bytes: the representation's bytes; table_bytes: the full fp32 table's.
+        ne: on the measuring rows; ne_change_rel: against the full-table model's NE.
+        train_seconds: its ``train_dlrm`` wall time.
+    """
+
+    feature: str
+    label: str
+    spec: dict[str, Any]
+    bytes: int
+    table_bytes: int
+    ne: float
+    ne_change_rel: float
+    train_seconds: float
+
+    @property
+    def bytes_ratio(self) -> float:
+        return self.bytes / self.table_bytes
+
+
+@dataclass(frozen=True)
+class RepresentationSearch:
+    """The search's record (``to_json``: ``search/representation.json``).
+
+    Attributes:
+        budget: the budget searched under.
+        reference_ne: NE of the full-table model on the measuring rows.
+        chosen: feature -> spec dict of every table that is no longer a full table.
+        reasons: feature -> one sentence on its pick, for every searched table.
+        candidates: every measured candidate.
+        confirmed_ne: NE of the model with every pick together.
+        confirmed_change_rel: its change against ``reference_ne``, and
+            confirmed_interval: the paired bootstrap interval of that change (None when
+            nothing changed or a class is missing).
+        searched_bytes: bytes of the searched tables as chosen; searched_table_bytes: the
+            same tables' fp32 bytes.
+    """
+
+    budget: RepresentationBudget
+    reference_ne: float
+    chosen: dict[str, dict[str, Any]]
+    reasons: dict[str, str]
+    candidates: tuple[CandidateResult, ...]
+    confirmed_ne: float
+    confirmed_change_rel: float
+    confirmed_interval: tuple[float, float] | None
+    searched_bytes: int
+    searched_table_bytes: int
+    format_version: int = field(default=SEARCH_FORMAT)
+
+    def representations(self) -> dict[str, dict[str, Any]]:
+        """Feature -> spec, for ``DLRM(representations=...)`` (empty: all full tables)."""
+        return {name: dict(spec) for name, spec in self.chosen.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RepresentationSearch:
+        data = json.loads(text)
+        if data.get("format_version") != SEARCH_FORMAT:
+            raise ValueError(
+                f"representation search format {data.get('format_version')!r}; this quantrec "
+                f"reads {SEARCH_FORMAT}"
+            )
+        interval = data["confirmed_interval"]
+        return cls(
+            **{
+                **data,
+                "budget": RepresentationBudget(**data["budget"]),
+                "candidates": tuple(CandidateResult(**c) for c in data["candidates"]),
+                "confirmed_interval": None if interval is None else tuple(interval),
+            }
+        )
+
+
+def candidate_specs(
+    num_embeddings: int,
+    embedding_dim: int,
+    *,
+    bytes_ratio: float,
+    kinds: Sequence[str] = SEARCHED_KINDS,
+) -> list[RepresentationSpec]:
+    """The candidates for one table of ``num_embeddings`` x D, each sized to the largest
+    that fits ``bytes_ratio`` x its fp32 bytes (a kind that cannot fit is left out).
+
+    Kinds: "hashed" (rows = ratio x ids), "qr-mult" / "qr-add" / "qr-concat" (the fewest
+    collisions that fit), "dhe" (the largest of ``DHE_LADDER`` that fits), "hybrid-add" (a
+    full table plus the DHE that fits in ``bytes_ratio - 1``, so only for ratios above 1).
+    """
+    n, d = int(num_embeddings), int(embedding_dim)
+    limit = bytes_ratio * n * d * 4
+    specs: list[RepresentationSpec] = []
+    for kind in kinds:
+        spec: RepresentationSpec | None = None
+        if kind == "hashed" and int(bytes_ratio * n) < n:
+            spec = RepresentationSpec(kind="hashed", rows=max(1, int(bytes_ratio * n)))
+        elif kind.startswith("qr-"):
+            spec = _qr_spec(n, d, kind.removeprefix("qr-"), limit)
+        elif kind == "dhe":
+            spec = _dhe_spec(n, d, limit, kind="dhe")
+        elif kind == "hybrid-add" and bytes_ratio > 1:
+            spec = _dhe_spec(n, d, limit - n * d * 4, kind="hybrid", combine="add")
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _spec_bytes(spec: RepresentationSpec, n: int, d: int) -> int:
+    return representation_bytes(build_representation(spec, num_embeddings=n, embedding_dim=d))
+
+
+def _qr_spec(n: int, d: int, combine: str, limit: float) -> RepresentationSpec | None:
+    width = 0.5 if combine == "concat" else 1.0  # concat: each table D/2 wide
+    rows_allowed = limit / (d * 4 * width)
+    for collisions in range(2, int(math.isqrt(n)) + 2):
+        if math.ceil(n / collisions) + collisions <= rows_allowed:
+            return RepresentationSpec(kind="qr", collisions=collisions, combine=combine)
+    return None
+
+
+def _dhe_spec(
+    n: int, d: int, limit: float, *, kind: str, combine: str | None = None
+) -> RepresentationSpec | None:
+    for hashes, hidden in DHE_LADDER:
+        spec = RepresentationSpec(kind=kind, hashes=hashes, hidden=hidden, combine=combine)
+        extra = n * d * 4 if kind == "hybrid" else 0
+        if _spec_bytes(spec, n, d) - extra <= limit:
+            return spec
+    return None
+
+
+def ne_change_interval(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    reference: np.ndarray,
+    *,
+    samples: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """Paired bootstrap interval of the relative NE change of ``probs`` against
+    ``reference`` on the same rows (the gate's Poisson bootstrap, ``models.noise``)."""
+    sums, column = paired_bootstrap_sums(
+        labels,
+        {"variant": probs, "reference": reference},
+        np.ones((1, labels.size), dtype=bool),
+        refs=["reference"],
+        skip=[],
+        samples=samples,
+        seed=seed,
+    )
+    draws = bootstrap_changes(
+        sums[:, 0, :], column, metric="ne", change="rel", variant="variant", ref="reference"
+    )
+    return percentile_interval(draws, confidence)
+
+
+def largest_tables(model: DLRM, count: int) -> list[str]:
+    """The ``count`` features with the most table rows (ties: schema order)."""
+    arch = model.architecture()
+    order = sorted(range(len(arch["table_sizes"])), key=lambda i: -arch["table_sizes"][i])
+    return [arch["feature_names"][i] for i in sorted(order[:count])]
+
+
+def search_representations(
+    build: BuildModel,
+    train: Batch | BatchSource,
+    held_out: Batch,
+    *,
+    seed: int,
+    tables: int = DEFAULT_TABLES,
+    budget: RepresentationBudget | None = None,
+    kinds: Sequence[str] = SEARCHED_KINDS,
+    train_options: Mapping[str, Any] | None = None,
+    bootstrap_samples: int = 200,
+    confidence: float = 0.95,
+    progress: Callable[[str], None] | None = None,
+) -> RepresentationSearch:
+    """Run the search of the module docstring.
+
+    Args:
+        build: representations (None: all full tables) -> a fresh, seeded, untrained DLRM;
+            called once per training run, so it must draw the same weights every time
+            (``torch.manual_seed`` inside).
+        train: the window's training rows; held_out: rows never trained on, at least 2.
+        seed: ``train_dlrm``'s shuffling seed, the same for every run.
+        tables: how many of the largest tables are searched.
+        kinds: candidate kinds (``candidate_specs``).
+        train_options: more keyword arguments of ``train_dlrm`` (batch_size, ...).
+        progress: called with one line per training run.
+    """
+    budget = budget or RepresentationBudget()
+    if len(held_out) < 2:
+        raise ValueError(f"the search needs at least 2 held-out rows, got {len(held_out)}")
+    half = len(held_out) // 2
+    stopping, measuring = held_out.slice(0, half), held_out.slice(half, len(held_out))
+    labels = measuring.labels.double().numpy()
+    options = dict(train_options or {})
+    say = progress or (lambda _line: None)
+
+    def trained(representations: Mapping[str, Mapping[str, Any]] | None) -> tuple[DLRM, float]:
+        model = build(representations)
+        started = time.perf_counter()
+        train_dlrm(model, train, seed=seed, validation=stopping, **options)
+        return model, time.perf_counter() - started
+
+    reference, seconds = trained(None)
+    reference_probs = predict_proba(reference, measuring)
+    reference_ne = normalized_entropy(labels, reference_probs)
+    say(f"full tables: NE {reference_ne:.5f} ({seconds:.0f} s)")
+    arch = reference.architecture()
+    sizes = dict(zip(arch["feature_names"], arch["table_sizes"]))
+    dim = arch["embedding_dim"]
+    results: list[CandidateResult] = []
+    for feature in largest_tables(reference, tables):
+        table_bytes = sizes[feature] * dim * 4
+        for spec in candidate_specs(
+            sizes[feature], dim, bytes_ratio=budget.bytes_ratio, kinds=kinds
+        ):
+            model, seconds = trained({feature: spec.to_dict()})
+            ne = normalized_entropy(labels, predict_proba(model, measuring))
+            index = arch["feature_names"].index(feature)
+            results.append(
+                CandidateResult(
+                    feature=feature,
+                    label=spec.label(),
+                    spec=spec.to_dict(),
+                    bytes=representation_bytes(model.sparse_arch.embedding_bags[index]),
+                    table_bytes=table_bytes,
+                    ne=ne,
+                    ne_change_rel=(ne - reference_ne) / reference_ne,
+                    train_seconds=seconds,
+                )
+            )
+            say(
+                f"{feature} {spec.label()}: NE {ne:.5f} ({results[-1].ne_change_rel:+.4%}, "
+                f"{results[-1].bytes_ratio:.3f}x bytes, {seconds:.0f} s)"
+            )
+    chosen, reasons = pick(results, budget, searched=largest_tables(reference, tables))
+    searched_bytes = sum(
+        next(r.bytes for r in results if r.feature == f and r.spec == chosen[f])
+        if f in chosen
+        else sizes[f] * dim * 4
+        for f in reasons
+    )
+    searched_table_bytes = sum(sizes[f] * dim * 4 for f in reasons)
+    if chosen:
+        confirmed, seconds = trained(chosen)
+        probs = predict_proba(confirmed, measuring)
+        confirmed_ne = normalized_entropy(labels, probs)
+        interval = ne_change_interval(
+            labels,
+            probs,
+            reference_probs,
+            samples=bootstrap_samples,
+            seed=seed,
+            confidence=confidence,
+        )
+        say(f"confirmed: NE {confirmed_ne:.5f} ({seconds:.0f} s)")
+    else:
+        confirmed_ne, interval = reference_ne, None
+    return RepresentationSearch(
+        budget=budget,
+        reference_ne=reference_ne,
+        chosen=chosen,
+        reasons=reasons,
+        candidates=tuple(results),
+        confirmed_ne=confirmed_ne,
+        confirmed_change_rel=(confirmed_ne - reference_ne) / reference_ne,
+        confirmed_interval=interval,
+        searched_bytes=searched_bytes,
+        searched_table_bytes=searched_table_bytes,
+    )
+
+
+def pick(
+    results: Sequence[CandidateResult], budget: RepresentationBudget, *, searched: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(feature -> chosen spec, feature -> reason) for every searched feature (step 4)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    reasons: dict[str, str] = {}
+    for feature in searched:
+        mine = [r for r in results if r.feature == feature]
+        fits = [r for r in mine if r.bytes_ratio <= budget.bytes_ratio]
+        if budget.objective == "quality":
+            better = [r for r in fits if r.ne_change_rel < 0]
+            if better:
+                best = min(better, key=lambda r: r.ne_change_rel)
+                chosen[feature] = best.spec
+                reasons[feature] = (
+                    f"{best.label}: lowest NE within {budget.bytes_ratio}x bytes "
+                    f"({best.ne_change_rel:+.4%}, {best.bytes_ratio:.3f}x)"
+                )
+            else:
+                reasons[feature] = (
+                    f"full table: no candidate within {budget.bytes_ratio}x bytes beat it"
+                )
+            continue
+        within = [r for r in fits if r.ne_change_rel <= budget.ne_rel]
+        if within:
+            best = min(within, key=lambda r: (r.bytes, r.ne_change_rel))
+            chosen[feature] = best.spec
+            reasons[feature] = (
+                f"{best.label}: fewest bytes within NE {budget.ne_rel:.2%} "
+                f"({best.ne_change_rel:+.4%}, {best.bytes_ratio:.3f}x)"
+            )
+        elif fits:
+            closest = min(fits, key=lambda r: r.ne_change_rel)
+            reasons[feature] = (
+                f"full table: no candidate within NE {budget.ne_rel:.2%} at <= "
+                f"{budget.bytes_ratio}x bytes (closest {closest.label}, "
+                f"{closest.ne_change_rel:+.4%})"
+            )
+        else:
+            reasons[feature] = f"full table: no candidate fits {budget.bytes_ratio}x bytes"
+    return chosen, reasons
