@@ -23,6 +23,7 @@ from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
 from quantrec.tasks.evaluate import decide_promotion, evaluate_variants, record_stop
 from quantrec.tasks.lifecycle import publish_lifecycle_report
+from quantrec.tasks.pipeline import plan_two_stage, register_pipeline
 from quantrec.tasks.registry import (
     latest_parent,
     load_champion,
@@ -163,6 +164,9 @@ def _lifecycle(
         outcome = switch_champion(outcome)
         if outcome.challenger_variant:
             outcome = set_challenger(outcome)
+        if config.pipeline.enabled:
+            pipeline = plan_two_stage(partitions, candidate, outcome, config, run_id)
+            outcome = register_pipeline(pipeline, candidate, outcome, key, force)
         outcome = publish_run_report(outcome, decision, drift, evaluation, config)
         outcome = _finish(outcome, config)
         discard_stage_results(key)

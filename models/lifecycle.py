@@ -623,6 +623,9 @@ class DayOutcome:
     predicted_delta_low: float | None = None
     predicted_delta_high: float | None = None
     realised_delta: float | None = None
+    # The two-stage pipeline plan's decision, and its registered version when one passed
+    # (``models.pipeline_plan``; None when [pipeline] is off or nothing could be planned).
+    pipeline: dict | None = None
 
     @classmethod
     def of_decision(

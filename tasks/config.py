@@ -284,6 +284,46 @@ class RegistryConfig(_Section):
         return name
 
 
+class PipelineConfig(_Section):
+    """The daily two-stage pipeline plan (``models.pipeline_plan``, after the gate)."""
+
+    enabled: bool = Field(
+        False,
+        description="Plan, log and register a two-stage pipeline (the smallest passing "
+        "low-precision variant filtering for the fp32 parent) as <registry.model_name>-pipeline. "
+        "Off by default: it adds timed load runs to every run date (seconds of wall time, "
+        "noisy on a shared machine) and a registered pipeline model per run date.",
+    )
+    k: int = Field(10, ge=1, description="Length of the served list (recall@k, NDCG@k).")
+    keeps: tuple[int, ...] = Field(
+        (100, 300, 1000),
+        min_length=1,
+        description="Candidates the filter passes to the ranker, swept; those not below the "
+        "catalogue's size are skipped (none left: half the catalogue).",
+    )
+    queries: int = Field(100, ge=1, description="Users of the run date scored for quality.")
+    timing_queries: int = Field(30, ge=1, description="Queries cycled by the timing runs.")
+    min_recall: float = Field(
+        0.99, gt=0, le=1, description="Least recall@k against single-stage fp32 ranking."
+    )
+    load_rates: tuple[float, ...] = Field(
+        (0.5, 2.0),
+        min_length=1,
+        description="Offered Poisson rates, as multiples of the single-stage capacity; "
+        "percentiles are read at the lowest, queries/s is the best over all.",
+    )
+    load_rounds: int = Field(1, ge=1, description="Rounds per rate, the order rotated.")
+    load_queries: int = Field(20, ge=1, description="Queries per load run.")
+    load_seconds: float = Field(3.0, gt=0, description="Bound of each load run (s).")
+    item_columns: tuple[str, ...] = Field(
+        (),
+        description="Item-side columns of a candidate (beside the item id), taken from the "
+        "item's last row in the window; the others come from the user's row of the run date. "
+        "MovieLens: genres, release_bucket, item_ratings_before, item_positive_rate_before, "
+        "days_since_release.",
+    )
+
+
 # The feed, the gate's policy and the drift thresholds are defined (and documented field by
 # field) beside the code that applies them; the config embeds them as [feed], [gate], [drift].
 class QuantrecConfig(_Section):
@@ -296,6 +336,7 @@ class QuantrecConfig(_Section):
     drift: DriftThresholds = DriftThresholds()
     gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @model_validator(mode="after")
     def _finite_and_gated(self) -> QuantrecConfig:
