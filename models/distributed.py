@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -167,6 +167,7 @@ class ShardedTrainer:
             weight_decay=weight_decay,
         )
         self.step_seconds: list[float] = []
+        self.after_step: Callable[[int], None] | None = None
 
     def _ids(self, part: Batch) -> FusedIds:
         if part.sparse.keys != self.model.feature_names:
@@ -191,6 +192,8 @@ class ShardedTrainer:
             started = time.perf_counter()
             loss_sum += self.step(part, ids)
             self.step_seconds.append(time.perf_counter() - started)
+            if self.after_step is not None:
+                self.after_step(len(self.step_seconds))
             seen += len(part)
             steps += 1
         dist.all_reduce(loss_sum)
@@ -252,6 +255,7 @@ def train_distributed(
     fit_dense_transform: bool = True,
     pooled_compression: PooledCompression | None = None,
     measure_error: bool = False,
+    after_step: Callable[[int], None] | None = None,
 ) -> DistributedReport:
     """Train ``model`` in place on every rank of the initialised process group.
 
@@ -269,6 +273,8 @@ def train_distributed(
         pooled_compression: compress the exchanged pooled embeddings; None: exact.
         measure_error: with compression, decode each sent message again to log the largest
             error over its bound.
+        after_step: called with the number of steps taken after each step (e.g. to read
+            a network counter between steps).
 
     Raises:
         RuntimeError: no process group (start the ranks with torchrun).
@@ -296,6 +302,7 @@ def train_distributed(
         pooled_compression=pooled_compression,
         measure_error=measure_error,
     )
+    trainer.after_step = after_step
     generator = torch.Generator().manual_seed(seed)
     steps, samples, loss = 0, 0, float("nan")
     started = time.perf_counter()
