@@ -177,7 +177,7 @@ def candidate_specs(
     """The candidates for one table of ``num_embeddings`` x D, each sized to the largest
     that fits ``bytes_ratio`` x its fp32 bytes (a kind that cannot fit is left out).
 
-    Kinds: "hashed" (rows = ratio x ids), "qr-mult" / "qr-add" / "qr-concat" (the fewest
+    Kinds: "hashed" (about ratio x ids rows), "qr-mult" / "qr-add" / "qr-concat" (the fewest
     collisions that fit), "dhe" (the largest of ``DHE_LADDER`` that fits), "hybrid-add" (a
     full table plus the DHE that fits in ``bytes_ratio - 1``, so only for ratios above 1).
     """
@@ -187,7 +187,9 @@ def candidate_specs(
     for kind in kinds:
         spec: RepresentationSpec | None = None
         if kind == "hashed" and int(bytes_ratio * n) < n:
-            spec = RepresentationSpec(kind="hashed", rows=max(1, int(bytes_ratio * n)))
+            # The rows that fit beside the hash constants (16 bytes).
+            rows = max(1, int((limit - 16) // (d * 4)))
+            spec = RepresentationSpec(kind="hashed", rows=rows)
         elif kind.startswith("qr-"):
             spec = _qr_spec(n, d, kind.removeprefix("qr-"), limit)
         elif kind == "dhe":
