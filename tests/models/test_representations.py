@@ -240,3 +240,10 @@ def test_a_mixed_model_round_trips_weights_only(tiny_schema, make_batch, tmp_pat
 
 def test_default_architecture_records_no_representations(make_model) -> None:
     assert "representations" not in make_model().architecture()
+
+
+def test_a_representation_changes_only_its_own_table(tiny_schema) -> None:
+    full = _mixed_model(tiny_schema, None).state_dict()
+    one = _mixed_model(tiny_schema, {"item": MIXED["item"]}).state_dict()
+    others = [k for k in full if not k.startswith("sparse_arch.embedding_bags.1.")]
+    assert others and all(torch.equal(full[k], one[k]) for k in others)
