@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from quantrec.flows.errors import Terminated
 from quantrec.models.lifecycle import DayOutcome, why_stop
 from quantrec.models.plan_record import plan_record
+from quantrec.tasks.concurrency import run_slot
 from quantrec.tasks.config import QuantrecConfig
 from quantrec.tasks.data import ingest_days, validate_run_date
 from quantrec.tasks.drift import measure_run_date_drift, save_reference_profile
@@ -42,7 +43,7 @@ from quantrec.tasks.report import (
 )
 from quantrec.tasks.retention import apply_retention
 from quantrec.tasks.search import choose_precision_plan, record_plan
-from quantrec.tasks.settings import code_version, run_date_lock, run_key
+from quantrec.tasks.settings import code_version, run_key
 from quantrec.tasks.stage_store import discard_stage_results
 from quantrec.tasks.train import (
     fit_run_baselines,
@@ -85,7 +86,9 @@ def daily_lifecycle(
     """
     run_date = run_date or last_complete_day()
     config = config or QuantrecConfig()
-    with run_date_lock(config.registry.model_name, run_date, wait=wait):
+    # One run of a model and date at a time: the home's file lock, and with a Prefect
+    # server its global concurrency limit, which holds across workers and machines.
+    with run_slot(config.registry.model_name, run_date, wait=wait):
         return _lifecycle(run_date, config, force_search=force_search, force=force)
 
 
