@@ -6,6 +6,7 @@
     quantrec bench --precision [--feeds synthetic,movielens] [--rows-per-day 100000] [--json]
     quantrec bench --serving [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
     quantrec bench --representations [--feeds synthetic,movielens] [--p95-ms 10] [--json]
+    quantrec bench --exchange [--rates 100mbit,1gbit,loopback] [--steps 30] [--json]
 
 ``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and
 ``run`` runs the benchmark they choose; ``main`` does both for ``python -m
@@ -24,6 +25,7 @@ from typing import Any
 
 from quantrec.benchmarks.options import (
     BenchmarkOptionsError,
+    ExchangeOptions,
     InferenceOptions,
     PrecisionOptions,
     RepresentationOptions,
@@ -37,7 +39,8 @@ HELP = (
     "--train: training benchmark, naive vs quantrec's trainer; "
     "--precision: NE change and bytes per bit width on the feeds' default models; "
     "--serving: a plain PyTorch DLRM beside quantrec's serving paths; "
-    "--representations: embedding representations, NE, bytes and correct-prediction throughput"
+    "--representations: embedding representations, NE, bytes and correct-prediction throughput; "
+    "--exchange: the sharded trainer's all-to-all, exact and compressed, at link rates"
 )
 # Benchmark -> its options class, and the switch that chooses it (None: the default).
 _BENCHMARKS = {
@@ -46,6 +49,7 @@ _BENCHMARKS = {
     "precision": (PrecisionOptions, "precision"),
     "serving": (ServingOptions, "serving"),
     "representations": (RepresentationOptions, "representations"),
+    "exchange": (ExchangeOptions, "exchange"),
 }
 
 # (setting, argument type, help) per group of ``quantrec bench -h``; defaults come from
@@ -78,6 +82,12 @@ _PRECISION = (
 _REPRESENTATIONS = (
     ("ne_budget", float, "relative NE budget of the representation search and of cpt"),
     ("p95_ms", float, "p95 latency target of the path chosen per batch size"),
+)
+
+_EXCHANGE = (
+    ("rates", "names", "comma-separated tc rates (namespaces, needs root) and/or loopback"),
+    ("variants", "names", "compressed variants run after exact"),
+    ("steps", int, "timed steps per variant"),
 )
 
 
@@ -115,6 +125,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and searched embeddings on the shipped feeds: NE, bytes, p50 / p95 ms, rows/s and "
         "correct-prediction throughput at batch 1, 64 and 2048, the path per query size",
     )
+    parser.add_argument(
+        "--exchange",
+        action="store_true",
+        help="print the exchange table: the table-wise sharded trainer (2 torchrun ranks) "
+        "with and without error-bounded compression of its all-to-all, step time at each "
+        "link rate, samples/s and bytes per step at 1 and 2 ranks",
+    )
     for title, options, settings in (
         ("every benchmark", InferenceOptions, _BOTH),
         (
@@ -129,6 +146,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
             RepresentationOptions,
             _REPRESENTATIONS,
         ),
+        ("exchange table only (with --exchange)", ExchangeOptions, _EXCHANGE),
     ):
         group = parser.add_argument_group(title)
         defaults = {f.name: f.default for f in fields(options)}
@@ -170,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         from quantrec.benchmarks.representations import run_representations
 
         return run_representations(options)
+    if benchmark == "exchange":
+        from quantrec.benchmarks.exchange import run_exchange
+
+        return run_exchange(options)
     if benchmark == "serving":
         from quantrec.benchmarks.serving import run_serving
 

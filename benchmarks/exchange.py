@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from quantrec.benchmarks.options import EXCHANGE_RATES, EXCHANGE_VARIANTS
+
 # Compressed variants: PooledCompression fields. "fixed 0.01": every table at 1 % of its
 # pooled block's range (README: 14-18x at <= 0.06 % NE on the synthetic feed); "dual-level":
 # the paper's tight / base / loose 0.01 / 0.03 / 0.05 by sensitivity, log decay from 2x.
@@ -303,6 +305,7 @@ def run(options: argparse.Namespace) -> tuple[list[ExchangeRow], str]:
         seed=config.training.seed,
         max_steps=options.steps + options.warmup,
         batch_size=options.batch_size,
+        threads=options.threads,
     )
     rows: list[ExchangeRow] = []
     with tempfile.TemporaryDirectory(prefix="quantrec-exchange-") as tmp:
@@ -335,7 +338,7 @@ def run(options: argparse.Namespace) -> tuple[list[ExchangeRow], str]:
         )
     described += (
         f"; global batch {options.batch_size}, {options.steps} timed steps after "
-        f"{options.warmup}; {cpu_model()}, 1 thread per rank"
+        f"{options.warmup}; {cpu_model()}, {options.threads} thread(s) per rank"
     )
     return rows, described
 
@@ -359,16 +362,23 @@ def print_table(rows: list[ExchangeRow]) -> None:
         )
 
 
+def run_exchange(options) -> int:
+    """``quantrec bench --exchange`` (``benchmarks.options.ExchangeOptions``)."""
+    argv = ["--rates", ",".join(options.rates), "--variants", ",".join(options.variants)]
+    argv += ["--steps", str(options.steps), "--threads", str(options.threads)]
+    return main(argv + (["--json"] if options.json else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     from datetime import date
 
     parser = argparse.ArgumentParser(prog="python -m quantrec.benchmarks.exchange")
     parser.add_argument(
         "--rates",
-        default=f"100mbit,1gbit,{LOOPBACK}",
+        default=",".join(EXCHANGE_RATES),
         help="comma-separated tc rates and/or 'loopback'",
     )
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(EXCHANGE_VARIANTS))
     parser.add_argument("--rows-per-day", type=int, default=30_000)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--date", type=date.fromisoformat, default=date(2024, 1, 4))
@@ -378,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per torchrun")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)

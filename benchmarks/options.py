@@ -177,6 +177,40 @@ class RepresentationOptions:
             )
 
 
+# Links of the exchange benchmark: tc rates, then this host's loopback.
+EXCHANGE_RATES = ("100mbit", "1gbit", "loopback")
+EXCHANGE_VARIANTS = ("fixed 0.01", "dual-level")  # besides exact (benchmarks.exchange)
+
+
+@dataclass(frozen=True)
+class ExchangeOptions:
+    """``quantrec bench --exchange``: the sharded trainer's all-to-all of pooled embeddings,
+    exact and compressed, at each link rate (``benchmarks.exchange``; 2 ranks, then 1).
+
+    Attributes:
+        rates: tc rates (veth pair between two network namespaces; needs root) and/or
+            "loopback", measured in this order.
+        variants: compressed variants run after exact (see ``EXCHANGE_VARIANTS``).
+        steps: timed steps per variant (after 5 untimed), global batch 2048.
+        threads: torch intra-op threads per rank; json: one JSON object per row.
+    """
+
+    rates: tuple[str, ...] = EXCHANGE_RATES
+    variants: tuple[str, ...] = EXCHANGE_VARIANTS
+    steps: int = 30
+    threads: int = 1
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least(self, steps=1, threads=1)
+        unknown = [name for name in self.variants if name not in EXCHANGE_VARIANTS]
+        if unknown or not self.rates:
+            raise BenchmarkOptionsError(
+                f"--variants: unknown {unknown}; choose from {list(EXCHANGE_VARIANTS)}; "
+                f"--rates: at least one (e.g. {','.join(EXCHANGE_RATES)})"
+            )
+
+
 def option_names(options: type) -> tuple[str, ...]:
     """The settings of one benchmark's options class, in declaration order."""
     return tuple(field.name for field in fields(options))
