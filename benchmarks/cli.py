@@ -5,7 +5,7 @@
     quantrec bench --train [--rows 400000] [--tables 26] [--impls naive,quantrec] [--json]
     quantrec bench --precision [--feeds synthetic,movielens] [--rows-per-day 100000] [--json]
     quantrec bench --serving [--max-rows 1000000] [--train-rows 100000] [--threads 1] [--json]
-    quantrec bench --representations [--feeds synthetic,movielens] [--p95-ms 10] [--json]
+    quantrec bench --representations [--feeds synthetic,movielens] [--p95-ms 50] [--json]
     quantrec bench --exchange [--rates 100mbit,1gbit,loopback] [--steps 30] [--json]
 
 ``configure`` adds the options to the ``bench`` sub-parser of ``quantrec``'s parser and

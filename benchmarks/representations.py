@@ -9,12 +9,14 @@ For each feed, one process, one thread, the same rows and seed for every model:
 1. Data: the feed's training days before the test day (synthetic: 2 days of
    ``--rows-per-day`` before 2024-01-04; MovieLens-100K: the 21 days before 1997-10-20 at 3
    epochs of batch 256, as ``deploy/movielens.toml`` ships), a seeded 20 % of the last day
-   held out; the test rows are the test day (synthetic) or the 7 days from it (MovieLens,
-   a few hundred ratings a day). Sizes from ``models.sizing``.
+   held out (MovieLens: of every day of the window, whose last day holds a few dozen); the
+   test rows are the test day (synthetic) or the 7 days from it (MovieLens, a few hundred
+   ratings a day). Sizes from ``models.sizing``.
 2. The search (``models.representation_search``, objective ``bytes``: NE within
    ``--ne-budget`` of the full tables at <= 0.25x their bytes) on the window's rows; the
    test rows are never seen by it.
-3. Variants, each trained by ``train_dlrm`` on the same rows: ``table`` (every table full),
+3. Variants, each trained by ``train_dlrm`` on the same rows for the epochs the search's
+   full-table model kept: ``table`` (every table full),
    each kind on the four largest tables (``hashed``, ``qr-mult``, ``qr-concat``, ``dhe`` at
    <= 0.25x, ``hybrid-add`` at <= 1.25x; ``models.representation_search.candidate_specs``)
    and ``searched`` (the search's choice).
@@ -83,15 +85,20 @@ HYBRID_RATIO = 1.25  # the issue's bound on the hybrid's bytes
 
 @dataclass(frozen=True)
 class FeedSetting:
+    """Days before ``test_day`` that train (a seeded share of the last ``holdout_days`` of
+    them held out), the test days from it, and training overrides."""
+
     test_day: date
     train_days: int
+    holdout_days: int
     test_days: int
     training: dict
 
 
 FEED_SETTINGS = {
-    "synthetic": FeedSetting(date(2024, 1, 4), 2, 1, {}),
-    "movielens": FeedSetting(date(1997, 10, 20), 21, 7, {"epochs": 3, "batch_size": 256}),
+    "synthetic": FeedSetting(date(2024, 1, 4), 2, 1, 1, {}),
+    # The last day of MovieLens' window holds a few dozen ratings: every day gives 20 %.
+    "movielens": FeedSetting(date(1997, 10, 20), 21, 21, 7, {"epochs": 3, "batch_size": 256}),
 }
 
 
@@ -132,16 +139,20 @@ def feed_data(name: str, *, rows_per_day: int):
     feed = (
         SyntheticFeed(seed=0, rows_per_day=rows_per_day) if name == "synthetic" else MovieLensFeed()
     )
-    window = _days(feed, setting.test_day - timedelta(days=setting.train_days), setting.train_days)
-    last = window[-1]
-    held = holdout_mask(len(last), fraction=HOLDOUT_FRACTION, seed=0)
-    training = pd.concat([*window[:-1], last[~held]], ignore_index=True)
+    first = setting.test_day - timedelta(days=setting.train_days)
+    window = _days(feed, first, setting.train_days)
+    keep = len(window) - setting.holdout_days
+    training_parts, held_parts = window[: max(keep, 0)], []
+    for frame in window[max(keep, 0) :]:
+        held = holdout_mask(len(frame), fraction=HOLDOUT_FRACTION, seed=0)
+        training_parts.append(frame[~held])
+        held_parts.append(frame[held])
+    training = pd.concat(training_parts, ignore_index=True)
+    held_out = pd.concat(held_parts, ignore_index=True)
     test = pd.concat(_days(feed, setting.test_day, setting.test_days), ignore_index=True)
     size = auto_model_size(feed.schema(), len(training))
     schema = size.apply(feed.schema())
-    batches = [
-        batch_from_frame(f, schema) for f in (training, last[held].reset_index(drop=True), test)
-    ]
+    batches = [batch_from_frame(f, schema) for f in (training, held_out, test)]
     return schema, size, *batches
 
 
@@ -210,11 +221,10 @@ def measure_feed(
     )
     variants = uniform_variants(build(None))
     variants["searched"] = search.representations()
-    half = len(held_out) // 2
     models, probs = {}, {}
     for variant, representations in variants.items():
-        model = build(representations)
-        train_dlrm(model, training, seed=0, validation=held_out.slice(0, half), **setting.training)
+        model = build(representations)  # as the search trained its candidates
+        train_dlrm(model, training, seed=0, **{**setting.training, "epochs": search.epochs})
         models[variant], probs[variant] = model, predict_proba(model, test)
         _log(f"{name} {variant}: trained")
     rows = _variant_rows(name, models, probs, test, options.ne_budget)
@@ -345,15 +355,17 @@ def print_tables(rows, timing, choices, options) -> None:
         print(f"{r.feed:<10} {r.variant:<10} {r.representations}")
     print(
         f"\n{'feed':<10} {'variant':<10} {'batch':>5} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'rows/s':>10} {'cpt/s':>10} {'cpt x table':>11}"
+        f"{'rows/s':>10} {'x table':>7} {'cpt/s':>10} {'cpt x table':>11}"
     )
-    tables = {(t["feed"], t["batch"]): t["cpt"] for t in timing if t["variant"] == "table"}
+    tables = {(t["feed"], t["batch"]): t for t in timing if t["variant"] == "table"}
     for t in sorted(timing, key=lambda t: (t["feed"], t["batch"])):
         base = tables[(t["feed"], t["batch"])]
-        ratio = f"{t['cpt'] / base:.2f}" if base else "-"
+        ratio = f"{t['cpt'] / base['cpt']:.2f}" if base["cpt"] else "-"
+        speed = t["samples_per_s"] / base["samples_per_s"]
         print(
             f"{t['feed']:<10} {t['variant']:<10} {t['batch']:>5} {t['p50_ms']:>8.3f} "
-            f"{t['p95_ms']:>8.3f} {t['samples_per_s']:>10.0f} {t['cpt']:>10.0f} {ratio:>11}"
+            f"{t['p95_ms']:>8.3f} {t['samples_per_s']:>10.0f} {speed:>7.2f} {t['cpt']:>10.0f} "
+            f"{ratio:>11}"
         )
     print(f"\npath per query size (p95 target {options.p95_ms} ms):")
     for c in choices:
@@ -398,7 +410,7 @@ def run_representations(options: RepresentationOptions) -> int:
         interval = "-" if low_high is None else f"[{low_high[0]:+.3%}, {low_high[1]:+.3%}]"
         print(
             f"{feed} search: confirmed NE change {s['confirmed_change_rel']:+.3%} {interval} on "
-            f"its held-out rows, searched tables at "
+            f"its held-out rows (backed off: {s['backed_off'] or 'none'}), searched tables at "
             f"{s['searched_bytes'] / s['searched_table_bytes']:.3f}x their fp32 bytes"
         )
     print()

@@ -115,7 +115,11 @@ def test_a_tiny_search_records_its_candidates_and_keeps_the_budget(tiny_schema, 
     assert largest_tables(_model(tiny_schema), 2) == ["user", "item"]
     assert {c.feature for c in search.candidates} == {"user", "item"}
     assert set(search.reasons) == {"user", "item"}
-    assert len(lines) == 1 + len(search.candidates) + bool(search.chosen)
+    assert len(lines) == 1 + len(search.candidates) + bool(search.chosen) + len(search.backed_off)
+    assert search.epochs == 1  # the reference's kept epochs, used by every later run
+    if search.chosen:  # the confirmation bounds the choice as a whole
+        assert search.confirmed_change_rel <= 0.01
+    assert all(c.ne_change_low <= c.ne_change_rel <= c.ne_change_high for c in search.candidates)
     for feature, spec in search.chosen.items():
         result = next(c for c in search.candidates if c.feature == feature and c.spec == spec)
         assert result.ne_change_rel <= 0.01 and result.bytes_ratio <= 0.5
