@@ -6,8 +6,8 @@ model, interleaved in one process.
 
 1. The model: ``benchmarks.criteo``'s Criteo-shaped DLRM (26 tables capped at
    ``--max-rows``, D = 64, bottom 512-256-64, top 512-256-1), trained briefly on the
-   synthetic feed's clicks; the precision plan searched under the NE budget (as
-   ``quantrec bench``).
+   synthetic feed's clicks; the precision plan searched under the NE budget over int8 /
+   int4 / int2 tables and int8 MLP layers (``TABLE_CANDIDATES``, ``LINEAR_CANDIDATES``).
 2. The reference (``ReferenceDLRM``): the same fp32 weights in a DLRM written the obvious
    way, so the baseline is not a strawman: one ``nn.EmbeddingBag`` per table, two
    ``nn.Sequential`` MLPs, the pairwise dot products by one ``bmm`` and the upper
@@ -48,6 +48,12 @@ from quantrec.models.train import torch_threads
 
 BATCH_SIZES = (1, 64, 2048)
 CALLS = 300  # timed calls per batch size, at most 40,000 rows each
+# The search's candidates: row-wise tables at 8, 4 and 2 bits and dynamic int8 MLP layers,
+# on 8,192 rows. The full lists (``quantrec bench``'s) took over 10 minutes on two busy
+# cores; these keep the run within minutes and still give the plan its smallest tables.
+TABLE_CANDIDATES = ("int8", "int4", "int2")
+LINEAR_CANDIDATES = ("int8",)
+SEARCH_ROWS = 8_192
 REFERENCE = "reference"
 
 
@@ -210,10 +216,22 @@ def _build_and_time(options: ServingOptions):
     sizes = model.architecture()["table_sizes"]
     report = train_briefly(model, criteo_batch(sizes, options.train_rows, seed=0))
     _log(f"trained {report.samples} samples in {report.seconds:.0f} s")
-    held_out, calibration = criteo_batch(sizes, 16_384, seed=1), criteo_batch(sizes, 4_096, seed=2)
-    fresh, confirmation = criteo_batch(sizes, 16_384, seed=3), criteo_batch(sizes, 16_384, seed=4)
+    held_out, calibration = (
+        criteo_batch(sizes, SEARCH_ROWS, seed=1),
+        criteo_batch(sizes, 4_096, seed=2),
+    )
+    fresh, confirmation = (
+        criteo_batch(sizes, 16_384, seed=3),
+        criteo_batch(sizes, SEARCH_ROWS, seed=4),
+    )
     result = search_precision_plan(
-        model, held_out, calibration=calibration, budget=options.budget, confirmation=confirmation
+        model,
+        held_out,
+        calibration=calibration,
+        budget=options.budget,
+        confirmation=confirmation,
+        linear_candidates=LINEAR_CANDIDATES,
+        table_candidates=TABLE_CANDIDATES,
     )
     _log(f"search: {result.reason}")
     model.eval()
