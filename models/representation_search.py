@@ -20,8 +20,9 @@ Given a window's training rows and held-out rows:
    table within ``bytes_ratio`` x the full table's bytes.
 5. Confirm: train the model with every pick together (the picks interact through the
    shared MLPs) and measure its NE change and interval. Objective ``bytes``: while the
-   change is over ``budget.ne_rel``, the pick whose change alone was the largest goes
-   back to a full table (``backed_off``) and the rest are confirmed again.
+   change is over ``budget.ne_rel``, the pick whose change alone was the largest is backed
+   off (``backed_off``): its table takes its next candidate by bytes within the budgets,
+   or the full table when none is left, and the choice is confirmed again.
 
 Noise: a few thousand held-out rows give intervals of about +-0.5 % on a change, wider than
 a 0.1 % budget, so single measurements pick by noise as much as by quality; the
@@ -38,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -138,7 +139,7 @@ class RepresentationSearch:
         searched_bytes: bytes of the searched tables as chosen; searched_table_bytes: the
             same tables' fp32 bytes.
         epochs: the epochs every run after the reference trained.
-        backed_off: features whose pick the confirmation sent back to a full table.
+        backed_off: "feature:label" of every pick the confirmation backed off, in order.
     """
 
     budget: RepresentationBudget
@@ -369,18 +370,22 @@ def search_representations(
         probs, confirmed_ne = measured(model)
         confirmed_interval = interval(probs)
         change = (confirmed_ne - reference_ne) / reference_ne
-        say(f"confirmed {sorted(chosen)}: NE {confirmed_ne:.5f} ({change:+.4%}, {seconds:.0f} s)")
+        say(
+            f"confirmed {_labels(results, chosen)}: NE {confirmed_ne:.5f} ({change:+.4%}, "
+            f"{seconds:.0f} s)"
+        )
         if budget.objective == "quality" or change <= budget.ne_rel:
             break
-        # Together over the budget: the pick measured worst alone goes back to a full table.
+        # Together over the budget: the pick measured worst alone steps to its feature's
+        # next candidate (more bytes), or to the full table when none is left.
         worst = max(chosen, key=lambda f: _result_of(results, f, chosen[f]).ne_change_rel)
-        backed_off.append(worst)
-        reasons[worst] = (
-            f"full table: backed off, the picks together changed NE by {change:+.4%} "
-            f"(alone: {reasons[worst]})"
-        )
-        del chosen[worst]
+        backed_off.append(f"{worst}:{_result_of(results, worst, chosen[worst]).label}")
+        excluded = {tuple(b.split(":", 1)) for b in backed_off}
+        chosen, reasons = pick(results, budget, searched=searched, excluded=excluded)
         confirmed_ne, confirmed_interval = reference_ne, None
+    for feature in dict.fromkeys(b.split(":", 1)[0] for b in backed_off):
+        gone = [b.split(":", 1)[1] for b in backed_off if b.startswith(f"{feature}:")]
+        reasons[feature] += f"; backed off {gone}: the picks together were over the budget"
     searched_bytes = sum(
         _result_of(results, f, chosen[f]).bytes if f in chosen else sizes[f] * dim * 4
         for f in searched
@@ -401,6 +406,10 @@ def search_representations(
     )
 
 
+def _labels(results: Sequence[CandidateResult], chosen: Mapping[str, Any]) -> list[str]:
+    return [f"{f}:{_result_of(results, f, spec).label}" for f, spec in chosen.items()]
+
+
 def _result_of(
     results: Sequence[CandidateResult], feature: str, spec: Mapping[str, Any]
 ) -> CandidateResult:
@@ -408,13 +417,18 @@ def _result_of(
 
 
 def pick(
-    results: Sequence[CandidateResult], budget: RepresentationBudget, *, searched: Sequence[str]
+    results: Sequence[CandidateResult],
+    budget: RepresentationBudget,
+    *,
+    searched: Sequence[str],
+    excluded: Collection[tuple[str, str]] = (),
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """(feature -> chosen spec, feature -> reason) for every searched feature (step 4)."""
+    """(feature -> chosen spec, feature -> reason) for every searched feature (step 4),
+    leaving out the (feature, label) candidates ``excluded`` (backed off)."""
     chosen: dict[str, dict[str, Any]] = {}
     reasons: dict[str, str] = {}
     for feature in searched:
-        mine = [r for r in results if r.feature == feature]
+        mine = [r for r in results if r.feature == feature and (feature, r.label) not in excluded]
         fits = [r for r in mine if r.bytes_ratio <= budget.bytes_ratio]
         if budget.objective == "quality":
             better = [r for r in fits if r.ne_change_rel < 0]

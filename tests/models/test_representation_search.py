@@ -71,6 +71,15 @@ def test_the_fewest_bytes_within_the_ne_budget_win_else_the_full_table() -> None
     assert "closest bad" in reasons["b"]
     assert reasons["c"] == "full table: no candidate fits 0.25x bytes"
 
+    # Backed off, a table takes its next candidate by bytes, then the full table.
+    chosen, _ = pick(
+        results, RepresentationBudget(), searched=["a"], excluded={("a", "small-and-good")}
+    )
+    assert chosen == {"a": {"kind": "hashed", "rows": 20}}
+    excluded = {("a", "small-and-good"), ("a", "big-and-good")}
+    chosen, reasons = pick(results, RepresentationBudget(), searched=["a"], excluded=excluded)
+    assert chosen == {} and reasons["a"].startswith("full table")
+
     quality = RepresentationBudget(bytes_ratio=1.25, objective="quality")
     chosen, _ = pick(results, quality, searched=["a", "b", "c"])
     assert chosen == {"a": {"kind": "hashed", "rows": 20}, "c": {"kind": "hashed", "rows": 50}}
