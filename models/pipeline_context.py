@@ -1,0 +1,111 @@
+"""Scoring one query's candidates with the user-side work done once.
+
+Every candidate row of a query carries the user's columns (``models.queries``): the ids of
+the user-side features are the same on every row, and so, usually, are the dense values.
+A DLRM then computes the same vectors N times: the user-side lookups, the dense arch, and
+every dot product between two user-side vectors. ``SharedContext`` wraps a DLRM (fp32 or
+any variant, per-table or fused lookups) and, per batch:
+
+1. finds the *shared* vectors: a single-valued feature whose id is equal on every row, the
+   dense vector when every row's dense values are equal, and the learned constant vector;
+   the others *vary* (the item and item-side features);
+2. looks the shared features up for one row, the varying ones for every row (the shared
+   ones as empty bags, which read no table);
+3. computes the dot products among shared vectors once (1 row), those of each varying
+   vector with every vector per row (B X V X K, V varying of K vectors), and gathers them
+   into the interaction's upper triangle, in the model's order;
+4. runs the top MLP on every row.
+
+The logits equal the model's up to float rounding (sums in another order, the dense arch
+on one row); a batch with nothing shared (or one row) goes through the model unchanged.
+For a query against the synthetic feed's items, 25 of 26 lookups and 300 of 378 dot
+products are done once instead of N times; the top MLP still runs per candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from quantrec.models.batch import Batch, KeyedJaggedIds
+from quantrec.models.dlrm import DLRM
+
+
+class SharedContext(nn.Module):
+    """``model`` scoring a query's candidates with its shared vectors computed once.
+
+    Args:
+        model: an eval-mode DLRM or a variant of one (``models.quantize``, ``models.fused``).
+    """
+
+    def __init__(self, model: DLRM) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_names = model.feature_names
+
+    def architecture(self) -> dict:
+        return self.model.architecture()
+
+    def forward(self, batch: Batch) -> Tensor:
+        """dense B X N and F bags per row -> float32 logits (B,)."""
+        rows = len(batch)
+        features = batch.sparse
+        shared = [_constant(v, o, rows) for v, o in zip(features.values, features.offsets)]
+        dense_shared = rows > 1 and bool((batch.dense == batch.dense[:1]).all())
+        if rows < 2 or not any(shared):
+            return self.model(batch)
+        m = self.model
+        first = features.slice(0, 1)
+        one = m.sparse_arch.pooled(first)  # every feature at row 0: the shared ones used
+        emptied = KeyedJaggedIds(
+            keys=features.keys,
+            values=tuple(v[:0] if s else v for v, s in zip(features.values, shared)),
+            offsets=tuple(
+                torch.zeros_like(o) if s else o for o, s in zip(features.offsets, shared)
+            ),
+        )
+        full = m.sparse_arch.pooled(emptied) if not all(shared) else one
+        dense = m.dense_arch(batch.dense[:1] if dense_shared else batch.dense)
+        vectors = [dense, *(one[i] if s else full[i] for i, s in enumerate(shared))]
+        is_shared = [dense_shared, *shared]
+        constant = m.inter_arch.constant
+        if constant is not None:
+            vectors.append(constant.unsqueeze(0))
+            is_shared.append(True)
+        return m.over_arch(_interact(vectors, is_shared, rows)).squeeze(1)
+
+
+def _constant(values: Tensor, offsets: Tensor, rows: int) -> bool:
+    """Single-valued bags (one id per row) holding one id on every row."""
+    if rows < 2 or values.shape[0] != rows:
+        return False
+    if not torch.equal(offsets, torch.arange(rows, dtype=offsets.dtype)):
+        return False
+    return bool((values == values[0]).all())
+
+
+def _interact(vectors: list[Tensor], is_shared: list[bool], rows: int) -> Tensor:
+    """The interaction's output (B X (D + K choose 2)) from K vectors, each 1 X D (shared)
+    or B X D (varying), as ``InteractionArch.interact`` orders it."""
+    k = len(vectors)
+    first = torch.cat([v[:1] for v in vectors], dim=0)  # K X D: row 0 of every vector
+    parts = [(first @ first.T).flatten().unsqueeze(0).expand(rows, -1)]  # shared pairs
+    varying = [i for i in range(k) if not is_shared[i]]
+    where: dict[tuple[int, int], int] = {}
+    if varying:
+        moving = torch.stack([vectors[i] for i in varying], dim=1)  # B X V X D
+        # With every vector (row 0 stands for a shared one), then varying x varying per row.
+        with_first = torch.matmul(moving, first.T)  # B X V X K
+        among = torch.bmm(moving, moving.transpose(1, 2))  # B X V X V
+        parts += [with_first.flatten(1), among.flatten(1)]
+        v, base = len(varying), k * k
+        for r, a in enumerate(varying):
+            for b in range(k):
+                if is_shared[b]:
+                    where[(min(a, b), max(a, b))] = base + r * k + b
+                else:
+                    where[(min(a, b), max(a, b))] = base + v * k + r * v + varying.index(b)
+    # The upper triangle, row-major: a pair with a varying vector per row, else shared.
+    index = [where.get((a, b), a * k + b) for a in range(k) for b in range(a + 1, k)]
+    flat = torch.cat(parts, dim=1).index_select(1, torch.tensor(index, dtype=torch.int64))
+    return torch.cat((vectors[0].expand(rows, -1), flat), dim=1)
