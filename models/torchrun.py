@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from quantrec.models.distributed import DistributedReport, train_distributed
 from quantrec.models.dlrm import DLRM
 from quantrec.models.pooled_compression import CompressionLog, PooledCompression
 from quantrec.models.pooled_exchange import ExchangeStats
+from quantrec.models.sizing import auto_training_size
+from quantrec.models.stream import BatchSource, concat_batches
+from quantrec.models.train import (
+    CONTINUED_LEARNING_RATE_SCALE,
+    DEFAULT_ROWWISE_ADAGRAD_LR,
+    TrainReport,
+)
 
 MODEL, BATCH, SETTINGS, REPORT, TRAINED = (
     "model.pt",
@@ -162,6 +170,79 @@ def launch(
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise DistributedRunError(f"torchrun exited with {done.returncode}:\n{tail}")
     return read_result(folder)
+
+
+def train_through_torchrun(
+    model: DLRM,
+    source: Batch | BatchSource,
+    *,
+    nproc_per_node: int,
+    seed: int,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    sparse_optimizer: str = "rowwise_adagrad",
+    sparse_learning_rate: float | None = None,
+    embedding_weight_decay: float = 0.0,
+    continued: bool = False,
+) -> TrainReport:
+    """``train_dlrm``'s arguments, trained on ``nproc_per_node`` torchrun ranks instead;
+    ``model`` gets the trained weights. ``TrainReport.exchange_bytes_per_step`` holds the
+    all-to-all bytes between ranks per step.
+
+    Differences from ``train_dlrm``: fixed epochs (``epochs``, or 1: no early stopping on
+    held-out rows), row-wise Adagrad only, a continued run restarts its optimizers at
+    ``CONTINUED_LEARNING_RATE_SCALE`` x the rates (no resumed state) and keeps the dense
+    transform, as ``train_dlrm`` does without ``optimizer_state``. The rows of a stream are
+    read into memory once (one pass in the seeded order) for the ranks to share.
+
+    Raises:
+        ValueError: SparseAdam asked for (the sharded trainer has row-wise Adagrad only).
+        DistributedRunError: torchrun or a rank failed.
+    """
+    if sparse_optimizer != "rowwise_adagrad":
+        raise ValueError(
+            f"training.nproc_per_node > 1 trains the tables with rowwise_adagrad; got "
+            f"training.sparse_optimizer = {sparse_optimizer!r}"
+        )
+    if not isinstance(source, Batch):
+        generator = torch.Generator().manual_seed(seed)
+        source = concat_batches(list(source.epoch(batch_size=65_536, generator=generator)))
+    size = auto_training_size(len(source), batch_size=batch_size, learning_rate=learning_rate)
+    learning_rate = size.learning_rate
+    sparse_learning_rate = sparse_learning_rate or DEFAULT_ROWWISE_ADAGRAD_LR
+    if continued:
+        learning_rate *= CONTINUED_LEARNING_RATE_SCALE
+        sparse_learning_rate *= CONTINUED_LEARNING_RATE_SCALE
+    settings = JobSettings(
+        seed=seed,
+        epochs=epochs or 1,
+        batch_size=size.batch_size,
+        learning_rate=learning_rate,
+        sparse_learning_rate=sparse_learning_rate,
+        embedding_weight_decay=embedding_weight_decay,
+        fit_dense_transform=not continued,
+    )
+    with tempfile.TemporaryDirectory(prefix="quantrec-torchrun-") as folder:
+        write_job(Path(folder), model, source, settings)
+        report, state = launch(Path(folder), nproc_per_node=nproc_per_node)
+    model.load_state_dict(state)
+    model.optimizer_state = None
+    model.eval()
+    return TrainReport(
+        steps=report.steps,
+        samples=report.samples,
+        seconds=report.seconds,
+        samples_per_s=report.samples_per_s,
+        final_loss=report.final_loss,
+        epoch_losses=(report.final_loss,) * settings.epochs,
+        best_epoch=settings.epochs,
+        stop_reason=f"{settings.epochs} epoch(s) as asked, on {nproc_per_node} ranks",
+        batch_size=report.batch_size,
+        learning_rate=learning_rate,
+        sparse_learning_rate=sparse_learning_rate,
+        exchange_bytes_per_step=report.bytes_per_step,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,6 +127,8 @@ class TrainReport:
         sparse_learning_rate: the tables' rate used.
         compression: with ``pooled_compression``, what it did (bounds per table per step,
             compression ratios per table); else None.
+        exchange_bytes_per_step: trained on several ranks (``models.torchrun``), the
+            all-to-all bytes sent between them per step, all ranks; else None.
     """
 
     steps: int
@@ -143,6 +145,7 @@ class TrainReport:
     sparse_learning_rate: float = 0.0
     resumed: bool = False  # the optimizers continued the parent run's state
     compression: CompressionLog | None = None
+    exchange_bytes_per_step: float | None = None
 
     @property
     def epochs(self) -> int:

@@ -150,6 +150,12 @@ def record_training(
             "time.train_s": trained.seconds,
         },
     )
+    if trained.report.exchange_bytes_per_step is not None:  # trained on torchrun ranks
+        log_metrics(
+            client,
+            run_id,
+            {"train.exchange_bytes_per_step": trained.report.exchange_bytes_per_step},
+        )
     if trained.plan is not None:
         client.set_tag(run_id, Tag.TRAINING_MODE, trained.plan.mode)
         client.set_tag(run_id, Tag.TRAINING_REASON, trained.plan.reason[:5000])

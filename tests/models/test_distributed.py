@@ -22,7 +22,7 @@ from quantrec.models.distributed import train_distributed
 from quantrec.models.dlrm import DLRM
 from quantrec.models.pooled_compression import PooledCompression, PooledCompressor
 from quantrec.models.pooled_exchange import PooledExchange, TableSharding, sample_splits
-from quantrec.models.torchrun import JobSettings, launch, write_job
+from quantrec.models.torchrun import JobSettings, launch, train_through_torchrun, write_job
 from quantrec.models.train import train_dlrm
 
 TABLES = [60, 50, 40]  # three tables on two ranks: rank 0 owns the largest, rank 1 the others
@@ -223,3 +223,22 @@ def test_sharding_refuses_more_ranks_than_tables() -> None:
     assert TableSharding.table_wise([10, 30, 20], 2).owners == (1, 0, 1)
     with pytest.raises(ValueError, match="4 ranks for 3 tables"):
         TableSharding.table_wise([10, 30, 20], 4)
+
+
+@pytest.mark.slow
+def test_train_through_torchrun_gives_the_trained_weights_and_its_bytes() -> None:
+    initial, reference, expected = _reference()
+    model = copy.deepcopy(initial)
+    report = train_through_torchrun(
+        model, tiny_batch(), nproc_per_node=2, seed=3, epochs=2, batch_size=63, learning_rate=0.01
+    )
+    assert report.steps == expected.steps and report.epochs == 2
+    assert report.exchange_bytes_per_step > 0 and model.optimizer_state is None
+    _assert_same_weights(model.state_dict(), reference, initial)
+
+
+def test_train_through_torchrun_refuses_sparse_adam_before_starting() -> None:
+    with pytest.raises(ValueError, match="sparse_optimizer = 'sparse_adam'"):
+        train_through_torchrun(
+            tiny_model(), tiny_batch(), nproc_per_node=2, seed=0, sparse_optimizer="sparse_adam"
+        )
