@@ -19,6 +19,9 @@ model, interleaved in one process.
    models' order rotated call by call; p50 and p95 of the per-call wall time and the
    throughput (rows over the summed call times). NE change against fp32 on 16,384 rows
    neither the training nor the search saw.
+5. One query of 64 and 2048 candidates (every column but the item's equal on all rows, as
+   a pipeline stage scores them), timed the same way, with ``_shared``: the fused model
+   under ``models.pipeline_context.SharedContext`` (the user-side work done once).
 
 Compare ratios: other processes on a shared machine slow every model alike.
 """
@@ -38,15 +41,18 @@ from torch import Tensor, nn
 from quantrec.benchmarks.criteo import criteo_batch, criteo_shaped_model
 from quantrec.benchmarks.inference import keep_freed_memory, train_briefly
 from quantrec.benchmarks.options import ServingOptions
-from quantrec.models.batch import Batch
+from quantrec.models.batch import Batch, KeyedJaggedIds
 from quantrec.models.dlrm import DLRM
 from quantrec.models.fused import fuse_lookups
+from quantrec.models.pipeline_context import SharedContext
 from quantrec.models.quantize import build_variant, model_bytes
 from quantrec.models.scorer import score
 from quantrec.models.search import search_precision_plan
 from quantrec.models.train import torch_threads
 
 BATCH_SIZES = (1, 64, 2048)
+QUERY_SIZES = (64, 2048)  # candidates of one query
+QUERY_ITEM = "cat_2"  # the synthetic feed's item column: what a query's candidates vary in
 CALLS = 300  # timed calls per batch size, at most 40,000 rows each
 # The search's candidates: row-wise tables at 8, 4 and 2 bits and dynamic int8 MLP layers,
 # on 8,192 rows. The full lists (``quantrec bench``'s) took over 10 minutes on two busy
@@ -144,16 +150,43 @@ def _mlp(inputs: int, sizes: Sequence[int], *, last_relu: bool) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+def query_batch(batch: Batch, start: int, size: int, *, item_feature: str) -> Batch:
+    """Rows ``start:start + size`` as one query's candidates: row ``start``'s dense values
+    and ids on every row (the user's), ``item_feature``'s ids as they are (single-valued
+    bags, as the Criteo-shaped rows hold)."""
+    part = batch.slice(start, start + size)
+    ids = part.sparse
+    values = tuple(
+        v if key == item_feature else v[:1].repeat(size) for key, v in zip(ids.keys, ids.values)
+    )
+    return Batch(
+        dense=part.dense[:1].expand(size, -1).clone(),
+        sparse=KeyedJaggedIds(keys=ids.keys, values=values, offsets=ids.offsets),
+        labels=part.labels,
+    )
+
+
 def time_models(
-    models: Mapping[str, nn.Module], batch: Batch, *, batch_sizes: Sequence[int], calls: int
+    models: Mapping[str, nn.Module],
+    batch: Batch,
+    *,
+    batch_sizes: Sequence[int],
+    calls: int,
+    query_item: str | None = None,
 ) -> list[dict]:
-    """One row per (model, batch size): p50/p95 ms per call and rows per second."""
+    """One row per (model, batch size): p50/p95 ms per call and rows per second. With
+    ``query_item``, every call scores one query's candidates (``query_batch``)."""
     rows = []
     names = list(models)
     for size in batch_sizes:
         count = max(10, min(calls, 40_000 // size))
         starts = [(i * size * 7919) % (len(batch) - size + 1) for i in range(count)]
-        parts = [batch.slice(s, s + size) for s in starts]
+        parts = [
+            batch.slice(s, s + size)
+            if query_item is None
+            else query_batch(batch, s, size, item_feature=query_item)
+            for s in starts
+        ]
         times: dict[str, list[float]] = {name: [] for name in names}
         with torch.inference_mode():
             for model in models.values():
@@ -168,6 +201,7 @@ def time_models(
             ms = np.asarray(times[name])
             rows.append(
                 {
+                    "case": "rows" if query_item is None else "query",
                     "variant": name,
                     "batch": size,
                     "calls": count,
@@ -207,7 +241,12 @@ def run_serving(options: ServingOptions) -> int:
             print(json.dumps(row))
         return 0
     print(header)
-    print(format_table(rows))
+    print(format_table([r for r in rows if r["case"] == "rows"]))
+    print(
+        f"\none query of N candidates (every column but {QUERY_ITEM} the user's, as a "
+        "pipeline stage scores them); _shared: SharedContext over the fused model"
+    )
+    print(format_table([r for r in rows if r["case"] == "query"]))
     return 0
 
 
@@ -251,14 +290,29 @@ def _build_and_time(options: ServingOptions):
         gap = (models[REFERENCE](part) - model(part)).abs().max().item()
     ne = {name: score(m, fresh).ne for name, m in models.items()}
     rows = time_models(models, fresh, batch_sizes=BATCH_SIZES, calls=CALLS)
+    per_query = {name: models[name] for name in (REFERENCE, "fp32", "fp32_fused", "int8_fused")}
+    per_query["searched_fused"] = models["searched_fused"]
+    for name in ("fp32", "int8", "searched"):
+        per_query[f"{name}_shared"] = SharedContext(models[f"{name}_fused"])
+    query = query_batch(fresh, 0, 2048, item_feature=QUERY_ITEM)
+    with torch.inference_mode():
+        shared_gap = max(
+            (per_query[f"{n}_shared"](query) - models[f"{n}_fused"](query)).abs().max().item()
+            for n in ("fp32", "int8", "searched")
+        )
+    rows += time_models(
+        per_query, fresh, batch_sizes=QUERY_SIZES, calls=CALLS, query_item=QUERY_ITEM
+    )
     for row in rows:
         name = row["variant"]
-        row["bytes"] = model_bytes(models[name])
-        row["ne_delta_rel"] = (ne[name] - ne["fp32"]) / ne["fp32"]
+        base = name.removesuffix("_shared").removesuffix("_fused")
+        row["bytes"] = model_bytes(per_query.get(name, models.get(name)))
+        row["ne_delta_rel"] = (ne.get(base, ne["fp32"]) - ne["fp32"]) / ne["fp32"]
     header = (
         f"threads={options.threads}  tables capped at {options.max_rows} rows  fp32 "
         f"{model_bytes(model) / 1e6:.0f} MB  NE fp32 (fresh rows) {ne['fp32']:.4f}  "
-        f"reference vs quantrec fp32: max |logit difference| {gap:.2e}  torch {torch.__version__}"
+        f"reference vs quantrec fp32: max |logit difference| {gap:.2e}; _shared vs _fused on a "
+        f"query: {shared_gap:.2e}  torch {torch.__version__}"
     )
     if not math.isfinite(gap) or gap > 1e-3:
         raise RuntimeError(f"the reference does not compute quantrec's fp32 model: {gap}")

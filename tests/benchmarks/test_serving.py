@@ -10,7 +10,7 @@ import torch
 
 from quantrec.benchmarks.cli import configure, run
 from quantrec.benchmarks.criteo import criteo_batch, criteo_model
-from quantrec.benchmarks.serving import ReferenceDLRM, time_models
+from quantrec.benchmarks.serving import ReferenceDLRM, query_batch, time_models
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +61,22 @@ def test_serving_switch_takes_the_inference_settings_and_refuses_others(capsys) 
     assert "--precision and --serving choose different benchmarks" in capsys.readouterr().err
     assert run(parser.parse_args(["--serving", "--max-rows", "0"])) == 2
     assert "--max-rows must be at least 1" in capsys.readouterr().err
+
+
+def test_a_query_batch_shares_every_column_but_the_items() -> None:
+    sizes = [50, 20, 30]
+    batch = criteo_batch(sizes, 256, seed=1)
+    query = query_batch(batch, 5, 40, item_feature="cat_2")
+    assert len(query) == 40 and torch.equal(query.dense, batch.dense[5:6].expand(40, -1))
+    for key, got, given in zip(query.sparse.keys, query.sparse.values, batch.sparse.values):
+        want = given[5:45] if key == "cat_2" else given[5].repeat(40)
+        assert torch.equal(got, want), key
+    model = criteo_model(sizes, embedding_dim=4, bottom_mlp=[4], seed=0).eval()
+    rows = time_models(
+        {"reference": ReferenceDLRM.from_dlrm(model), "fp32": model},
+        batch,
+        batch_sizes=(64,),
+        calls=10,
+        query_item="cat_2",
+    )
+    assert {r["case"] for r in rows} == {"query"} and len(rows) == 2
