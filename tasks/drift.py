@@ -49,16 +49,19 @@ def save_reference_profile(
     fresh rows it never trained on, as the days it will serve.
     """
     _, client = connect()
-    scores = predict_proba(trained.model, trained.holdout, batch_size=config.evaluation.batch_size)
-    profile = _window_profile(
-        partitions,
-        scores=scores,
-        source={
-            "run_id": run_id,
-            "days": [d.isoformat() for d in partitions.window],
-            "window_digest": partitions.window_digest(),
-        },
-    )
+    with stage_timer(client, run_id, "reference"), torch_threads(config.training.threads):
+        scores = predict_proba(
+            trained.model, trained.holdout, batch_size=config.evaluation.batch_size
+        )
+        profile = _window_profile(
+            partitions,
+            scores=scores,
+            source={
+                "run_id": run_id,
+                "days": [d.isoformat() for d in partitions.window],
+                "window_digest": partitions.window_digest(),
+            },
+        )
     with tempfile.TemporaryDirectory() as tmp:
         folder = profile.save(Path(tmp) / "reference_profile")
         client.log_artifacts(run_id, str(folder), PROFILE_ARTIFACT)
