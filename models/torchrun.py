@@ -185,6 +185,7 @@ def train_through_torchrun(
     sparse_learning_rate: float | None = None,
     embedding_weight_decay: float = 0.0,
     continued: bool = False,
+    threads: int = 1,
 ) -> TrainReport:
     """``train_dlrm``'s arguments, trained on ``nproc_per_node`` torchrun ranks instead;
     ``model`` gets the trained weights. ``TrainReport.exchange_bytes_per_step`` holds the
@@ -194,7 +195,8 @@ def train_through_torchrun(
     held-out rows), row-wise Adagrad only, a continued run restarts its optimizers at
     ``CONTINUED_LEARNING_RATE_SCALE`` x the rates (no resumed state) and keeps the dense
     transform, as ``train_dlrm`` does without ``optimizer_state``. The rows of a stream are
-    read into memory once (one pass in the seeded order) for the ranks to share.
+    read into memory once (one pass in the seeded order) for the ranks to share; ``threads``:
+    torch intra-op threads of each rank.
 
     Raises:
         ValueError: SparseAdam asked for (the sharded trainer has row-wise Adagrad only).
@@ -222,6 +224,7 @@ def train_through_torchrun(
         sparse_learning_rate=sparse_learning_rate,
         embedding_weight_decay=embedding_weight_decay,
         fit_dense_transform=not continued,
+        threads=threads,
     )
     with tempfile.TemporaryDirectory(prefix="quantrec-torchrun-") as folder:
         write_job(Path(folder), model, source, settings)
