@@ -452,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if not args.verbose and args.command in FLOW_COMMANDS:
         quiet_engine_tracebacks()
+    if args.command in FLOW_COMMANDS:  # epochs and search units on stderr, as they happen
+        from quantrec.models.progress import print_progress_to
+
+        print_progress_to(sys.stderr)
     from quantrec.data_checks.schema import SchemaError
     from quantrec.feeds.base import FeedError
     from quantrec.feeds.lake import LakeError

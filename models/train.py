@@ -76,6 +76,7 @@ from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
 from quantrec.models.fused import FusedTrainer, RowwiseAdagrad
 from quantrec.models.pooled_compression import CompressionLog, PooledCompression
+from quantrec.models.progress import progress
 from quantrec.models.quantize import float_state_dict
 from quantrec.models.representations import uses_representations
 from quantrec.models.sizing import TrainingSize, auto_training_size
@@ -415,13 +416,32 @@ def _run_epochs(
     if validation is not None:  # the starting loss, for the record
         run.validation_losses.append(trainer.validation_loss(validation))
     for epoch in range(1, limit + 1):
+        started = time.perf_counter()
         steps, loss = trainer.epoch(source.epoch(batch_size=batch_size, generator=generator))
         run.steps += steps
         run.epoch_losses.append(loss)
         if validation is None:
+            progress(
+                "training: epoch %d/%d, %d rows, loss %.4f (%.0f s)",
+                epoch,
+                limit,
+                source.rows,
+                loss,
+                time.perf_counter() - started,
+            )
             continue
         current = trainer.validation_loss(validation)
         run.validation_losses.append(current)
+        progress(
+            "training: epoch %d/%d%s, %d rows, loss %.4f, held-out loss %.4f (%.0f s)",
+            epoch,
+            limit,
+            " at most" if early else "",
+            source.rows,
+            loss,
+            current,
+            time.perf_counter() - started,
+        )
         if not early:
             continue
         if current < best:

@@ -117,6 +117,9 @@ def prepare_process_environment() -> Home:
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # The long stages' progress (models.progress: training epochs, search units) goes to
+    # the run's logs too, so the Prefect UI shows a stage moving.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "quantrec.progress")
     _use_running_prefect_server(home)
     return home
 
