@@ -24,6 +24,8 @@ products are done once instead of N times; the top MLP still runs per candidate.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -89,23 +91,44 @@ def _interact(vectors: list[Tensor], is_shared: list[bool], rows: int) -> Tensor
     or B X D (varying), as ``InteractionArch.interact`` orders it."""
     k = len(vectors)
     first = torch.cat([v[:1] for v in vectors], dim=0)  # K X D: row 0 of every vector
-    parts = [(first @ first.T).flatten().unsqueeze(0).expand(rows, -1)]  # shared pairs
+    shared_at, shared_from, varying_at, varying_from = _triangle(tuple(is_shared))
+    flat = first.new_empty(rows, k * (k - 1) // 2)
+    flat[:, shared_at] = (first @ first.T).flatten()[shared_from]  # equal on every row
     varying = [i for i in range(k) if not is_shared[i]]
-    where: dict[tuple[int, int], int] = {}
     if varying:
         moving = torch.stack([vectors[i] for i in varying], dim=1)  # B X V X D
         # With every vector (row 0 stands for a shared one), then varying x varying per row.
         with_first = torch.matmul(moving, first.T)  # B X V X K
         among = torch.bmm(moving, moving.transpose(1, 2))  # B X V X V
-        parts += [with_first.flatten(1), among.flatten(1)]
-        v, base = len(varying), k * k
-        for r, a in enumerate(varying):
-            for b in range(k):
-                if is_shared[b]:
-                    where[(min(a, b), max(a, b))] = base + r * k + b
-                else:
-                    where[(min(a, b), max(a, b))] = base + v * k + r * v + varying.index(b)
-    # The upper triangle, row-major: a pair with a varying vector per row, else shared.
-    index = [where.get((a, b), a * k + b) for a in range(k) for b in range(a + 1, k)]
-    flat = torch.cat(parts, dim=1).index_select(1, torch.tensor(index, dtype=torch.int64))
+        per_row = torch.cat((with_first.flatten(1), among.flatten(1)), dim=1)
+        flat[:, varying_at] = per_row.index_select(1, varying_from)
     return torch.cat((vectors[0].expand(rows, -1), flat), dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _triangle(is_shared: tuple[bool, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For the upper triangle's pairs (row-major): where the shared pairs sit and their
+    place in the K X K products, where the others sit and their place in the per-row
+    products (B X V X K with every vector, then B X V X V among the varying). Cached: a
+    query's pattern of shared features repeats query after query."""
+    k = len(is_shared)
+    varying = [i for i in range(k) if not is_shared[i]]
+    v = len(varying)
+    shared_at, shared_from, varying_at, varying_from = [], [], [], []
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    for position, (a, b) in enumerate(pairs):
+        if is_shared[a] and is_shared[b]:
+            shared_at.append(position)
+            shared_from.append(a * k + b)
+            continue
+        moving, other = (a, b) if not is_shared[a] else (b, a)
+        r = varying.index(moving)
+        varying_at.append(position)
+        if is_shared[other]:
+            varying_from.append(r * k + other)
+        else:
+            varying_from.append(v * k + r * v + varying.index(other))
+    return tuple(
+        torch.tensor(x, dtype=torch.int64)
+        for x in (shared_at, shared_from, varying_at, varying_from)
+    )
