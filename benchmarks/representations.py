@@ -64,9 +64,9 @@ from quantrec.models.batch import Batch, batch_from_frame
 from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import normalized_entropy
 from quantrec.models.quantize import model_bytes
+from quantrec.models.representation_candidates import candidate_specs
 from quantrec.models.representation_search import (
     RepresentationBudget,
-    candidate_specs,
     largest_tables,
     ne_change_interval,
     search_representations,

@@ -7,12 +7,13 @@ Given a window's training rows and held-out rows:
    reference, and the epochs it kept are the epochs of every later run (fixed: no run
    stops on the rows that measure it, and all of them measure).
 2. Search the ``tables`` largest tables (by rows); the rest stay full tables.
-3. For each searched table and each candidate of ``candidate_specs`` (hashed, QR, DHE,
-   hybrid, sized to the table and the byte budget), train the model that differs only in
-   that table: same rows, same seed, same initial weights elsewhere (``DLRM`` builds a
-   representation on a forked RNG). Record its NE, its change against the reference and
-   the table's bytes (``representations.representation_bytes``) against the full table's
-   fp32 bytes, with the paired bootstrap interval of the change (``models.noise``).
+3. For each searched table and each candidate (``models.representation_candidates``:
+   hashed, QR, DHE, hybrid, sized to the table and the byte budget), train the model that
+   differs only in that table: same rows, same seed, same initial weights elsewhere
+   (``DLRM`` builds a representation on a forked RNG). Record its NE, its change against
+   the reference and the table's bytes (``representations.representation_bytes``) against
+   the full table's fp32 bytes, with the paired bootstrap interval of the change
+   (``models.noise``).
 4. Pick per table. Objective ``bytes``: the fewest bytes among the candidates whose NE
    change is within ``budget.ne_rel`` (by default: the upper end of its interval) at bytes
    <= ``budget.bytes_ratio`` x the full table's (ties: the lower NE); when none qualifies
@@ -39,7 +40,6 @@ The result (``RepresentationSearch``) is one frozen record: ``representations()`
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,20 +51,14 @@ from quantrec.models.batch import Batch
 from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import normalized_entropy
 from quantrec.models.noise import bootstrap_changes, paired_bootstrap_sums, percentile_interval
-from quantrec.models.representations import (
-    RepresentationSpec,
-    build_representation,
-    representation_bytes,
-)
+from quantrec.models.representation_candidates import SEARCHED_KINDS, candidate_specs
+from quantrec.models.representations import representation_bytes
 from quantrec.models.scorer import predict_proba
 from quantrec.models.stream import BatchSource
 from quantrec.models.train import train_dlrm
 
 SEARCH_FORMAT = 1
 DEFAULT_TABLES = 4  # the issue's "four largest tables"
-SEARCHED_KINDS = ("hashed", "qr-mult", "qr-concat", "dhe")
-# DHE sizes tried largest first: (hashes k, hidden layers); the first within the budget.
-DHE_LADDER = ((64, (128, 128)), (64, (128,)), (32, (64,)), (16, (32,)))
 
 Objective = Literal["bytes", "quality"]
 BuildModel = Callable[[Mapping[str, Mapping[str, Any]] | None], DLRM]
@@ -195,64 +189,6 @@ class RepresentationSearch:
                 "backed_off": tuple(data["backed_off"]),
             }
         )
-
-
-def candidate_specs(
-    num_embeddings: int,
-    embedding_dim: int,
-    *,
-    bytes_ratio: float,
-    kinds: Sequence[str] = SEARCHED_KINDS,
-) -> list[RepresentationSpec]:
-    """The candidates for one table of ``num_embeddings`` x D, each sized to the largest
-    that fits ``bytes_ratio`` x its fp32 bytes (a kind that cannot fit is left out).
-
-    Kinds: "hashed" (about ratio x ids rows), "qr-mult" / "qr-add" / "qr-concat" (the fewest
-    collisions that fit), "dhe" (the largest of ``DHE_LADDER`` that fits), "hybrid-add" (a
-    full table plus the DHE that fits in ``bytes_ratio - 1``, so only for ratios above 1).
-    """
-    n, d = int(num_embeddings), int(embedding_dim)
-    limit = bytes_ratio * n * d * 4
-    specs: list[RepresentationSpec] = []
-    for kind in kinds:
-        spec: RepresentationSpec | None = None
-        if kind == "hashed" and int(bytes_ratio * n) < n:
-            # The rows that fit beside the hash constants (16 bytes).
-            rows = max(1, int((limit - 16) // (d * 4)))
-            spec = RepresentationSpec(kind="hashed", rows=rows)
-        elif kind.startswith("qr-"):
-            spec = _qr_spec(n, d, kind.removeprefix("qr-"), limit)
-        elif kind == "dhe":
-            spec = _dhe_spec(n, d, limit, kind="dhe")
-        elif kind == "hybrid-add" and bytes_ratio > 1:
-            spec = _dhe_spec(n, d, limit - n * d * 4, kind="hybrid", combine="add")
-        if spec is not None:
-            specs.append(spec)
-    return specs
-
-
-def _spec_bytes(spec: RepresentationSpec, n: int, d: int) -> int:
-    return representation_bytes(build_representation(spec, num_embeddings=n, embedding_dim=d))
-
-
-def _qr_spec(n: int, d: int, combine: str, limit: float) -> RepresentationSpec | None:
-    width = 0.5 if combine == "concat" else 1.0  # concat: each table D/2 wide
-    rows_allowed = limit / (d * 4 * width)
-    for collisions in range(2, int(math.isqrt(n)) + 2):
-        if math.ceil(n / collisions) + collisions <= rows_allowed:
-            return RepresentationSpec(kind="qr", collisions=collisions, combine=combine)
-    return None
-
-
-def _dhe_spec(
-    n: int, d: int, limit: float, *, kind: str, combine: str | None = None
-) -> RepresentationSpec | None:
-    for hashes, hidden in DHE_LADDER:
-        spec = RepresentationSpec(kind=kind, hashes=hashes, hidden=hidden, combine=combine)
-        extra = n * d * 4 if kind == "hybrid" else 0
-        if _spec_bytes(spec, n, d) - extra <= limit:
-            return spec
-    return None
 
 
 def ne_change_interval(

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from quantrec.models.dlrm import DLRM
+from quantrec.models.representation_candidates import candidate_specs
 from quantrec.models.representation_search import (
     CandidateResult,
     RepresentationBudget,
     RepresentationSearch,
-    candidate_specs,
     largest_tables,
     ne_change_interval,
     pick,
