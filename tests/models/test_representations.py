@@ -247,3 +247,12 @@ def test_a_representation_changes_only_its_own_table(tiny_schema) -> None:
     one = _mixed_model(tiny_schema, {"item": MIXED["item"]}).state_dict()
     others = [k for k in full if not k.startswith("sparse_arch.embedding_bags.1.")]
     assert others and all(torch.equal(full[k], one[k]) for k in others)
+
+
+def test_a_mixed_model_serves_the_same_with_fused_lookups(tiny_schema, make_batch) -> None:
+    from quantrec.models.fused import fuse_lookups
+
+    model = _mixed_model(tiny_schema).eval()
+    batch = make_batch(rows=200, seed=5)
+    with torch.inference_mode():
+        assert torch.equal(fuse_lookups(model)(batch), model(batch))
