@@ -43,6 +43,7 @@ from quantrec.models.pipeline_eval import (
     pipeline_points,
     service_ms,
 )
+from quantrec.models.pipeline_pyfunc import serving_model
 from quantrec.models.queries import CandidateBatcher, Query, day_queries, sample_queries
 
 REFERENCE = "fp32"
@@ -152,6 +153,7 @@ class PipelinePlan:
     ranker: str
     k: int
     item_column: str
+    shared_context: bool
     candidates: int
     queries: int
     points: tuple[PipelinePoint, ...]
@@ -212,6 +214,7 @@ class PipelinePlan:
             "filter": self.filter,
             "ranker": self.ranker,
             "served_k": self.k,
+            "shared_context": self.shared_context,
             "candidates": self.candidates,
             "queries": self.queries,
             "chosen": None if self.chosen is None else self.chosen.pipeline,
@@ -231,10 +234,14 @@ def plan_pipeline(
     settings,
 ) -> PipelinePlan:
     """The sweep and the choice (module docstring, 3-4). ``settings`` is the config's
-    ``[pipeline]`` section (``tasks.config.PipelineConfig``)."""
+    ``[pipeline]`` section (``tasks.config.PipelineConfig``). Every stage runs as the
+    registered pipeline serves it (``models.pipeline_pyfunc.serving_model``)."""
     started = time.perf_counter()
     if not cases:
         raise ValueError("no query of the run date has a click on a catalogue item")
+    shared = settings.shared_context
+    filter_model = serving_model(filter_model, shared_context=shared)
+    ranker = serving_model(ranker, shared_context=shared)
     n, k = len(cases[0][1]), settings.k
     keeps = [keep for keep in settings.keeps if k <= keep < n] or [max(k, n // 2)]
     pipelines: dict[str, RankingPipeline] = {REFERENCE: single_stage(ranker, k=k)}
@@ -274,6 +281,7 @@ def plan_pipeline(
         ranker=REFERENCE,
         k=k,
         item_column=cases[0][1].item_column,
+        shared_context=shared,
         candidates=n,
         queries=len(cases),
         points=tuple(points),

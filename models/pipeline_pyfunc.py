@@ -17,9 +17,12 @@ column naming the candidate (what ``models.queries.candidate_frame`` builds). An
 of first appearance). The response is one row per served item: ``query`` (when given),
 ``item``, ``score`` (the last stage's click probability) and ``rank`` (1-based), best first.
 
-Serving reads the tables through ``models.fused`` (one lookup call per table format;
-pooled values bit-identical to the per-table lookups), so the served lists and scores equal
-the in-process pipeline's. This module does not import MLflow; MLflow imports it.
+Serving (``serving_model``) reads the tables through ``models.fused`` (one lookup call per
+table format; pooled values bit-identical to the per-table lookups) and, when the pipeline
+was saved with ``shared_context``, scores each query with the user-side work done once
+(``models.pipeline_context.SharedContext``: the same logits up to float rounding). A
+pipeline built in process from ``serving_model`` stages serves exactly what the loaded one
+serves. This module does not import MLflow; MLflow imports it.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from quantrec.data_checks.schema import FeatureSchema
 from quantrec.models.artifact import ArtifactError, load_model, save_model
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.fused import fuse_lookups
 from quantrec.models.pipeline import PipelineError, RankingPipeline, Stage
+from quantrec.models.pipeline_context import SharedContext
 
 PIPELINE_FORMAT = 1
 PIPELINE_FILE = "pipeline.json"
@@ -63,6 +68,7 @@ def save_pipeline(
     *,
     schema: FeatureSchema,
     item_column: str,
+    shared_context: bool = False,
 ) -> Path:
     """Write the pipeline of ``stages`` (in order) into ``directory``; returns it.
 
@@ -70,6 +76,7 @@ def save_pipeline(
         stages: each a ``models.artifact``-savable DLRM with its precision label and schema.
         schema: the request's contract; every stage's features must be among its columns.
         item_column: the request column holding the raw item ids.
+        shared_context: serve each stage under ``SharedContext`` (``serving_model``).
 
     Raises:
         PipelineError: the stages do not form a pipeline, a stage reads a feature the
@@ -102,6 +109,7 @@ def save_pipeline(
         "name": pipeline.name,
         "item_column": item_column,
         "k": pipeline.k,
+        "shared_context": shared_context,
         "stages": described,
     }
     (directory / PIPELINE_FILE).write_text(json.dumps(recipe, indent=2))
@@ -134,16 +142,24 @@ def load_pipeline(directory: Path, *, fused: bool = True) -> LoadedPipeline:
             f"pipeline {directory} has format_version {recipe.get('format_version')}; this "
             f"reader handles {PIPELINE_FORMAT}"
         )
+    shared = bool(recipe.get("shared_context", False))
     stages = []
     for entry in recipe["stages"]:
         model = load_model(directory / entry["folder"]).model
-        stages.append(Stage(entry["name"], fuse_lookups(model) if fused else model, entry["keep"]))
+        model = serving_model(model, shared_context=shared) if fused else model
+        stages.append(Stage(entry["name"], model, entry["keep"]))
     return LoadedPipeline(
         pipeline=RankingPipeline(stages),
         schema=FeatureSchema.from_json((directory / SCHEMA_FILE).read_text()),
         item_column=recipe["item_column"],
         recipe=recipe,
     )
+
+
+def serving_model(model: nn.Module, *, shared_context: bool) -> nn.Module:
+    """``model`` as a served stage scores: fused lookups, under ``SharedContext`` if asked."""
+    fused = fuse_lookups(model)
+    return SharedContext(fused) if shared_context else fused
 
 
 class PipelineScorer:

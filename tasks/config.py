@@ -315,6 +315,13 @@ class PipelineConfig(_Section):
     load_rounds: int = Field(1, ge=1, description="Rounds per rate, the order rotated.")
     load_queries: int = Field(20, ge=1, description="Queries per load run.")
     load_seconds: float = Field(3.0, gt=0, description="Bound of each load run (s).")
+    shared_context: bool = Field(
+        True,
+        description="Score each query's candidates with the user-side lookups, dense arch "
+        "and dot products done once (models.pipeline_context), in the plan and in the "
+        "registered pipeline: faster at thousands of candidates, slower at tens "
+        "(quantrec bench --serving; the figures are in the README).",
+    )
     item_columns: tuple[str, ...] = Field(
         (),
         description="Item-side columns of a candidate (beside the item id), taken from the "

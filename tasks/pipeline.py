@@ -176,7 +176,11 @@ def _log_version(client, plan, candidate, name, run_id, run_key, outcome) -> str
     ]
     with tempfile.TemporaryDirectory() as tmp:
         directory = save_pipeline(
-            stages, Path(tmp) / "pipeline", schema=candidate.schema, item_column=plan.item_column
+            stages,
+            Path(tmp) / "pipeline",
+            schema=candidate.schema,
+            item_column=plan.item_column,
+            shared_context=plan.shared_context,
         )
         mlflow.start_run(run_id=run_id)
         try:

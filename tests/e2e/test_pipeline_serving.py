@@ -48,6 +48,7 @@ def test_mlflow_models_serve_answers_a_query_for_the_registered_pipeline(quantre
     assert finished.returncode == 0, finished.stderr[-3000:]
     pipeline = finished.record()["pipeline"]
     assert pipeline and pipeline["passed"], pipeline
+    print(f"pipeline plan: {pipeline['reason']}; checks {pipeline['checks']}")
     uri = f"models:/{pipeline['model']}/{pipeline['version']}"
 
     lake = quantrec.home / "lake"

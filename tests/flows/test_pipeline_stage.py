@@ -15,6 +15,7 @@ from quantrec.models.batch import batch_from_frame
 from quantrec.models.evaluation import slice_roles
 from quantrec.models.pipeline import two_stage
 from quantrec.models.pipeline_plan import PipelineTag, day_catalogue, pipeline_model_name
+from quantrec.models.pipeline_pyfunc import serving_model
 from quantrec.models.queries import candidate_frame, day_queries
 from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import load_version, verified_copy
@@ -39,6 +40,7 @@ def test_the_flow_plans_logs_and_registers_a_two_stage_pipeline(home_copy, tmp_p
     assert outcome.pipeline is not None, "the pipeline stage did not run"
     decision = outcome.pipeline
     assert decision["passed"], decision["reason"]
+    print(f"pipeline plan: {decision['reason']}")
     name = pipeline_model_name(config.registry.model_name)
     assert decision["model"] == name
     version = client.get_model_version(name, decision["version"])
@@ -76,9 +78,11 @@ def test_the_flow_plans_logs_and_registers_a_two_stage_pipeline(home_copy, tmp_p
     served = mlflow.pyfunc.load_model(
         str(verified_copy(name, decision["version"], tmp_path / "copy"))
     ).predict(request)
+    # Stages as the registered pipeline serves them (fused, user-side work shared).
+    shared = decision["shared_context"]
     pipeline = two_stage(
-        filter_stage.model,
-        ranker.model,
+        serving_model(filter_stage.model, shared_context=shared),
+        serving_model(ranker.model, shared_context=shared),
         keep=decision["k"],
         k=config.pipeline.k,
         filter_name=decision["filter"],

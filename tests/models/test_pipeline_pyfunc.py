@@ -21,6 +21,7 @@ from quantrec.models.pipeline_pyfunc import (
     SavedStage,
     load_pipeline,
     save_pipeline,
+    serving_model,
 )
 from quantrec.models.quantize import build_variant
 from quantrec.models.queries import CandidateBatcher, candidate_frame, day_queries
@@ -146,3 +147,33 @@ def test_bad_pipelines_and_requests_are_refused(models, day, catalogue, tiny_sch
         PipelineScorer(load_pipeline(directory)).predict(request.drop(columns=["item"]))
     with pytest.raises(ArtifactError, match="was it written by save_pipeline"):
         load_pipeline(tmp_path)
+
+
+def test_a_shared_context_pipeline_serves_what_its_serving_stages_serve(
+    models, day, catalogue, tiny_schema, tmp_path
+) -> None:
+    ranker, int8 = models
+    stages = [
+        SavedStage(Stage("int8", int8, KEEP), "int8", tiny_schema),
+        SavedStage(Stage("fp32", ranker, K), "fp32", tiny_schema),
+    ]
+    directory = save_pipeline(
+        stages, tmp_path / "shared", schema=tiny_schema, item_column="item", shared_context=True
+    )
+    queries, request = _request(day, catalogue, 3)
+    served = PipelineScorer(load_pipeline(directory)).predict(request)
+    in_process = two_stage(
+        serving_model(int8, shared_context=True),
+        serving_model(ranker, shared_context=True),
+        keep=KEEP,
+        k=K,
+        filter_name="int8",
+    )
+    batcher = CandidateBatcher(catalogue, tiny_schema, item_column="item", template=day.iloc[[0]])
+    plain = _expected(models, day, catalogue, queries, tiny_schema)
+    for query, want in zip(queries, plain):
+        got = served[served[QUERY_COLUMN] == str(query.user)]
+        exact = in_process.rank(batcher.batch(query), batcher.items)
+        assert got["item"].tolist() == exact.items.tolist() == want.items.tolist()
+        np.testing.assert_array_equal(got["score"].to_numpy(), exact.scores)
+        np.testing.assert_allclose(exact.scores, want.scores, rtol=1e-5)
