@@ -7,7 +7,6 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from quantrec.data_checks.schema import CategoricalFeature, FeatureSchema
@@ -47,8 +46,8 @@ def _frame(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
-# A fresh embedded MLflow store costs its database migrations: about 30 s on 2 shared cores.
-@pytest.mark.slow
+# A fresh embedded MLflow store costs its database migrations: 5-15 s on 2 shared cores
+# once torch and MLflow are imported (30 s alone, imports included).
 def test_mixed_representations_round_trip_through_the_registry():
     tiny_schema = SCHEMA
     torch.manual_seed(0)
