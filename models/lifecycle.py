@@ -54,6 +54,7 @@ from quantrec.models.search import (
     search_precision_plan,
 )
 from quantrec.models.search_accept import DeltaMeter
+from quantrec.models.sensitivity import SensitivityMeasure
 from quantrec.models.sizing import auto_model_size
 from quantrec.models.stream import WindowStream, read_holdout
 from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
@@ -453,10 +454,12 @@ def search_plan(
     batch_size: int,
     threads: int,
     faithfulness: Faithfulness | None = None,
+    measure: SensitivityMeasure | None = None,
 ) -> PlanChoice:
     """Search a precision plan on the held-out rows: half to search on, half to confirm the
     finalists (a plan that passes the budget on the rows it was picked on can pass by
-    noise) and, with ``faithfulness``, to accept the plan by its NE change interval."""
+    noise) and, with ``faithfulness``, to accept the plan by its NE change interval.
+    ``measure``: where the per-unit sensitivities are measured (None: here)."""
     started = time.perf_counter()
     half = len(trained.holdout) // 2
     with torch_threads(threads):
@@ -470,6 +473,7 @@ def search_plan(
             table_candidates=table_candidates,
             batch_size=batch_size,
             faithfulness=faithfulness,
+            measure=measure,
         )
     # A skipped search (held-out rows without both classes) keeps the fp32 plan; it is no
     # plan to reuse tomorrow.

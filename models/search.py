@@ -34,7 +34,6 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -54,7 +53,7 @@ from quantrec.models.search_accept import (
     revert_until_confirmed,
 )
 from quantrec.models.search_evaluate import Budget, Candidate, Evaluator
-from quantrec.models.sensitivity import SensitivityJob
+from quantrec.models.sensitivity import SensitivityJob, SensitivityMeasure
 
 __all__ = [
     "Budget",
@@ -164,7 +163,7 @@ def search_precision_plan(
     batch_size: int = 8192,
     confirmation: Batch | None = None,
     faithfulness: Faithfulness | None = None,
-    measure: Callable[[SensitivityJob], dict[str, list[Candidate]]] | None = None,
+    measure: SensitivityMeasure | None = None,
 ) -> SearchResult:
     """Search the precision plan of the fp32 ``model`` (see the module docstring).
 

@@ -16,6 +16,7 @@ those ``Candidate`` records as its own (``search_precision_plan(measure=...)``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,10 @@ class SensitivityJob:
     budget: Budget
     batch_size: int
     options: dict[str, list[str]]
+
+
+# Measures every unit of a job somewhere: unit -> its ``unit_sensitivity`` candidates.
+SensitivityMeasure = Callable[[SensitivityJob], dict[str, list[Candidate]]]
 
 
 def unit_sensitivity(job: SensitivityJob, unit: str) -> list[Candidate]:

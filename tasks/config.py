@@ -331,6 +331,24 @@ class PipelineConfig(_Section):
     )
 
 
+class ScaleConfig(_Section):
+    """Where the work that fans out runs (``tasks.fanout``); the results do not depend on it."""
+
+    task_runner: Literal["sequential", "dask"] = Field(
+        "sequential",
+        description="'sequential': in the flow's process, in order. 'dask': the precision "
+        "search's per-unit sensitivity measurements as tasks on a prefect-dask "
+        "DaskTaskRunner (the same plan; needs the [scale] extra).",
+    )
+    dask_address: str = Field(
+        "",
+        description="Scheduler of an existing Dask cluster (tcp://host:8786), whose workers "
+        "see the same home and code; empty: a LocalCluster started for each search.",
+    )
+    dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes.")
+    dask_threads_per_worker: int = Field(1, ge=1, description="Threads of each worker.")
+
+
 # The feed, the gate's policy and the drift thresholds are defined (and documented field by
 # field) beside the code that applies them; the config embeds them as [feed], [gate], [drift].
 class QuantrecConfig(_Section):
@@ -344,6 +362,7 @@ class QuantrecConfig(_Section):
     gate: GatePolicy = GatePolicy()
     registry: RegistryConfig = RegistryConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    scale: ScaleConfig = ScaleConfig()
 
     @model_validator(mode="after")
     def _finite_and_gated(self) -> QuantrecConfig:

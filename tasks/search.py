@@ -30,6 +30,7 @@ from quantrec.models.plan_record import PREDICTED_METRICS, REALISED_METRIC, real
 from quantrec.models.report_render import pareto_figure
 from quantrec.models.search import Faithfulness, SearchResult
 from quantrec.tasks.config import QuantrecConfig
+from quantrec.tasks.fanout import sensitivity_measure
 from quantrec.tasks.stage_store import StageStore, resume_stage, stage_key, training_plan_dict
 from quantrec.tasks.tracking import connect, log_metrics, mlflow_task
 
@@ -146,6 +147,7 @@ def _choose(
             batch_size=batch_size,
             threads=threads,
             faithfulness=bound,
+            measure=sensitivity_measure(config.scale, threads=threads),
         )
     return choice
 

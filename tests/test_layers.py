@@ -24,13 +24,15 @@ CORE = {
     "quantrec.data_checks": (*ORCHESTRATION, "torch"),
     "quantrec.feeds": (*ORCHESTRATION, "torch"),
 }
-# What every task may use: the tracking store, the settings and config, and the stage store
-# of resumable results (the stages' own persistence, as tracking is the runs').
+# What every task may use: the tracking store, the settings and config, the stage store
+# of resumable results (the stages' own persistence, as tracking is the runs'), and the task
+# runner of work that fans out.
 TASK_BASE = {
     "quantrec.tasks.tracking",
     "quantrec.tasks.settings",
     "quantrec.tasks.config",
     "quantrec.tasks.stage_store",
+    "quantrec.tasks.fanout",
 }
 
 # Run in a fresh interpreter: the test process has long imported Prefect and MLflow.
