@@ -82,6 +82,8 @@ def review_lines(tags: Mapping[str, str]) -> list[str]:
 # A version's description holds 5000 characters in MLflow's PostgreSQL and MySQL stores
 # (SQLite keeps any length); a plan of many units gives way, rows from its end, to fit.
 DESCRIPTION_MAX = 5000
+# Per-feature warn reasons of the drift section shown in full; the rest are counted.
+DRIFT_WARNS_SHOWN = 5
 
 
 def model_card(
@@ -209,14 +211,25 @@ def _drift_lines(drift: dict | None) -> list[str]:
     ]
     reasons = drift.get("reasons", [])
     if reasons:
+        # Every severe reason; the per-feature warns only up to a few (a shifted day has one
+        # per feature, dozens that would push the plan out of the card).
+        severe = [r for r in reasons if not r.startswith("warn")]
+        warn = [r for r in reasons if r.startswith("warn")]
+        shown = severe + warn[:DRIFT_WARNS_SHOWN]
         lines += [
             "",
             "Why (each reason names the level it gives and the threshold it crossed: one "
             "feature over its severe value gives warn, a whole-day statistic over its warn "
             "or severe value gives that level):",
             "",
-            *(f"- {escape_markdown(reason)}" for reason in reasons),
+            *(f"- {escape_markdown(reason)}" for reason in shown),
         ]
+        if len(warn) > DRIFT_WARNS_SHOWN:
+            lines += [
+                "",
+                f"({len(warn) - DRIFT_WARNS_SHOWN} more warn reasons: the run's "
+                "`drift/features.csv` holds every feature's scores)",
+            ]
     return lines
 
 

@@ -31,3 +31,21 @@ def test_a_short_card_is_whole():
     card = model_card(_outcome(), "int8", plan=rows)
     assert card == model_card(_outcome(), "int8", plan=rows, max_chars=10**6)
     assert "more units" not in card
+
+
+def test_a_day_drifted_on_every_feature_keeps_its_plan_and_counts_the_other_warns():
+    """A shifted day gives a warn per feature: dozens of lines that must not push the
+    plan, the table a reviewer reads the precisions in, out of the card."""
+    rows = plan_rows(build_variant(_dlrm(tables=26), "int8"))
+    warns = [f"warn: cat_{k} js 0.{40 + k} >= 0.4" for k in range(26)]
+    reasons = ["severe: dataset_drift_share 0.6667 >= 0.3", *warns, *warns]  # js and linf
+    drift = {"level": "severe", "reasons": reasons}
+
+    card = model_card(_outcome(drift=drift), "int8", plan=rows)
+
+    assert len(card) <= DESCRIPTION_MAX and "more units" not in card
+    shown = re.findall(r"^\| `([^`]+)`", card, flags=re.MULTILINE)
+    assert shown == [r.unit for r in rows]
+    assert "- severe: dataset\\_drift\\_share 0.6667 >= 0.3" in card
+    assert card.count("\n- warn: ") == 5
+    assert f"({len(reasons) - 1 - 5} more warn reasons: the run's `drift/features.csv`" in card
