@@ -57,6 +57,7 @@ from quantrec.models.search_accept import DeltaMeter
 from quantrec.models.sensitivity import SensitivityMeasure
 from quantrec.models.sizing import auto_model_size
 from quantrec.models.stream import WindowStream, read_holdout
+from quantrec.models.torchrun import train_through_torchrun
 from quantrec.models.train import TrainReport, torch_threads, train_dlrm, warm_start
 
 # --- 1-2: the days a run reads, and whether it may go on -----------------------------------
@@ -323,23 +324,39 @@ def train_fp32(
         )
     stream = WindowStream(paths, schema, exclude={paths[-1]: mask})
     holdout = batch_from_frame(held, schema)
-    with torch_threads(training.threads):
-        report = train_dlrm(
+    if getattr(training, "nproc_per_node", 1) > 1:  # tables sharded over torchrun ranks
+        report = train_through_torchrun(
             dlrm,
             stream,
+            nproc_per_node=training.nproc_per_node,
             seed=training.seed,
             epochs=training.epochs,
-            max_epochs=training.max_epochs,
-            validation=holdout,
             batch_size=training.batch_size,
             learning_rate=training.learning_rate,
             sparse_optimizer=training.sparse_optimizer,
             sparse_learning_rate=training.sparse_learning_rate,
             embedding_weight_decay=training.embedding_weight_decay,
             continued=warm_from is not None,
-            optimizer_state=_resumable(warm_from, training),
-            fused=training.fused,
+            threads=training.threads,
         )
+    else:
+        with torch_threads(training.threads):
+            report = train_dlrm(
+                dlrm,
+                stream,
+                seed=training.seed,
+                epochs=training.epochs,
+                max_epochs=training.max_epochs,
+                validation=holdout,
+                batch_size=training.batch_size,
+                learning_rate=training.learning_rate,
+                sparse_optimizer=training.sparse_optimizer,
+                sparse_learning_rate=training.sparse_learning_rate,
+                embedding_weight_decay=training.embedding_weight_decay,
+                continued=warm_from is not None,
+                optimizer_state=_resumable(warm_from, training),
+                fused=training.fused,
+            )
     dlrm.eval()
     return Trained(
         model=dlrm,

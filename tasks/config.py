@@ -150,6 +150,15 @@ class TrainingConfig(_Section):
         "ops, and on a shared machine threads that wait on a busy core made it many times "
         "slower; 1 also keeps weights reproducible across machines.",
     )
+    nproc_per_node: int = Field(
+        1,
+        gt=0,
+        description="Ranks of the training stage. 1: in the flow's process (train_dlrm, the "
+        "path above). More: torchrun --standalone with the tables sharded table-wise across "
+        "the ranks (models.distributed, gloo on CPU): fixed epochs (epochs, or 1: no early "
+        "stopping), rowwise_adagrad only, a continued run restarts its optimizers at the "
+        "scaled rates; the all-to-all bytes per step are logged (train.exchange_bytes_per_step).",
+    )
 
 
 class SearchConfig(_Section):

@@ -242,3 +242,25 @@ def test_train_through_torchrun_refuses_sparse_adam_before_starting() -> None:
         train_through_torchrun(
             tiny_model(), tiny_batch(), nproc_per_node=2, seed=0, sparse_optimizer="sparse_adam"
         )
+
+
+@pytest.mark.slow
+def test_the_training_stage_runs_through_torchrun_when_the_config_says_so(tmp_path: Path) -> None:
+    from quantrec.benchmarks.codec import TEST_DAY, write_days
+    from quantrec.models.lifecycle import train_fp32
+    from quantrec.tasks.config import QuantrecConfig
+
+    config = QuantrecConfig().with_feed("synthetic", rows_per_day=2000)
+    config = config.with_overrides(training={"nproc_per_node": 2, "epochs": 1})
+    feed = config.feed.build(TEST_DAY)
+    paths = write_days(tmp_path, feed, 2)
+    trained = train_fp32(
+        paths,
+        feed.schema(),
+        model=config.model,
+        training=config.training,
+        holdout_fraction=config.search.holdout_fraction,
+    )
+    assert "on 2 ranks" in trained.report.stop_reason and trained.report.epochs == 1
+    assert trained.report.exchange_bytes_per_step > 0
+    assert trained.report.samples == trained.rows
