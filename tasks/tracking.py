@@ -111,6 +111,13 @@ def _create_store(uri: str, home: Home) -> None:
     SqlAlchemyStore(uri, home.mlflow_artifacts.as_uri())
 
 
+EXPERIMENT_NOTE = (
+    "quantrec's daily lifecycle: one run per run date (lifecycle-YYYY-MM-DD, its description "
+    "the day's decision), the lifecycle report run (lifecycle-report), and the registered "
+    "model's versions with a model card each. The champion alias is the version that serves."
+)
+
+
 def experiment_id(client: MlflowClient, home: Home, name: str) -> str:
     """The experiment's id, created on first use: artifacts under ``$QUANTREC_HOME`` when
     no tracking server holds them, and the MLflow UI opening on its runs."""
@@ -133,6 +140,9 @@ def experiment_id(client: MlflowClient, home: Home, name: str) -> str:
     if (experiment.tags if experiment else {}).get(EXPERIMENT_KIND) != EXPERIMENT_KIND_ML:
         # MLflow 3's UI opens an experiment without this tag on its GenAI overview.
         client.set_experiment_tag(found, EXPERIMENT_KIND, EXPERIMENT_KIND_ML)
+    if not (experiment.tags if experiment else {}).get(NOTE_TAG):
+        # The Experiments list shows it as the experiment's description.
+        client.set_experiment_tag(found, NOTE_TAG, EXPERIMENT_NOTE)
     return found
 
 

@@ -111,6 +111,7 @@ def test_mlflow_runs_read_as_the_day_with_only_whole_day_drift_metrics(backfille
     _, config, records = backfilled
     experiment = client.get_experiment_by_name(config.registry.experiment)
     assert experiment.tags[EXPERIMENT_KIND] == "custom_model_development"
+    assert experiment.tags[NOTE_TAG].startswith("quantrec's daily lifecycle: one run per run date")
     for record in records:
         run = client.get_run(record["mlflow_run_id"])
         note = run.data.tags[NOTE_TAG]
