@@ -22,8 +22,9 @@ bytes per step of both ranks (what the trainer handed the collective for the oth
 the bytes of the MLP gradients each rank hands DDP's all-reduce per step (not compressed),
 the bytes both veth ends sent per timed step (TCP/IP framing, the size messages and DDP's
 all-reduce included; not measured on loopback, which other processes share), the forward
-compression ratio, the time in the two all-to-alls per step (codec included) and the step
-time of exact over the variant's (> 1: compression is faster).
+compression ratio, the time in the two all-to-alls per step (codec included), the step
+time of exact over the variant's (> 1: compression is faster) and the mean training loss
+over the steps run (the same rows in the same order for every variant).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class ExchangeRow:
     wire_bytes_per_step: float | None  # both veth ends' tx bytes; None on loopback
     forward_ratio: float | None  # float32 forward bytes over the bytes sent
     exchange_ms: float  # time in the two all-to-alls per step, mean of the ranks
+    loss: float  # mean training BCE over the steps run (same rows and order per variant)
     speedup: float | None = None  # exact step time over this variant's, same link
 
 
@@ -139,6 +141,7 @@ def worker(job: Path, variants: list[str], warmup: int) -> None:
                 "forward_ratio": exchange.raw_forward_bytes / exchange.forward_bytes
                 if compression is not None and exchange.forward_bytes
                 else None,
+                "loss": report.final_loss,
                 "exchange_ms": 1e3
                 * (exchange.forward_seconds + exchange.backward_seconds)
                 / report.world_size
@@ -350,7 +353,7 @@ def print_table(rows: list[ExchangeRow]) -> None:
     print(
         f"{'link':<9} {'ranks':>5} {'variant':<11} {'step ms':>8} {'samples/s':>10} "
         f"{'a2a B/step':>11} {'DDP B/rank':>10} {'wire B/step':>11} {'ratio':>6} "
-        f"{'a2a ms':>7} {'speedup':>7}"
+        f"{'a2a ms':>7} {'speedup':>7} {'loss':>8}"
     )
     for r in rows:
         print(
@@ -358,7 +361,7 @@ def print_table(rows: list[ExchangeRow]) -> None:
             f"{r.samples_per_s:>10,.0f} {r.a2a_bytes_per_step:>11,.0f} "
             f"{r.allreduce_bytes:>10,} "
             f"{num(r.wire_bytes_per_step, ',.0f'):>11} {num(r.forward_ratio, '.1f'):>6} "
-            f"{r.exchange_ms:>7.1f} {num(r.speedup, '.2f'):>7}"
+            f"{r.exchange_ms:>7.1f} {num(r.speedup, '.2f'):>7} {r.loss:>8.5f}"
         )
 
 
