@@ -57,14 +57,20 @@ class SharedContext(nn.Module):
         if rows < 2 or not any(shared):
             return self.model(batch)
         m = self.model
-        first = features.slice(0, 1)
-        one = m.sparse_arch.pooled(first)  # every feature at row 0: the shared ones used
+        start, empty = torch.zeros(1, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64)
+        # One row of the shared features' ids (the varying ones as empty bags: no reads),
+        # then every row of the varying ones (the shared ones empty).
+        one = m.sparse_arch.pooled(
+            KeyedJaggedIds(
+                keys=features.keys,
+                values=tuple(v[:1] if s else v[:0] for v, s in zip(features.values, shared)),
+                offsets=(start,) * len(shared),
+            )
+        )
         emptied = KeyedJaggedIds(
             keys=features.keys,
             values=tuple(v[:0] if s else v for v, s in zip(features.values, shared)),
-            offsets=tuple(
-                torch.zeros_like(o) if s else o for o, s in zip(features.offsets, shared)
-            ),
+            offsets=tuple(empty if s else o for o, s in zip(features.offsets, shared)),
         )
         full = m.sparse_arch.pooled(emptied) if not all(shared) else one
         dense = m.dense_arch(batch.dense[:1] if dense_shared else batch.dense)
