@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from quantrec.flows.errors import Terminated
 from quantrec.models.lifecycle import DayOutcome, why_stop
+from quantrec.models.pipeline_plan import pipeline_model_name
 from quantrec.models.plan_record import plan_record
 from quantrec.tasks.concurrency import run_slot
 from quantrec.tasks.config import QuantrecConfig
@@ -184,4 +185,7 @@ def _finish(outcome: DayOutcome, config: QuantrecConfig):
     publish_lifecycle_report(config)
     if config.registry.retention:
         apply_retention(config.registry.model_name, config.registry.keep_days)
+        if config.pipeline.enabled:
+            pipelines = pipeline_model_name(config.registry.model_name)
+            apply_retention(pipelines, config.registry.keep_days)
     return outcome_state(outcome)

@@ -17,6 +17,7 @@ from quantrec.models.pipeline import two_stage
 from quantrec.models.pipeline_plan import PipelineTag, day_catalogue, pipeline_model_name
 from quantrec.models.pipeline_pyfunc import serving_model
 from quantrec.models.queries import candidate_frame, day_queries
+from quantrec.tasks.retention import collect
 from quantrec.tasks.settings import quantrec_home
 from quantrec.tasks.tracking import load_version, verified_copy
 
@@ -56,6 +57,8 @@ def test_the_flow_plans_logs_and_registers_a_two_stage_pipeline(home_copy, tmp_p
     assert run.data.tags[PipelineTag.VERSION] == decision["version"]
     logged = {a.path for a in client.list_artifacts(outcome.mlflow_run_id, "pipeline")}
     assert {"pipeline/sweep.csv", "pipeline/decision.json", "pipeline/sweep.png"} <= logged
+    # Retention covers the pipeline model too: its versions of recent run dates are kept.
+    assert decision["version"] in collect(name, keep_days=30, dry_run=True).plan.keep
     recorded = json.loads(
         mlflow.artifacts.load_text(f"runs:/{outcome.mlflow_run_id}/pipeline/decision.json")
     )
