@@ -34,6 +34,7 @@ parent's activations, so a unit's module does not depend on the rest of the plan
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
@@ -43,6 +44,7 @@ from quantrec.models.dlrm import DLRM
 from quantrec.models.metrics import undefined_reason
 from quantrec.models.plan import FORMAT_VERSION as PLAN_FORMAT
 from quantrec.models.plan import PrecisionPlan, UnitPlan
+from quantrec.models.progress import progress
 from quantrec.models.quantize import model_bytes
 from quantrec.models.recipes import RECIPES
 from quantrec.models.search_accept import (
@@ -246,6 +248,7 @@ def search_precision_plan(
         if predicted is not None:
             plans[chosen.label].extra["predicted_delta_rel"] = asdict(predicted)
     plans[chosen.label].notes = reason
+    progress("search: %s plan chosen, %d plans scored", chosen.label, len(evaluator.evaluated))
     return SearchResult(
         chosen=plans[chosen.label],
         chosen_by=chosen.label,
@@ -303,13 +306,22 @@ def _sensitivity(
     """(unit, precision) -> ne_delta_rel with only that unit quantized; fp32 is 0."""
     fp32 = {name: "fp32" for name in options}
     table: dict[tuple[str, str], float] = {}
-    for name, precisions in options.items():
+    for k, (name, precisions) in enumerate(options.items(), start=1):
+        started = time.perf_counter()
         table[(name, "fp32")] = 0.0
         for precision in precisions:
             label = f"sensitivity {name}={precision}"
             table[(name, precision)] = evaluator.evaluate(
                 {**fp32, name: precision}, label
             ).ne_delta_rel
+        progress(
+            "search: unit %d/%d %s: %s (%.1f s)",
+            k,
+            len(options),
+            name,
+            ", ".join(f"{p} {100 * table[(name, p)]:+.4f} %" for p in precisions) or "fp32 only",
+            time.perf_counter() - started,
+        )
     return table
 
 

@@ -55,3 +55,29 @@ def test_a_fixed_run_without_held_out_rows_reports_its_training_loss(
         "  training: epoch 2/2",
     ]
     assert f"loss {report.epoch_losses[-1]:.4f}" in lines[-1] and "held-out" not in lines[-1]
+
+
+def test_the_search_reports_each_unit_with_its_ne_changes_and_then_its_choice(
+    make_model, make_batch, progress_lines
+):
+    from quantrec.models.search import search_precision_plan
+
+    model = make_model(seed=0, embedding_dim=8)
+    train_dlrm(model, make_batch(rows=1024), epochs=1, batch_size=64, seed=0)
+    result = search_precision_plan(
+        model,
+        make_batch(rows=1024, seed=1),
+        linear_candidates=("fp16", "int8"),
+        table_candidates=("int8",),
+    )
+    lines = [line for line in progress_lines() if line.startswith("  search:")]
+    units = [s["unit"] for s in result.sensitivity if s["precision"] == "fp32"]
+    assert len(lines) == len(units) + 1
+    for k, (unit, line) in enumerate(zip(units, lines), start=1):
+        assert line.startswith(f"  search: unit {k}/{len(units)} {unit}: ")
+        for s in result.sensitivity:
+            if s["unit"] == unit and s["precision"] != "fp32":
+                assert f"{s['precision']} {100 * s['ne_delta_rel']:+.4f} %" in line
+    assert lines[-1] == (
+        f"  search: {result.chosen_by} plan chosen, {len(result.evaluated)} plans scored"
+    )
