@@ -2,7 +2,7 @@
 stages, and the one record of a run date.
 
 For run date D the stages run in this order (``flows/daily_lifecycle.py`` composes them as
-Prefect tasks; ``tests/benchmarks/bench_overhead.py`` calls the same functions directly):
+Prefect tasks, each timing its call into this core as ``time.<stage>_s``):
 
 1. ``admit_days``: the W window days and D into the lake -> ``Partitions``;
 2. validation of D (``data_checks.partition``) -> ``Validation``; ``why_stop`` says whether the
