@@ -163,17 +163,15 @@ def _worker_command(job: Path, variants: list[str], warmup: int, **torchrun) -> 
 
 
 def _run(commands: list[tuple[list[str], dict]], timeout: float) -> None:
-    procs = [
-        subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for c, e in commands
-    ]
-    try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    failed = [(p.returncode, out) for p, out in zip(procs, outputs) if p.returncode]
+    """Run the torchruns of one link side by side (each in its own process group)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from quantrec.models.torchrun import run_process_group
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = [pool.submit(run_process_group, c, env=e, timeout=timeout) for c, e in commands]
+        results = [f.result() for f in futures]
+    failed = [(code, out) for out, code in results if code]
     if failed:
         code, out = failed[0]
         tail = "\n".join(out.splitlines()[-25:])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -162,14 +163,53 @@ def launch(
     """
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     command = torchrun_command(folder, nproc_per_node=nproc_per_node)
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        raise DistributedRunError(f"torchrun did not finish within {timeout} s") from err
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise DistributedRunError(f"torchrun exited with {done.returncode}:\n{tail}")
+    output, code = run_process_group(command, env=env, timeout=timeout)
+    if code != 0:
+        tail = "\n".join(output.splitlines()[-30:])
+        raise DistributedRunError(f"torchrun exited with {code}:\n{tail}")
     return read_result(folder)
+
+
+def run_process_group(
+    command: list[str], *, env: dict[str, str], timeout: float | None
+) -> tuple[str, int]:
+    """(output, exit status) of ``command`` run in a session of its own. If this process
+    is stopped or the timeout passes, the whole group goes (torchrun and its ranks), so no
+    rank is left waiting in a collective.
+
+    Raises:
+        DistributedRunError: the timeout passed.
+    """
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        _stop_group(process)
+        raise DistributedRunError(f"torchrun did not finish within {timeout} s") from err
+    except BaseException:
+        _stop_group(process)
+        raise
+    return output, process.returncode
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def train_through_torchrun(

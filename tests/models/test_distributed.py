@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,14 @@ from quantrec.models.distributed import train_distributed
 from quantrec.models.dlrm import DLRM
 from quantrec.models.pooled_compression import PooledCompression, PooledCompressor
 from quantrec.models.pooled_exchange import PooledExchange, TableSharding, sample_splits
-from quantrec.models.torchrun import JobSettings, launch, train_through_torchrun, write_job
+from quantrec.models.torchrun import (
+    DistributedRunError,
+    JobSettings,
+    launch,
+    run_process_group,
+    train_through_torchrun,
+    write_job,
+)
 from quantrec.models.train import train_dlrm
 
 TABLES = [60, 50, 40]  # three tables on two ranks: rank 0 owns the largest, rank 1 the others
@@ -264,3 +274,20 @@ def test_the_training_stage_runs_through_torchrun_when_the_config_says_so(tmp_pa
     assert "on 2 ranks" in trained.report.stop_reason and trained.report.epochs == 1
     assert trained.report.exchange_bytes_per_step > 0
     assert trained.report.samples == trained.rows
+
+
+def test_a_timed_out_launch_stops_the_launcher_and_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    )
+    with pytest.raises(DistributedRunError, match="did not finish within 5 s"):
+        run_process_group([sys.executable, "-c", parent], env=dict(os.environ), timeout=5)
+    status = Path(f"/proc/{pid_file.read_text()}/status")
+    for _ in range(50):  # SIGTERM reaches the child with the group; give it a moment
+        if not status.exists() or "zombie" in status.read_text():
+            break
+        time.sleep(0.1)
+    assert not status.exists() or "zombie" in status.read_text()
