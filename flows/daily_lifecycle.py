@@ -5,7 +5,7 @@ Prefect UI, and every policy between stages is in the core (``models.lifecycle``
 date D: ingest the window and D, validate D, measure drift against the champion's
 reference, train fp32 on the window, choose the precision plan, quantize, evaluate
 everything (and the champion) on D, gate, register, promote or nominate a challenger,
-report.
+plan and register a two-stage pipeline (with ``[pipeline] enabled``), report.
 """
 
 from __future__ import annotations
