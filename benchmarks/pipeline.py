@@ -1,7 +1,7 @@
 """Two-stage ranking (a cheap filter, then the fp32 ranker) against single-stage fp32 ranking.
 
     .venv/bin/python benchmarks/pipeline.py --feed movielens [--json]
-    .venv/bin/python benchmarks/pipeline.py --feed synthetic [--json]
+    .venv/bin/python benchmarks/pipeline.py --feed synthetic [--json] [--serving]
 
 1. Models: the fp32 DLRM (``auto_model_size`` widths, top MLP 64-32-1) and two narrow DLRMs
    beside it (RecPipe's small models: ``--narrow-dim`` 4 wide embeddings, bottom 16-4, top
@@ -64,6 +64,7 @@ from quantrec.models.pipeline_eval import (
     pipeline_points,
     service_ms,
 )
+from quantrec.models.pipeline_pyfunc import serving_model
 from quantrec.models.quantize import build_variant
 from quantrec.models.queries import CandidateBatcher, Query, day_queries, sample_queries
 from quantrec.models.scorer import predict_proba
@@ -243,31 +244,45 @@ def synthetic_cases(feed, schema, setting: FeedSetting, count: int, seed: int):
     return [(q, batcher) for q in sample_queries(found, count, seed=seed)]
 
 
-def build_pipelines(models: dict[str, DLRM], keeps, n: int, d: int) -> dict[str, RankingPipeline]:
-    fp32 = models["fp32"]
+def build_pipelines(
+    models: dict[str, DLRM], keeps, n: int, d: int, *, serving: bool = False
+) -> dict[str, RankingPipeline]:
+    """Single-stage fp32 and every (filter, K); ``serving`` adds each of them again with
+    every stage as the registered pipeline serves it (``models.pipeline_pyfunc.
+    serving_model``: fused lookups, the user-side work of each query done once), named
+    ``served:...``, so both are timed interleaved against the same reference."""
     filters = {
-        "int8": build_variant(fp32, "int8"),
+        "int8": build_variant(models["fp32"], "int8"),
         f"narrow-d{d}": models["narrow"],
         f"narrow-d{d}-ui": models["narrow-ui"],
     }
-    pipelines = {REFERENCE: single_stage(fp32, k=K)}
-    for name, model in filters.items():
-        for keep in keeps:
-            if keep < n:
-                pipeline = two_stage(model, fp32, keep=keep, k=K, filter_name=name)
-                pipelines[pipeline.name] = pipeline
+    pipelines: dict[str, RankingPipeline] = {}
+    for served in (False, True) if serving else (False,):
+        prefix = "served:" if served else ""
+        fp32 = _stage(models["fp32"], served)
+        pipelines[prefix + REFERENCE] = single_stage(fp32, k=K)
+        for name, model in filters.items():
+            model = _stage(model, served)
+            for keep in keeps:
+                if keep < n:
+                    pipeline = two_stage(model, fp32, keep=keep, k=K, filter_name=name)
+                    pipelines[prefix + pipeline.name] = pipeline
     return pipelines
+
+
+def _stage(model: DLRM, served: bool):
+    return serving_model(model, shared_context=True) if served else model
 
 
 def print_table(rows: list[PipelinePoint]) -> None:
     print(
-        f"{'pipeline':<26} {'k':>5} {'recall@10':>9} {'ndcg@10 [95% interval]':>24} "
+        f"{'pipeline':<33} {'k':>5} {'recall@10':>9} {'ndcg@10 [95% interval]':>24} "
         f"{'change vs fp32 [95%]':>28} {'hr@10':>6} {'svc_ms':>7} {'p50_ms':>7} {'p95_ms':>7} "
         f"{'p99_ms':>7} {'q/s':>7} {'p95 x':>6} {'q/s x':>6} iso"
     )
     for r in rows:
         print(
-            f"{r.pipeline:<26} {r.k or '-':>5} {r.recall_at_10:>9.3f} "
+            f"{r.pipeline:<33} {r.k or '-':>5} {r.recall_at_10:>9.3f} "
             f"{r.ndcg_at_10:>7.4f} [{r.ndcg_low:.4f}, {r.ndcg_high:.4f}] "
             f"{r.ndcg_change:>+8.4f} [{r.ndcg_change_low:+.4f}, {r.ndcg_change_high:+.4f}] "
             f"{r.hr_at_10:>6.3f} {r.service_ms:>7.2f} {r.p50_ms:>7.2f} {r.p95_ms:>7.2f} "
@@ -324,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--narrow-dim", type=int, default=4)
     parser.add_argument("--keeps", type=int, nargs="+", default=None, help="the filters' K")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="stages as the registered pipeline serves them (fused, user-side work shared)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -341,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cases = synthetic_cases(feed, schema, setting, args.queries, args.seed)
     n = len(cases[0][1])
-    pipelines = build_pipelines(models, args.keeps or setting.keeps, n, args.narrow_dim)
+    pipelines = build_pipelines(
+        models, args.keeps or setting.keeps, n, args.narrow_dim, serving=args.serving
+    )
     _progress(started, f"{len(cases)} queries, {len(pipelines)} pipelines")
     quality = measure_quality(pipelines, cases, reference=REFERENCE, k=K)
     _progress(started, "quality measured")
