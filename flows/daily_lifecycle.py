@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from prefect import flow
 from prefect.runtime import flow_run
 
-from quantrec.flows.errors import Terminated
+from quantrec.flows.errors import is_stop
 from quantrec.models.lifecycle import DayOutcome, why_stop
 from quantrec.models.pipeline_plan import pipeline_model_name
 from quantrec.models.plan_record import plan_record
@@ -176,7 +176,7 @@ def _lifecycle(
         discard_stage_results(key)
         return outcome
     except BaseException as err:
-        close_failed_run(run_id, stopped=isinstance(err, (Terminated, KeyboardInterrupt)))
+        close_failed_run(run_id, stopped=is_stop(err))
         raise
 
 

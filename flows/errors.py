@@ -56,15 +56,21 @@ def stop_on_sigterm() -> None:
 
 
 class _NoEngineTracebacks(logging.Filter):
-    """Drops the flow engine's report of an exception the CLI reports itself (its traceback
-    and the "Finished in state Failed" line); every other record passes."""
+    """Drops the flow engine's report of an exception the CLI reports itself (its traceback,
+    the "Finished in state Failed" or "Crashed" line, a stop's "Crash detected!"); every
+    other record passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("prefect"):
             return True
-        if record.exc_info or "Finished in state Failed" in record.getMessage():
+        message = record.getMessage()
+        if record.exc_info or message.startswith(_ENGINE_REPORTS):
             return False
-        return not record.getMessage().startswith("Encountered exception during execution")
+        return not any(f"Finished in state {state}" in message for state in ("Failed", "Crashed"))
+
+
+# How the engine's own reports of a failed or stopped run begin.
+_ENGINE_REPORTS = ("Encountered exception during execution", "Crash detected!")
 
 
 _QUIET = _NoEngineTracebacks()
@@ -122,6 +128,17 @@ def _mlflow_lost(err: BaseException) -> bool:
     )
 
 
+def is_stop(err: BaseException) -> bool:
+    """Whether ``err`` or an exception in its chain says the process was asked to stop:
+    ``Terminated``, Ctrl-C, or Prefect's ``TerminationSignal`` (the flow engine puts its
+    own SIGTERM handler in place while a flow runs)."""
+    from prefect.exceptions import TerminationSignal
+
+    return any(
+        isinstance(e, (Terminated, KeyboardInterrupt, TerminationSignal)) for e in _chain(err)
+    )
+
+
 def is_unreachable(err: BaseException) -> bool:
     """Whether ``err`` or an exception in its chain is a failed MLflow connection."""
     return any(_mlflow_lost(e) for e in _chain(err))
@@ -131,8 +148,13 @@ def classify(err: BaseException, *, tracking_uri: str, home: str) -> tuple[ExitC
     """(exit status, the paragraph) for an exception no handler turned into an answer."""
     chain = list(_chain(err))
     brief = f"{type(err).__name__}: {str(err)[:300]}"
-    if any(isinstance(e, (Terminated, KeyboardInterrupt)) for e in chain):
-        what = next((str(e) for e in chain if isinstance(e, Terminated)), "Ctrl-C")
+    if is_stop(err):
+        what = next(
+            (str(e) for e in chain if isinstance(e, Terminated)),
+            "signal SIGTERM"
+            if not any(isinstance(e, KeyboardInterrupt) for e in chain)
+            else "Ctrl-C",
+        )
         return ExitCode.TERMINATED, (
             f"quantrec: stopped by {what}. {LEFT}; the interrupted run is closed as KILLED "
             f"(or, if the stop came mid-write, by the next run). To go on, {RESUME}."

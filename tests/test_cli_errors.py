@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from quantrec.flows.cli import main
-from quantrec.flows.errors import ExitCode, Terminated, classify
+from quantrec.flows.errors import ExitCode, Terminated, classify, is_stop
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +73,19 @@ def test_a_lost_tracking_server_is_named_with_its_address():
 def test_a_stop_signal_is_named_and_exits_143():
     code, said = _classify(Terminated("signal SIGTERM"))
     assert code == ExitCode.TERMINATED == 143 and "stopped by signal SIGTERM" in said
+
+
+def test_prefects_own_termination_signal_is_a_stop_too():
+    """While a flow runs, Prefect's engine holds SIGTERM and raises its TerminationSignal
+    in place of ours: the run is still closed KILLED and the exit says SIGTERM."""
+    from prefect.exceptions import TerminationSignal
+
+    code, said = _classify(TerminationSignal(signal.SIGTERM))
+    assert code == ExitCode.TERMINATED and "stopped by signal SIGTERM" in said
+    assert is_stop(TerminationSignal(signal.SIGTERM)) and is_stop(KeyboardInterrupt())
+    wrapped = RuntimeError("task crashed")
+    wrapped.__cause__ = TerminationSignal(signal.SIGTERM)
+    assert is_stop(wrapped) and not is_stop(RuntimeError("a real failure"))
     assert _classify(KeyboardInterrupt())[0] == ExitCode.TERMINATED
 
 

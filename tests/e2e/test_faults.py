@@ -262,6 +262,7 @@ def test_sigterm_stops_a_run_with_one_paragraph_and_the_rerun_finishes(quantrec)
 
     assert finished.returncode == 143, finished.stderr[-3000:]
     assert "stopped by signal SIGTERM" in finished.stderr and "Traceback" not in finished.stderr
+    assert "Crash detected" not in finished.stderr  # the engine's report: --verbose only
     assert quantrec.client().get_run(crashed.info.run_id).info.status == "KILLED"
     rerun = quantrec.run(*_run_json())
     assert rerun.returncode == 0, rerun.stderr[-3000:]
