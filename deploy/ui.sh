@@ -34,6 +34,8 @@ if [ -n "${QUANTREC_POSTGRES:-}" ] && [ "${QUANTREC_POSTGRES}" != "0" ]; then
   trap 'quantrec stack down' EXIT
   quantrec stack up --postgres --mlflow-port "$mlflow_port" --prefect-port "$prefect_port"
   export MLFLOW_TRACKING_URI="http://127.0.0.1:$mlflow_port"
+  sleep infinity &  # what `wait` below waits on until Ctrl-C (the servers are detached)
+  pids+=($!)
 else
   prefect server start --host 127.0.0.1 --port "$prefect_port" &
   pids+=($!)

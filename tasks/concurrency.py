@@ -15,6 +15,7 @@ stops (``strict``) rather than risk a second run entering beside it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,12 @@ def ensure_limit(name: str) -> None:
 @contextmanager
 def _global_slot(name: str, *, wait: bool) -> Iterator[None]:
     ensure_limit(name)
+    # Prefect logs a taken slot's timeout as an ERROR with its internals; the refusal below
+    # says what happened and what to do. Quiet while acquiring only, never during the run.
+    logger = logging.getLogger("prefect._internal.concurrency")
+    level = logger.level
+    if not wait:
+        logger.setLevel(logging.CRITICAL)
     acquired = False
     try:
         with concurrency(
@@ -80,6 +87,7 @@ def _global_slot(name: str, *, wait: bool) -> Iterator[None]:
             lease_duration=LEASE_S,
             strict=True,
         ):
+            logger.setLevel(level)
             acquired = True
             yield
     except TimeoutError:
@@ -90,3 +98,5 @@ def _global_slot(name: str, *, wait: bool) -> Iterator[None]:
             f"model and run date; wait for it to finish, or rerun with --wait (wait=true) to "
             f"queue behind it (a killed run's slot frees itself within {LEASE_S + 15:.0f} s)"
         ) from None
+    finally:
+        logger.setLevel(level)

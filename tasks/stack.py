@@ -439,7 +439,7 @@ def stack_down(home: Home, *, remove: bool = False) -> bool:
         _stop_group(state.mlflow_pid)
         for name in (PREFECT_URL_FILE, MLFLOW_UI_FILE, TRACKING_URL_FILE):
             (home.root / name).unlink(missing_ok=True)
-        paths.state_file.unlink()
+        paths.state_file.unlink(missing_ok=True)  # a second `down` may be at it too
     if (paths.data / "postmaster.pid").exists():
         status = [str(postgres_bindir() / "pg_ctl"), "-D", str(paths.data), "status"]
         if subprocess.run([*_as_cluster_owner(), *status], capture_output=True).returncode == 0:
