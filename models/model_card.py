@@ -82,6 +82,14 @@ def review_lines(tags: Mapping[str, str]) -> list[str]:
 # A version's description holds 5000 characters in MLflow's PostgreSQL and MySQL stores
 # (SQLite keeps any length); a plan of many units gives way, rows from its end, to fit.
 DESCRIPTION_MAX = 5000
+
+
+def description_limit(*, embedded_sqlite: bool) -> int | None:
+    """The card's limit for a store: none for the embedded SQLite one; behind a tracking
+    server the backend is unknown, so the limit every MLflow store keeps."""
+    return None if embedded_sqlite else DESCRIPTION_MAX
+
+
 # Per-feature warn reasons of the drift section shown in full; the rest are counted.
 DRIFT_WARNS_SHOWN = 5
 
@@ -92,16 +100,18 @@ def model_card(
     *,
     plan: Sequence[PlanRow] = (),
     review: Mapping[str, str] | None = None,
-    max_chars: int = DESCRIPTION_MAX,
+    max_chars: int | None = None,
 ) -> str:
     """Markdown (MLflow renders it) for the version of ``variant`` registered by the run
     date of ``outcome``; ``plan`` its rows (``models.plan_table``), ``review`` the
-    version's tags when a human has decided on it since. At most ``max_chars``: the plan
-    table loses its last rows first (the card says how many; the run's
+    version's tags when a human has decided on it since. At most ``max_chars`` (None: any
+    length): the plan table loses its last rows first (the card says how many; the run's
     ``plans/<variant>.json`` holds them all)."""
     rows = list(plan)
     keep = len(rows)
     card = _card(outcome, variant, rows, review, hidden=0)
+    if max_chars is None:
+        return card
     while len(card) > max_chars and keep > 0:
         keep -= max(1, keep // 8)
         card = _card(outcome, variant, rows[:keep], review, hidden=len(rows) - keep)

@@ -27,7 +27,7 @@ from quantrec.models.artifact import LoadedModel, save_model
 from quantrec.models.batch import batch_from_frame
 from quantrec.models.lifecycle import Champion, DayOutcome, Lineage
 from quantrec.models.manifest import IntegrityError
-from quantrec.models.model_card import model_card
+from quantrec.models.model_card import description_limit, model_card
 from quantrec.models.names import Alias, Tag, Variant
 from quantrec.models.numerics import (
     DEFAULT_ROWS,
@@ -40,7 +40,7 @@ from quantrec.models.numerics import (
 )
 from quantrec.models.plan import PrecisionPlan
 from quantrec.models.plan_table import plan_rows
-from quantrec.tasks.settings import pause_point
+from quantrec.tasks.settings import pause_point, quantrec_home
 from quantrec.tasks.tracking import (
     SERVING_REQUIREMENTS,
     champion_version,
@@ -199,9 +199,9 @@ def register_variants(
             client.set_model_version_tag(model_name, version, key, value)
         rows = plan_rows(model, plans.get(name))
         log_plan_rows(client, run_id, name, rows)
-        client.update_model_version(
-            model_name, version, description=model_card(outcome, name, plan=rows)
-        )
+        limit = description_limit(embedded_sqlite=quantrec_home().uses_embedded_tracking)
+        card = model_card(outcome, name, plan=rows, max_chars=limit)
+        client.update_model_version(model_name, version, description=card)
         versions[name] = version
     if Variant.SEARCHED in variants:
         # Tomorrow's run reads this to decide whether the plan may be reused.

@@ -18,9 +18,14 @@ from mlflow.exceptions import MlflowException
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from quantrec.models.model_card import model_card, reviewed_decision, summary_markdown
+from quantrec.models.model_card import (
+    description_limit,
+    model_card,
+    reviewed_decision,
+    summary_markdown,
+)
 from quantrec.models.names import Alias, Tag
-from quantrec.tasks.settings import os_user
+from quantrec.tasks.settings import os_user, quantrec_home
 from quantrec.tasks.tracking import (
     connect,
     load_outcome,
@@ -285,7 +290,8 @@ def _record_review(client, model_name: str, version: str) -> None:
     if outcome is None or not variant:
         return  # a version registered before runs recorded their outcome: tags only
     plan = load_plan_rows(run_id, variant)
-    card = model_card(outcome, variant, plan=plan, review=tags)
+    limit = description_limit(embedded_sqlite=quantrec_home().uses_embedded_tracking)
+    card = model_card(outcome, variant, plan=plan, review=tags, max_chars=limit)
     client.update_model_version(model_name, version, description=card)
     set_note(client, run_id, day_summary(client, model_name, version))
 

@@ -3,7 +3,7 @@ PostgreSQL store refuses a longer one): a long plan table gives way from its end
 
 import re
 
-from quantrec.models.model_card import DESCRIPTION_MAX, model_card
+from quantrec.models.model_card import DESCRIPTION_MAX, description_limit, model_card
 from quantrec.models.plan_table import plan_rows
 from quantrec.models.quantize import build_variant
 
@@ -12,10 +12,10 @@ from .test_model_card import _dlrm, _outcome
 
 def test_a_card_of_many_units_keeps_every_section_within_the_limit():
     rows = plan_rows(build_variant(_dlrm(tables=60), "int8"))
-    whole = model_card(_outcome(), "int8", plan=rows, max_chars=10**6)
+    whole = model_card(_outcome(), "int8", plan=rows)  # no limit: the embedded store's
     assert len(whole) > DESCRIPTION_MAX  # the case the limit is for
 
-    card = model_card(_outcome(), "int8", plan=rows)
+    card = model_card(_outcome(), "int8", plan=rows, max_chars=DESCRIPTION_MAX)
 
     assert len(card) <= DESCRIPTION_MAX
     shown = re.findall(r"^\| `([^`]+)`", card, flags=re.MULTILINE)
@@ -26,11 +26,13 @@ def test_a_card_of_many_units_keeps_every_section_within_the_limit():
         assert section in card
 
 
-def test_a_short_card_is_whole():
+def test_a_short_card_is_whole_and_only_a_server_store_is_limited():
     rows = plan_rows(build_variant(_dlrm(), "int8"))
-    card = model_card(_outcome(), "int8", plan=rows)
-    assert card == model_card(_outcome(), "int8", plan=rows, max_chars=10**6)
+    card = model_card(_outcome(), "int8", plan=rows, max_chars=DESCRIPTION_MAX)
+    assert card == model_card(_outcome(), "int8", plan=rows)
     assert "more units" not in card
+    assert description_limit(embedded_sqlite=True) is None
+    assert description_limit(embedded_sqlite=False) == DESCRIPTION_MAX
 
 
 def test_a_day_drifted_on_every_feature_keeps_its_plan_and_counts_the_other_warns():
