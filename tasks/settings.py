@@ -94,6 +94,8 @@ def prepare_process_environment() -> Home:
     """
     home = quantrec_home()
     os.environ.setdefault("PREFECT_HOME", str(home.prefect))
+    # matplotlib (the report charts) keeps its font cache in ~/.cache unless told otherwise.
+    os.environ.setdefault("MPLCONFIGDIR", str(home.root / "matplotlib"))
     # The ephemeral server starts in-process on the first flow; on a busy machine it can
     # take longer than Prefect's default wait.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

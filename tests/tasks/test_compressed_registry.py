@@ -13,7 +13,7 @@ from quantrec.models.quantize import apply_precision_plan, quantizable_units
 from quantrec.models.scorer import score
 from quantrec.models.train import train_dlrm
 from quantrec.tasks.registry import _log_version
-from quantrec.tasks.tracking import connect, load_version, record_manifest
+from quantrec.tasks.tracking import connect, experiment_id, load_version, record_manifest
 
 from .test_representation_registry import SCHEMA, _frame
 
@@ -37,8 +37,8 @@ def test_a_codec_stored_version_reloads_from_the_registry_with_its_ne():
     variant = apply_precision_plan(model, plan)
     day = batch_from_frame(_frame(400, 5), SCHEMA)
     logged = score(variant, day, batch_size=128)
-    _, client = connect()
-    run_id = client.create_run(client.create_experiment("codec-storage")).info.run_id
+    home, client = connect()
+    run_id = client.create_run(experiment_id(client, home, "codec-storage")).info.run_id
     try:
         version = _log_version(
             client, run_id, "searched", variant, SCHEMA, None, "codec", {"quantrec.variant": "x"}

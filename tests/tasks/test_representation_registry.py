@@ -14,7 +14,7 @@ from quantrec.models.batch import batch_from_frame
 from quantrec.models.dlrm import DLRM
 from quantrec.models.train import train_dlrm
 from quantrec.tasks.registry import _log_version
-from quantrec.tasks.tracking import connect, load_version, record_manifest
+from quantrec.tasks.tracking import connect, experiment_id, load_version, record_manifest
 
 MIXED = {
     "user": {"kind": "qr", "collisions": 8, "combine": "mult"},
@@ -63,8 +63,8 @@ def test_mixed_representations_round_trip_through_the_registry():
     )
     batch = batch_from_frame(_frame(256, 0), tiny_schema)
     train_dlrm(model, batch, seed=0, epochs=1, batch_size=64, learning_rate=0.02)
-    _, client = connect()
-    experiment = client.create_experiment("representations")
+    home, client = connect()
+    experiment = experiment_id(client, home, "representations")  # artifacts in the home
     run_id = client.create_run(experiment).info.run_id
     try:
         version = _log_version(
